@@ -1,0 +1,240 @@
+package store_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/livepg/livepg/store"
+	"github.com/livepg/livepg/store/storetest"
+)
+
+func TestMain(m *testing.M) { storetest.Main(m) }
+
+func TestPublishAssignsSeqAtCommit(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := storetest.NewStore(t)
+
+	seq1, err := s.Publish(ctx, "boards/1", "message", []byte(`{"a":1}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq2, err := s.Publish(ctx, "boards/2", "note", []byte(`"x\ny"`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seq2 <= seq1 {
+		t.Fatalf("second seq %d not after first %d", seq2, seq1)
+	}
+	events, err := s.ReadAfter(ctx, 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(events) != 2 || events[0].Seq != seq1 || events[1].Topic != "boards/2" || events[1].Type != "note" {
+		t.Fatalf("events = %+v", events)
+	}
+	if string(events[1].Data) != `"x\ny"` {
+		t.Fatalf("data = %s", events[1].Data)
+	}
+	b, err := s.Bounds(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Head != seq2 || b.PrunedThrough != 0 {
+		t.Fatalf("bounds = %+v", b)
+	}
+}
+
+func TestRolledBackPublishLeavesNothing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := storetest.NewStore(t)
+	errRollback := errors.New("roll back")
+	err := s.InTx(ctx, func(tx pgx.Tx) error {
+		if _, err := store.PublishTx(ctx, tx, "a", "message", nil); err != nil {
+			return err
+		}
+		return errRollback
+	})
+	if !errors.Is(err, errRollback) {
+		t.Fatal(err)
+	}
+	events, err := s.ReadAfter(ctx, 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(events) != 0 {
+		t.Fatalf("rolled back event visible: %+v", events)
+	}
+}
+
+func TestPublishRefusesBadInput(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := storetest.NewStore(t)
+	for _, tc := range []struct{ name, sql string }{
+		{"null topic", `SELECT livepg.publish(NULL, '{}')`},
+		{"empty topic", `SELECT livepg.publish('', '{}')`},
+		{"trailing slash", `SELECT livepg.publish('boards/', '{}')`},
+		{"double slash", `SELECT livepg.publish('boards//1', '{}')`},
+		{"wildcard", `SELECT livepg.publish('boards/*', '{}')`},
+		{"newline in topic", `SELECT livepg.publish(E'a\nb', '{}')`},
+		{"too long", `SELECT livepg.publish(repeat('a', 257), '{}')`},
+		{"newline in type", `SELECT livepg.publish('a', '{}', E'x\ny')`},
+		{"null type", `SELECT livepg.publish('a', '{}', NULL)`},
+		{"bad json", `SELECT livepg.publish('a', '{')`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := s.Pool.Exec(ctx, tc.sql); err == nil {
+				t.Fatal("accepted")
+			}
+		})
+	}
+	events, err := s.ReadAfter(ctx, 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(events) != 0 {
+		t.Fatalf("refused input left events: %+v", events)
+	}
+}
+
+type rowEvent struct {
+	Op    string          `json:"op"`
+	Table string          `json:"table"`
+	New   json.RawMessage `json:"new"`
+	Old   json.RawMessage `json:"old"`
+}
+
+func TestTrackCapturesRowChanges(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := storetest.NewStore(t)
+	exec := func(sql string, args ...any) {
+		t.Helper()
+		if _, err := s.Pool.Exec(ctx, sql, args...); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	exec(`CREATE TABLE "Card Table" (id int PRIMARY KEY, board_id int NOT NULL, text text)`)
+	exec(`SELECT livepg.track('"Card Table"', 'boards/{board_id}')`)
+	exec(`INSERT INTO "Card Table" VALUES (1, 7, 'hello')`)
+	exec(`UPDATE "Card Table" SET text = 'bye' WHERE id = 1`)
+	exec(`UPDATE "Card Table" SET text = 'none' WHERE id = 99`) // no row, no event
+	exec(`UPDATE "Card Table" SET board_id = 8 WHERE id = 1`)   // moves: both boards hear
+	exec(`DELETE FROM "Card Table" WHERE id = 1`)
+	exec(`SELECT livepg.untrack('"Card Table"')`)
+	exec(`INSERT INTO "Card Table" VALUES (2, 7, 'untracked')`)
+
+	events, err := s.ReadAfter(ctx, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []struct{ topic, typ string }{
+		{"boards/7", "insert"}, {"boards/7", "update"}, {"boards/8", "update"}, {"boards/7", "update"}, {"boards/8", "delete"},
+	}
+	if len(events) != len(want) {
+		t.Fatalf("got %d events, want %d: %+v", len(events), len(want), events)
+	}
+	for i, w := range want {
+		if events[i].Topic != w.topic || events[i].Type != w.typ {
+			t.Errorf("event %d = %s %s, want %s %s", i, events[i].Topic, events[i].Type, w.topic, w.typ)
+		}
+	}
+	var ins, upd, del rowEvent
+	mustJSON(t, events[0].Data, &ins)
+	mustJSON(t, events[1].Data, &upd)
+	mustJSON(t, events[4].Data, &del)
+	if ins.Op != "insert" || ins.Table != "Card Table" || string(ins.New) != `{"id": 1, "text": "hello", "board_id": 7}` || ins.Old != nil {
+		t.Errorf("insert event = %+v", ins)
+	}
+	if upd.Op != "update" || string(upd.Old) != `{"id": 1, "text": "hello", "board_id": 7}` || string(upd.New) != `{"id": 1, "text": "bye", "board_id": 7}` {
+		t.Errorf("update event = %+v", upd)
+	}
+	if del.Op != "delete" || del.New != nil || string(del.Old) != `{"id": 1, "text": "bye", "board_id": 8}` {
+		t.Errorf("delete event = %+v", del)
+	}
+}
+
+func TestTrackRefusesBadTemplates(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := storetest.NewStore(t)
+	if _, err := s.Pool.Exec(ctx, `CREATE TABLE cards (id int, board_id int)`); err != nil {
+		t.Fatal(err)
+	}
+	for _, sql := range []string{
+		`SELECT livepg.track('missing_table', 'boards/{board_id}')`,
+		`SELECT livepg.track('cards', 'boards/{nope}')`,
+		`SELECT livepg.track('cards', 'boards/*')`,
+		`SELECT livepg.track('cards', NULL)`,
+		`SELECT livepg.track('cards; DROP TABLE cards', 'x')`,
+	} {
+		if _, err := s.Pool.Exec(ctx, sql); err == nil {
+			t.Errorf("%s: accepted", sql)
+		}
+	}
+	var triggers int
+	if err := s.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_trigger WHERE tgrelid = 'cards'::regclass`).Scan(&triggers); err != nil {
+		t.Fatal(err)
+	}
+	if triggers != 0 {
+		t.Fatalf("refused track left %d triggers", triggers)
+	}
+}
+
+func TestPruneDropsOldEventsAndMovesHorizon(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := storetest.NewStore(t)
+	var seqs []int64
+	for range 3 {
+		seq, err := s.Publish(ctx, "a", "message", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seqs = append(seqs, seq)
+	}
+	// Age the first two events past retention.
+	if _, err := s.Pool.Exec(ctx, `UPDATE livepg.events SET committed_at = now() - interval '2 hours' WHERE seq <= $1`, seqs[1]); err != nil {
+		t.Fatal(err)
+	}
+	through, err := s.Prune(ctx, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if through != seqs[1] {
+		t.Fatalf("pruned through %d, want %d", through, seqs[1])
+	}
+	events, err := s.ReadAfter(ctx, 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(events) != 1 || events[0].Seq != seqs[2] {
+		t.Fatalf("after prune: %+v", events)
+	}
+	// Pruning everything keeps the head where it was.
+	through, err = s.Prune(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.Bounds(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if through != seqs[2] || b.Head != seqs[2] || b.PrunedThrough != seqs[2] {
+		t.Fatalf("after full prune: through %d, bounds %+v, want %d", through, b, seqs[2])
+	}
+}
+
+func mustJSON(t *testing.T, b []byte, v any) {
+	t.Helper()
+	if err := json.Unmarshal(b, v); err != nil {
+		t.Fatalf("%s: %v", b, err)
+	}
+}

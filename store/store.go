@@ -1,0 +1,77 @@
+// Package store is livepg's Postgres side: the connection pool, migrations,
+// the event log's queries and the demo app's data. It knows nothing of HTTP
+// or of subscribers; realtime reads the log through it.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Names shared by the SQL in migrations/ and the Go code; a test checks that
+// the migrations use the same strings.
+const (
+	Schema        = "livepg"
+	NotifyChannel = "livepg"
+)
+
+// Errors for callers to map to responses.
+var (
+	// ErrInvalid is bad input the database refused (an invalid topic, a
+	// missing column); the wrapped error says what.
+	ErrInvalid  = errors.New("invalid input")
+	ErrNotFound = errors.New("not found")
+)
+
+// Store is the pool and everything livepg does through it.
+type Store struct {
+	Pool *pgxpool.Pool
+}
+
+// Open connects a pool to url and checks once that the database answers, so
+// a wrong URL fails at start rather than at the first request.
+func Open(ctx context.Context, url string) (*Store, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("database url: %w", err)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("database pool: %w", err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("database ping: %w", err)
+	}
+	return &Store{Pool: pool}, nil
+}
+
+// Close closes the pool.
+func (s *Store) Close() { s.Pool.Close() }
+
+// Ping reports whether the database answers.
+func (s *Store) Ping(ctx context.Context) error { return s.Pool.Ping(ctx) }
+
+// InTx runs fn in a transaction, committing if it returns nil.
+func (s *Store) InTx(ctx context.Context, fn func(pgx.Tx) error) error {
+	return pgx.BeginFunc(ctx, s.Pool, fn)
+}
+
+// asInvalid wraps errors the database raised about its input (data
+// exceptions, undefined columns or tables, check violations) in ErrInvalid
+// so that the HTTP layer answers 4xx, not 500.
+func asInvalid(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code[:2] {
+		case "22", "23", "42":
+			return fmt.Errorf("%w: %s", ErrInvalid, pgErr.Message)
+		}
+	}
+	return err
+}

@@ -1,0 +1,229 @@
+// Package storetest gives each test its own migrated livepg database on a
+// real PostgreSQL server: LIVEPG_TEST_DATABASE_URL's when set, otherwise an
+// ephemeral cluster started from the machine's server binaries once per test
+// binary.
+//
+// A package whose tests use it calls Main from its TestMain, so the cluster
+// is stopped when the tests end.
+package storetest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/livepg/livepg/store"
+	"github.com/livepg/livepg/store/localpg"
+)
+
+// EnvURL names the variable that points the tests at an existing server; its
+// role must be allowed to create databases.
+const EnvURL = "LIVEPG_TEST_DATABASE_URL"
+
+const templateDB = "livepg_test_template"
+
+var (
+	once      sync.Once
+	adminURL  string // a database on the server to run CREATE DATABASE from
+	cluster   *localpg.Cluster
+	clusterMu sync.Mutex
+	setupErr  error
+)
+
+// Main runs the tests and then stops the cluster this binary started.
+func Main(m *testing.M) {
+	code := m.Run()
+	clusterMu.Lock()
+	if cluster != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if err := cluster.Stop(ctx); err != nil {
+			fmt.Fprintln(os.Stderr, "storetest:", err)
+		}
+		cancel()
+		os.RemoveAll(cluster.Dir)
+	}
+	clusterMu.Unlock()
+	os.Exit(code)
+}
+
+// Cluster returns the ephemeral cluster, or nil when the tests run against
+// LIVEPG_TEST_DATABASE_URL. Tests that stop and start the server need their
+// own cluster instead: see NewCluster.
+func Cluster(t testing.TB) *localpg.Cluster {
+	setup(t)
+	return cluster
+}
+
+// NewCluster starts a cluster that belongs to the calling test alone, for
+// tests that stop or kill the server. It is stopped and removed at cleanup.
+func NewCluster(t testing.TB) *localpg.Cluster {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "livepg-test-cluster-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c, err := localpg.Start(ctx, dir, localpg.Options{Settings: testSettings})
+	if err != nil {
+		os.RemoveAll(dir)
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = c.Stop(ctx)
+		os.RemoveAll(dir)
+	})
+	return c
+}
+
+// A throwaway cluster need not survive a crash of the machine.
+var testSettings = map[string]string{
+	"fsync":                     "off",
+	"full_page_writes":          "off",
+	"max_connections":           "500",
+	"shared_buffers":            "128MB",
+	"log_min_messages":          "warning",
+	"max_locks_per_transaction": "256",
+}
+
+func setup(t testing.TB) {
+	t.Helper()
+	once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if u := os.Getenv(EnvURL); u != "" {
+			adminURL = u
+		} else {
+			dir, err := os.MkdirTemp("", "livepg-test-")
+			if err != nil {
+				setupErr = err
+				return
+			}
+			c, err := localpg.Start(ctx, dir, localpg.Options{Settings: testSettings})
+			if err != nil {
+				os.RemoveAll(dir)
+				setupErr = err
+				return
+			}
+			clusterMu.Lock()
+			cluster = c
+			clusterMu.Unlock()
+			adminURL = c.URL()
+		}
+		setupErr = createTemplate(ctx, adminURL)
+	})
+	if setupErr != nil {
+		t.Fatalf("test database: %v", setupErr)
+	}
+}
+
+// createTemplate migrates a template database once; each test's database is
+// a copy of it, which is much faster than migrating every time.
+func createTemplate(ctx context.Context, admin string) error {
+	conn, err := pgx.Connect(ctx, admin)
+	if err != nil {
+		return fmt.Errorf("connect %s: %w", EnvURL, err)
+	}
+	defer conn.Close(ctx)
+	name := pgx.Identifier{templateDB}.Sanitize()
+	if _, err := conn.Exec(ctx, `DROP DATABASE IF EXISTS `+name+` WITH (FORCE)`); err != nil {
+		return fmt.Errorf("drop template: %w", err)
+	}
+	if _, err := conn.Exec(ctx, `CREATE DATABASE `+name); err != nil {
+		return fmt.Errorf("create template: %w", err)
+	}
+	s, err := store.Open(ctx, withDatabase(admin, templateDB))
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	return s.MigrateUp(ctx)
+}
+
+// NewDatabase creates a migrated database for this test and returns its URL.
+// It is dropped when the test ends.
+func NewDatabase(t testing.TB) string {
+	t.Helper()
+	setup(t)
+	return NewDatabaseOn(t, adminURL)
+}
+
+// NewDatabaseOn creates a migrated database on the server behind admin (a
+// URL of any database there) and returns its URL.
+func NewDatabaseOn(t testing.TB, admin string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	db := "livepg_test_" + hex.EncodeToString(b[:])
+	conn, err := pgx.Connect(ctx, admin)
+	if err != nil {
+		t.Fatalf("test database: %v", err)
+	}
+	defer conn.Close(ctx)
+	name := pgx.Identifier{db}.Sanitize()
+	if admin == adminURL {
+		_, err = conn.Exec(ctx, `CREATE DATABASE `+name+` TEMPLATE `+pgx.Identifier{templateDB}.Sanitize())
+	} else {
+		_, err = conn.Exec(ctx, `CREATE DATABASE `+name)
+	}
+	if err != nil {
+		t.Fatalf("create test database: %v", err)
+	}
+	u := withDatabase(admin, db)
+	if admin != adminURL {
+		s, err := store.Open(ctx, u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = s.MigrateUp(ctx)
+		s.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, admin)
+		if err != nil {
+			return // the server is gone with its cluster
+		}
+		defer conn.Close(ctx)
+		_, _ = conn.Exec(ctx, `DROP DATABASE IF EXISTS `+name+` WITH (FORCE)`)
+	})
+	return u
+}
+
+// NewStore opens a pool on a fresh test database.
+func NewStore(t testing.TB) *store.Store {
+	t.Helper()
+	s, err := store.Open(context.Background(), NewDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+func withDatabase(u, db string) string {
+	parsed, err := url.Parse(u)
+	if err != nil || parsed.Scheme == "" {
+		// A keyword/value connection string.
+		return strings.TrimSpace(u) + " dbname=" + db
+	}
+	parsed.Path = "/" + db
+	return parsed.String()
+}
