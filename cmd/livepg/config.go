@@ -1,0 +1,115 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/livepg/livepg/realtime"
+)
+
+// Config is everything livepg reads from its environment, checked up front.
+type Config struct {
+	// DatabaseURL is the pool's database. Empty: start a local PostgreSQL in
+	// DataDir.
+	DatabaseURL string
+	// ListenURL is the LISTEN connection's database (default DatabaseURL):
+	// it must reach the primary directly, not a replica or a transaction
+	// pooler.
+	ListenURL       string
+	Port            string
+	DataDir         string
+	ShutdownTimeout time.Duration
+	Node            realtime.Config
+}
+
+// envVar documents one setting; the README's table is written from the same
+// facts.
+type envVar struct {
+	name, def, help string
+}
+
+var envVars = []envVar{
+	{"DATABASE_URL", "(none: start a local PostgreSQL)", "PostgreSQL connection string for the pool"},
+	{"LISTEN_DATABASE_URL", "DATABASE_URL", "direct connection to the primary for LISTEN (not a replica, not a transaction-pooling PgBouncer)"},
+	{"PORT", "8080", "HTTP port"},
+	{"LIVEPG_DATA_DIR", ".livepg", "where the local PostgreSQL keeps its data when DATABASE_URL is unset"},
+	{"LIVEPG_RETENTION", "24h", "how long events stay in the log; older resume points get event: reset"},
+	{"LIVEPG_BUFFER", "256", "events queued per stream before it catches up from the log instead"},
+	{"LIVEPG_HEARTBEAT", "15s", "comment line interval on idle streams"},
+	{"LIVEPG_WRITE_TIMEOUT", "30s", "a stream that accepts no bytes for this long is cut off"},
+	{"LIVEPG_POLL_INTERVAL", "5s", "read the log this often even without a notification"},
+	{"LIVEPG_LISTENER_MAX_LIFETIME", "10m", "reconnect the LISTEN connection after this long"},
+	{"LIVEPG_SHUTDOWN_TIMEOUT", "10s", "how long a graceful shutdown may take"},
+	{"LIVEPG_MAX_TOPICS", "32", "most topic selectors per stream"},
+	{"LIVEPG_MAX_BODY", "1048576", "largest publish request body, bytes"},
+}
+
+func loadConfig(getenv func(string) string) (Config, error) {
+	d := realtime.DefaultConfig
+	c := Config{
+		DatabaseURL:     getenv("DATABASE_URL"),
+		ListenURL:       getenv("LISTEN_DATABASE_URL"),
+		Port:            getenv("PORT"),
+		DataDir:         getenv("LIVEPG_DATA_DIR"),
+		ShutdownTimeout: 10 * time.Second,
+		Node:            d,
+	}
+	if c.Port == "" {
+		c.Port = "8080"
+	}
+	if p, err := strconv.Atoi(c.Port); err != nil || p < 0 || p > 65535 {
+		return c, fmt.Errorf("PORT=%q: want a port number", c.Port)
+	}
+	if c.DataDir == "" {
+		c.DataDir = ".livepg"
+	}
+	durations := []struct {
+		name string
+		dst  *time.Duration
+	}{
+		{"LIVEPG_RETENTION", &c.Node.Retention},
+		{"LIVEPG_HEARTBEAT", &c.Node.Heartbeat},
+		{"LIVEPG_WRITE_TIMEOUT", &c.Node.WriteTimeout},
+		{"LIVEPG_POLL_INTERVAL", &c.Node.PollInterval},
+		{"LIVEPG_LISTENER_MAX_LIFETIME", &c.Node.ListenerMaxLifetime},
+		{"LIVEPG_SHUTDOWN_TIMEOUT", &c.ShutdownTimeout},
+	}
+	for _, v := range durations {
+		s := getenv(v.name)
+		if s == "" {
+			continue
+		}
+		dur, err := time.ParseDuration(s)
+		if err != nil || dur <= 0 {
+			return c, fmt.Errorf("%s=%q: want a positive duration such as 30s or 24h", v.name, s)
+		}
+		*v.dst = dur
+	}
+	ints := []struct {
+		name string
+		dst  *int
+	}{
+		{"LIVEPG_BUFFER", &c.Node.Buffer},
+		{"LIVEPG_MAX_TOPICS", &c.Node.MaxTopics},
+	}
+	for _, v := range ints {
+		s := getenv(v.name)
+		if s == "" {
+			continue
+		}
+		n, err := strconv.Atoi(s)
+		if err != nil || n <= 0 {
+			return c, fmt.Errorf("%s=%q: want a positive integer", v.name, s)
+		}
+		*v.dst = n
+	}
+	if s := getenv("LIVEPG_MAX_BODY"); s != "" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n <= 0 {
+			return c, fmt.Errorf("LIVEPG_MAX_BODY=%q: want a positive number of bytes", s)
+		}
+		c.Node.MaxBody = n
+	}
+	return c, nil
+}

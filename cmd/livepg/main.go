@@ -1,0 +1,241 @@
+// Command livepg is the livepg server: live web pages over Server-Sent
+// Events, with PostgreSQL as the only infrastructure.
+//
+//	livepg                     serve (the default)
+//	livepg serve
+//	livepg migrate up|down|status
+//
+// With no DATABASE_URL it starts its own PostgreSQL from the machine's server
+// binaries, in a data folder under the working directory.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/livepg/livepg/realtime"
+	"github.com/livepg/livepg/store"
+	"github.com/livepg/livepg/store/localpg"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "livepg:", err)
+		os.Exit(1)
+	}
+}
+
+const usage = `usage: livepg [serve | migrate up|down|status]`
+
+// run is the whole program; ctx ends on SIGINT or SIGTERM.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cfg, err := loadConfig(getenv)
+	if err != nil {
+		return err
+	}
+	logger := newLogger(stderr)
+	cfg.Node.Logger = logger
+	cmd := "serve"
+	if len(args) > 0 {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "serve":
+		if len(args) != 0 {
+			return errors.New(usage)
+		}
+		return serve(ctx, cfg, logger, stdout)
+	case "migrate":
+		if len(args) != 1 {
+			return errors.New(usage)
+		}
+		return migrate(ctx, cfg, args[0], stdout)
+	case "help", "-h", "--help":
+		fmt.Fprintln(stdout, usage)
+		fmt.Fprintln(stdout, "\nenvironment:")
+		for _, v := range envVars {
+			fmt.Fprintf(stdout, "  %-30s %s (default %s)\n", v.name, v.help, v.def)
+		}
+		return nil
+	default:
+		return fmt.Errorf("unknown command %q\n%s", cmd, usage)
+	}
+}
+
+func newLogger(w io.Writer) *slog.Logger {
+	if f, ok := w.(*os.File); ok {
+		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+			return slog.New(slog.NewTextHandler(w, nil))
+		}
+	}
+	return slog.New(slog.NewJSONHandler(w, nil))
+}
+
+// database resolves the database to use: DATABASE_URL's, or a local
+// PostgreSQL started for this process. stop stops what was started.
+func database(ctx context.Context, cfg *Config, stdout io.Writer) (stop func(), err error) {
+	if cfg.DatabaseURL != "" {
+		if cfg.ListenURL == "" {
+			cfg.ListenURL = cfg.DatabaseURL
+		}
+		return func() {}, nil
+	}
+	fmt.Fprintf(stdout, "DATABASE_URL is not set: starting a local PostgreSQL in %s\n", cfg.DataDir)
+	cluster, err := localpg.Start(ctx, cfg.DataDir+"/pgdata", localpg.Options{})
+	if err != nil {
+		return nil, err
+	}
+	stop = func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := cluster.Stop(ctx); err != nil {
+			fmt.Fprintln(stdout, "stop local PostgreSQL:", err)
+		}
+	}
+	if err := ensureDatabase(ctx, cluster.URL(), "livepg"); err != nil {
+		stop()
+		return nil, err
+	}
+	cfg.DatabaseURL = cluster.DatabaseURL("livepg")
+	cfg.ListenURL = cfg.DatabaseURL
+	fmt.Fprintf(stdout, "local PostgreSQL: psql %s\n", cfg.DatabaseURL)
+	return stop, nil
+}
+
+func ensureDatabase(ctx context.Context, adminURL, name string) error {
+	conn, err := pgx.Connect(ctx, adminURL)
+	if err != nil {
+		return fmt.Errorf("local postgres: %w", err)
+	}
+	defer conn.Close(ctx)
+	var exists bool
+	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, name).Scan(&exists); err != nil {
+		return fmt.Errorf("local postgres: %w", err)
+	}
+	if !exists {
+		if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+			return fmt.Errorf("local postgres: create database: %w", err)
+		}
+	}
+	return nil
+}
+
+func migrate(ctx context.Context, cfg Config, direction string, stdout io.Writer) error {
+	stopDB, err := database(ctx, &cfg, stdout)
+	if err != nil {
+		return err
+	}
+	defer stopDB()
+	st, err := store.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	switch direction {
+	case "up":
+		return st.MigrateUp(ctx)
+	case "down":
+		return st.MigrateDown(ctx)
+	case "status":
+		return st.MigrateStatus(ctx, stdout)
+	default:
+		return fmt.Errorf("unknown migrate direction %q\n%s", direction, usage)
+	}
+}
+
+// serve runs the server until ctx ends, then shuts down in order: stop
+// accepting and end streams with a retry hint (browsers resume on another
+// node), stop the listener, close the pool, stop the local database.
+func serve(ctx context.Context, cfg Config, logger *slog.Logger, stdout io.Writer) error {
+	stopDB, err := database(ctx, &cfg, stdout)
+	if err != nil {
+		return err
+	}
+	defer stopDB()
+	st, err := store.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if err := st.MigrateUp(ctx); err != nil {
+		return err
+	}
+	cfg.Node.ListenURL = cfg.ListenURL
+	node, err := realtime.NewNode(st, cfg.Node)
+	if err != nil {
+		return err
+	}
+	if err := node.Start(ctx); err != nil {
+		return err
+	}
+	defer node.Stop()
+
+	ln, err := net.Listen("tcp", ":"+cfg.Port)
+	if err != nil {
+		return fmt.Errorf("listen on port %s: %w", cfg.Port, err)
+	}
+	srv := &http.Server{
+		Handler:           newRouter(node, st),
+		ReadHeaderTimeout: 10 * time.Second,
+		// No WriteTimeout: it would cut every stream. Streams set a deadline
+		// per write instead.
+	}
+	srv.RegisterOnShutdown(node.CloseStreams)
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	port := ln.Addr().(*net.TCPAddr).Port
+	fmt.Fprintf(stdout, "livepg serving on http://localhost:%d\n", port)
+	logger.Info("serving", "port", port)
+
+	select {
+	case err := <-serveErr:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	logger.Info("shutting down", "timeout", cfg.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		logger.Warn("shutdown: streams still open at the deadline", "err", err)
+		srv.Close()
+	}
+	node.Stop()
+	logger.Info("stopped")
+	return nil
+}
+
+func newRouter(node *realtime.Node, st *store.Store) http.Handler {
+	r := chi.NewRouter()
+	node.Routes(r)
+	r.Get("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		fmt.Fprintln(w, "ok")
+	})
+	r.Get("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		w.Header().Set("Content-Type", "text/plain")
+		if err := node.Ready(ctx); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, "not ready:", err)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	_ = st
+	return r
+}

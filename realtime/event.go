@@ -1,0 +1,104 @@
+package realtime
+
+import (
+	"encoding/json"
+	"strconv"
+	"time"
+
+	"github.com/livepg/livepg/store"
+)
+
+// Event is a committed event ready to send. Its SSE frame is encoded once,
+// and the same bytes are written to every subscriber.
+type Event struct {
+	Seq         int64
+	Topic       string
+	CommittedAt time.Time
+	Frame       []byte
+}
+
+// newEvent encodes a log row as an SSE frame:
+//
+//	id: <seq>
+//	event: <type>
+//	data: {"topic": <topic>, "data": <payload>}
+func newEvent(e store.Event) *Event {
+	return &Event{
+		Seq:         e.Seq,
+		Topic:       e.Topic,
+		CommittedAt: e.CommittedAt,
+		Frame:       appendFrame(nil, e.Seq, e.Type, e.Topic, e.Data),
+	}
+}
+
+// appendFrame appends one event's SSE frame to b.
+func appendFrame(b []byte, seq int64, typ, topic string, data []byte) []byte {
+	topicJSON, _ := json.Marshal(topic) // a string always marshals
+	if len(data) == 0 {
+		data = []byte("null")
+	}
+	payload := make([]byte, 0, len(topicJSON)+len(data)+20)
+	payload = append(payload, `{"topic":`...)
+	payload = append(payload, topicJSON...)
+	payload = append(payload, `,"data":`...)
+	payload = append(payload, data...)
+	payload = append(payload, '}')
+
+	b = append(b, "id: "...)
+	b = strconv.AppendInt(b, seq, 10)
+	b = append(b, '\n')
+	b = appendField(b, "event", typ)
+	b = appendData(b, payload)
+	return append(b, '\n')
+}
+
+// appendField appends "name: value\n". A value cannot start a new field or
+// event: CR, LF and NUL are dropped (types are validated long before this,
+// so this only guards the framing).
+func appendField(b []byte, name, value string) []byte {
+	b = append(b, name...)
+	b = append(b, ": "...)
+	for i := 0; i < len(value); i++ {
+		if c := value[i]; c != '\r' && c != '\n' && c != 0 {
+			b = append(b, c)
+		}
+	}
+	return append(b, '\n')
+}
+
+// appendData appends data as one "data:" line per line of data; a browser
+// joins them back with LF. CRLF, CR and LF all end a line in SSE, so each is
+// a line break here.
+func appendData(b, data []byte) []byte {
+	for {
+		b = append(b, "data: "...)
+		i := 0
+		for i < len(data) && data[i] != '\n' && data[i] != '\r' {
+			i++
+		}
+		b = append(b, data[:i]...)
+		b = append(b, '\n')
+		if i == len(data) {
+			return b
+		}
+		if data[i] == '\r' && i+1 < len(data) && data[i+1] == '\n' {
+			i++
+		}
+		data = data[i+1:]
+	}
+}
+
+// resetFrame tells the client its resume point is gone (pruned, or from
+// another database) and where the stream continues: the page refetches its
+// state.
+func resetFrame(head int64) []byte {
+	b := append([]byte("id: "), strconv.FormatInt(head, 10)...)
+	return append(b, "\nevent: reset\ndata: {}\n\n"...)
+}
+
+// retryFrame sets how long the browser waits before reconnecting.
+func retryFrame(d time.Duration) []byte {
+	return []byte("retry: " + strconv.FormatInt(d.Milliseconds(), 10) + "\n\n")
+}
+
+var heartbeatFrame = []byte(":\n\n")

@@ -1,0 +1,173 @@
+package realtime
+
+import (
+	"strings"
+	"sync"
+)
+
+// Hub routes each event to the subscribers whose selectors match it. It
+// never waits for a subscriber: each has a bounded buffer, and one whose
+// buffer is full is dropped from the live flow and told so; it catches up
+// from the log and joins again (see stream.catchUp).
+type Hub struct {
+	mu     sync.Mutex
+	head   int64 // seq of the last event routed: the node's place in the log
+	exact  map[string]map[*subscriber]struct{}
+	prefix map[*subscriber][]string // prefix selectors, with trailing slash
+	count  int
+}
+
+// subscriber is one stream's membership in the hub.
+type subscriber struct {
+	selectors []Selector
+	// events is the bounded buffer the hub fills and the stream drains.
+	events chan *Event
+	// lagged receives a signal when the hub dropped the subscriber because
+	// events was full.
+	lagged chan struct{}
+
+	// Guarded by Hub.mu.
+	joined bool
+	queued int64 // seq of the last event put in events (or skipped as seen)
+}
+
+func newSubscriber(selectors []Selector, buffer int) *subscriber {
+	return &subscriber{
+		selectors: selectors,
+		events:    make(chan *Event, buffer),
+		lagged:    make(chan struct{}, 1),
+	}
+}
+
+// NewHub returns a hub positioned at head: the next event it routes must
+// have a greater seq.
+func NewHub(head int64) *Hub {
+	return &Hub{
+		head:   head,
+		exact:  make(map[string]map[*subscriber]struct{}),
+		prefix: make(map[*subscriber][]string),
+	}
+}
+
+// Head is the seq of the last event routed.
+func (h *Hub) Head() int64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.head
+}
+
+// Subscribers is the number of subscribers in the live flow.
+func (h *Hub) Subscribers() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.count
+}
+
+// Publish routes events, which must be in seq order, and advances the head.
+// Events at or below the head were routed before and are skipped.
+func (h *Hub) Publish(events []*Event) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, ev := range events {
+		if ev.Seq <= h.head {
+			continue
+		}
+		for sub := range h.exact[ev.Topic] {
+			h.offer(sub, ev)
+		}
+		for sub, prefixes := range h.prefix {
+			for _, p := range prefixes {
+				if strings.HasPrefix(ev.Topic, p) {
+					h.offer(sub, ev)
+					break
+				}
+			}
+		}
+		h.head = ev.Seq
+	}
+}
+
+// offer puts ev in sub's buffer. When the buffer is full, sub has fallen
+// behind the live flow: it leaves the hub (removing it while ranging over the
+// hub's maps is safe) and is signalled to catch up from the log.
+func (h *Hub) offer(sub *subscriber, ev *Event) {
+	if !sub.joined || ev.Seq <= sub.queued {
+		return // already dropped, or matched by an earlier selector
+	}
+	select {
+	case sub.events <- ev:
+		sub.queued = ev.Seq
+	default:
+		h.removeLocked(sub)
+		select {
+		case sub.lagged <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// join adds sub to the live flow if the hub has routed nothing after cursor,
+// the seq through which sub has everything. Otherwise it returns false and
+// the head, and the caller first reads (cursor, head] from the log.
+func (h *Hub) join(sub *subscriber, cursor int64) (bool, int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.head > cursor {
+		return false, h.head
+	}
+	sub.queued = cursor
+	h.addLocked(sub)
+	return true, h.head
+}
+
+// joinAtHead adds sub to the live flow from the current head and returns it.
+func (h *Hub) joinAtHead(sub *subscriber) int64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	sub.queued = h.head
+	h.addLocked(sub)
+	return h.head
+}
+
+// leave removes sub from the live flow, if it is there.
+func (h *Hub) leave(sub *subscriber) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if sub.joined {
+		h.removeLocked(sub)
+	}
+}
+
+func (h *Hub) addLocked(sub *subscriber) {
+	sub.joined = true
+	h.count++
+	for _, sel := range sub.selectors {
+		if sel.Prefix {
+			h.prefix[sub] = append(h.prefix[sub], sel.Topic)
+			continue
+		}
+		set := h.exact[sel.Topic]
+		if set == nil {
+			set = make(map[*subscriber]struct{})
+			h.exact[sel.Topic] = set
+		}
+		set[sub] = struct{}{}
+	}
+}
+
+func (h *Hub) removeLocked(sub *subscriber) {
+	sub.joined = false
+	h.count--
+	delete(h.prefix, sub)
+	for _, sel := range sub.selectors {
+		if sel.Prefix {
+			continue
+		}
+		if set := h.exact[sel.Topic]; set != nil {
+			delete(set, sub)
+			if len(set) == 0 {
+				delete(h.exact, sel.Topic)
+			}
+		}
+	}
+}

@@ -1,0 +1,261 @@
+package realtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/livepg/livepg/store"
+)
+
+// Config tunes a node. Zero fields take the defaults in DefaultConfig.
+type Config struct {
+	// ListenURL is the connection string of the dedicated LISTEN connection:
+	// a direct session on the primary (not a replica, not a transaction
+	// pooler).
+	ListenURL string
+	// Buffer is how many events each subscriber may have queued before it is
+	// moved off the live flow to catch up from the log.
+	Buffer int
+	// BatchSize is how many events one log read returns at most.
+	BatchSize int
+	// PollInterval is the slow timer that reads the log even without a
+	// notification, in case one was lost.
+	PollInterval time.Duration
+	// Heartbeat is the interval of comment lines on idle streams, well inside
+	// proxies' idle timeouts.
+	Heartbeat time.Duration
+	// WriteTimeout cuts off a stream that accepts no bytes for this long.
+	WriteTimeout time.Duration
+	// Retry is the reconnect delay suggested to browsers.
+	Retry time.Duration
+	// Retention is how long events stay in the log; older resume points get
+	// a reset. PruneInterval is how often a node prunes.
+	Retention, PruneInterval time.Duration
+	// MaxTopics is the most selectors one stream may name.
+	MaxTopics int
+	// MaxBody is the largest publish request body, in bytes.
+	MaxBody int64
+	// ListenerPingAfter and ListenerMaxLifetime tune the LISTEN connection.
+	ListenerPingAfter, ListenerMaxLifetime time.Duration
+	Logger                                 *slog.Logger
+}
+
+// DefaultConfig holds the defaults documented in the README.
+var DefaultConfig = Config{
+	Buffer:              256,
+	BatchSize:           1000,
+	PollInterval:        5 * time.Second,
+	Heartbeat:           15 * time.Second,
+	WriteTimeout:        30 * time.Second,
+	Retry:               2 * time.Second,
+	Retention:           24 * time.Hour,
+	PruneInterval:       time.Minute,
+	MaxTopics:           32,
+	MaxBody:             1 << 20,
+	ListenerPingAfter:   10 * time.Second,
+	ListenerMaxLifetime: 10 * time.Minute,
+}
+
+func (c Config) withDefaults() Config {
+	d := DefaultConfig
+	set := func(v *time.Duration, def time.Duration) {
+		if *v <= 0 {
+			*v = def
+		}
+	}
+	if c.Buffer <= 0 {
+		c.Buffer = d.Buffer
+	}
+	if c.BatchSize <= 0 {
+		c.BatchSize = d.BatchSize
+	}
+	if c.MaxTopics <= 0 {
+		c.MaxTopics = d.MaxTopics
+	}
+	if c.MaxBody <= 0 {
+		c.MaxBody = d.MaxBody
+	}
+	set(&c.PollInterval, d.PollInterval)
+	set(&c.Heartbeat, d.Heartbeat)
+	set(&c.WriteTimeout, d.WriteTimeout)
+	set(&c.Retry, d.Retry)
+	set(&c.Retention, d.Retention)
+	set(&c.PruneInterval, d.PruneInterval)
+	set(&c.ListenerPingAfter, d.ListenerPingAfter)
+	set(&c.ListenerMaxLifetime, d.ListenerMaxLifetime)
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// Node is one livepg server's real-time machinery: the LISTEN connection,
+// the reader that moves new log rows into the hub, the pruner and the HTTP
+// handlers for streams and publishing.
+type Node struct {
+	cfg      Config
+	store    *store.Store
+	hub      *Hub
+	listener *Listener
+	log      *slog.Logger
+
+	wake    chan struct{} // cap 1: "read the log now"
+	closing chan struct{} // closed when streams must end (shutdown)
+	closeMu sync.Once
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	stop   sync.Once
+}
+
+// NewNode builds a node on st. Start runs it.
+func NewNode(st *store.Store, cfg Config) (*Node, error) {
+	cfg = cfg.withDefaults()
+	listenCfg, err := pgx.ParseConfig(cfg.ListenURL)
+	if err != nil {
+		return nil, fmt.Errorf("listen database url: %w", err)
+	}
+	n := &Node{
+		cfg:     cfg,
+		store:   st,
+		log:     cfg.Logger,
+		wake:    make(chan struct{}, 1),
+		closing: make(chan struct{}),
+	}
+	n.listener = &Listener{
+		Connect: func(ctx context.Context) (*pgx.Conn, error) {
+			return pgx.ConnectConfig(ctx, listenCfg.Copy())
+		},
+		Wake:        n.Wake,
+		PingAfter:   cfg.ListenerPingAfter,
+		MaxLifetime: cfg.ListenerMaxLifetime,
+		MinBackoff:  100 * time.Millisecond,
+		MaxBackoff:  5 * time.Second,
+		Logger:      cfg.Logger,
+	}
+	return n, nil
+}
+
+// Start reads where the log ends and starts the node's background work. It
+// returns once the node serves; the listener connects in the background.
+func (n *Node) Start(ctx context.Context) error {
+	bounds, err := n.store.Bounds(ctx)
+	if err != nil {
+		return fmt.Errorf("start node: %w", err)
+	}
+	n.hub = NewHub(bounds.Head)
+	runCtx, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+	n.goRun(func() { n.listener.Run(runCtx) })
+	n.goRun(func() { n.readLoop(runCtx) })
+	n.goRun(func() { n.pruneLoop(runCtx) })
+	return nil
+}
+
+func (n *Node) goRun(f func()) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		f()
+	}()
+}
+
+// CloseStreams tells every open stream to end with a retry hint, so that its
+// browser reconnects (to another node) and resumes. New streams are refused.
+func (n *Node) CloseStreams() {
+	n.closeMu.Do(func() { close(n.closing) })
+}
+
+// Stop ends streams and background work and waits for the background work.
+// It is safe to call more than once.
+func (n *Node) Stop() {
+	n.CloseStreams()
+	n.stop.Do(func() {
+		if n.cancel != nil {
+			n.cancel()
+		}
+		n.wg.Wait()
+	})
+}
+
+// Wake asks the node to read the log now. It never blocks.
+func (n *Node) Wake() {
+	select {
+	case n.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Hub is the node's hub.
+func (n *Node) Hub() *Hub { return n.hub }
+
+// Listener is the node's LISTEN connection.
+func (n *Node) Listener() *Listener { return n.listener }
+
+// Ready reports why the node cannot serve live events, or nil.
+func (n *Node) Ready(ctx context.Context) error {
+	if !n.listener.Connected() {
+		return errors.New("listener not connected")
+	}
+	if err := n.store.Ping(ctx); err != nil {
+		return fmt.Errorf("database: %w", err)
+	}
+	return nil
+}
+
+// readLoop moves new log rows into the hub: on every wake-up, and on a slow
+// timer in case a notification was lost.
+func (n *Node) readLoop(ctx context.Context) {
+	tick := time.NewTicker(n.cfg.PollInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-n.wake:
+		case <-tick.C:
+		}
+		if err := n.readLog(ctx); err != nil && ctx.Err() == nil {
+			n.log.Warn("read log", "err", err)
+		}
+	}
+}
+
+// readLog reads everything after the hub's head, in batches.
+func (n *Node) readLog(ctx context.Context) error {
+	for {
+		rows, err := n.store.ReadAfter(ctx, n.hub.Head(), n.cfg.BatchSize)
+		if err != nil {
+			return err
+		}
+		events := make([]*Event, len(rows))
+		for i, row := range rows {
+			events[i] = newEvent(row)
+		}
+		n.hub.Publish(events)
+		if len(rows) < n.cfg.BatchSize {
+			return nil
+		}
+	}
+}
+
+func (n *Node) pruneLoop(ctx context.Context) {
+	tick := time.NewTicker(n.cfg.PruneInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if _, err := n.store.Prune(ctx, n.cfg.Retention); err != nil && ctx.Err() == nil {
+			n.log.Warn("prune log", "err", err)
+		}
+	}
+}

@@ -1,0 +1,242 @@
+package realtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// errShutdown ends streams when the node shuts down.
+var errShutdown = errors.New("node shutting down")
+
+// ServeEvents is GET /v1/events?topic=<selector>&topic=...: a Server-Sent
+// Events stream of the events matching the selectors. With a resume point
+// (the Last-Event-ID header, or the lastEventId query parameter) it first
+// replays what the client missed from the log, then continues live, with no
+// gap and no duplicate.
+func (n *Node) ServeEvents(w http.ResponseWriter, r *http.Request) {
+	selectors, err := parseSelectors(r.URL.Query()["topic"], n.cfg.MaxTopics)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	cursor, resume, err := parseResumePoint(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	select {
+	case <-n.closing:
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, "node is shutting down")
+		return
+	default:
+	}
+
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no") // tell buffering proxies to pass bytes at once
+	w.WriteHeader(http.StatusOK)
+
+	s := &stream{
+		node: n,
+		w:    w,
+		rc:   http.NewResponseController(w),
+		sub:  newSubscriber(selectors, n.cfg.Buffer),
+	}
+	defer n.hub.leave(s.sub)
+	err = s.run(r.Context(), cursor, resume)
+	n.log.Debug("stream closed", "topics", r.URL.Query()["topic"], "last_event_id", s.cursor, "reason", err)
+}
+
+// stream is one open SSE response.
+type stream struct {
+	node *Node
+	w    http.ResponseWriter
+	rc   *http.ResponseController
+	sub  *subscriber
+	// cursor is the seq through which the client has every matching event.
+	cursor int64
+	buf    []byte
+}
+
+func (s *stream) run(ctx context.Context, cursor int64, resume bool) error {
+	if err := s.write(retryFrame(s.node.cfg.Retry), []byte(": livepg\n\n")); err != nil {
+		return err
+	}
+	if err := s.start(ctx, cursor, resume); err != nil {
+		return err
+	}
+	heartbeat := time.NewTicker(s.node.cfg.Heartbeat)
+	defer heartbeat.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return errors.New("client gone")
+		case <-s.node.closing:
+			_ = s.write(retryFrame(s.node.cfg.Retry))
+			return errShutdown
+		case <-heartbeat.C:
+			if err := s.write(heartbeatFrame); err != nil {
+				return err
+			}
+		case ev := <-s.sub.events:
+			if err := s.writeLive(ev); err != nil {
+				return err
+			}
+		case <-s.sub.lagged:
+			// Fallen behind the live flow: send what is queued, then read the
+			// rest from the log and join again.
+			if err := s.writeLive(nil); err != nil {
+				return err
+			}
+			if err := s.catchUp(ctx); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// start places the stream: live from now, or resumed from cursor.
+func (s *stream) start(ctx context.Context, cursor int64, resume bool) error {
+	if !resume {
+		s.cursor = s.node.hub.joinAtHead(s.sub)
+		return nil
+	}
+	bounds, err := s.node.store.Bounds(ctx)
+	if err != nil {
+		return err
+	}
+	if cursor < bounds.PrunedThrough || cursor > bounds.Head {
+		// Events the client missed are gone (or the id is from another
+		// database): tell it to refetch its state, and go on live.
+		s.cursor = s.node.hub.joinAtHead(s.sub)
+		return s.write(resetFrame(s.cursor))
+	}
+	s.cursor = cursor
+	return s.catchUp(ctx)
+}
+
+// catchUp reads the events after the cursor from the log, in batches, until
+// the stream can join the hub's live flow with nothing in between.
+func (s *stream) catchUp(ctx context.Context) error {
+	var exact, prefixes []string
+	for _, sel := range s.sub.selectors {
+		if sel.Prefix {
+			prefixes = append(prefixes, sel.Topic)
+		} else {
+			exact = append(exact, sel.Topic)
+		}
+	}
+	batch := s.node.cfg.BatchSize
+	for {
+		joined, head := s.node.hub.join(s.sub, s.cursor)
+		if joined {
+			return nil
+		}
+		for s.cursor < head {
+			rows, err := s.node.store.ReadMatching(ctx, s.cursor, head, exact, prefixes, batch)
+			if err != nil {
+				return fmt.Errorf("catch up: %w", err)
+			}
+			s.buf = s.buf[:0]
+			for _, row := range rows {
+				s.buf = appendFrame(s.buf, row.Seq, row.Type, row.Topic, row.Data)
+				s.cursor = row.Seq
+			}
+			if len(rows) < batch {
+				s.cursor = head
+			}
+			if err := s.write(s.buf); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// writeLive writes ev (if not nil) and every event already queued behind it,
+// then flushes once.
+func (s *stream) writeLive(ev *Event) error {
+	if err := s.rc.SetWriteDeadline(time.Now().Add(s.node.cfg.WriteTimeout)); err != nil {
+		return err
+	}
+	for {
+		if ev != nil && ev.Seq > s.cursor {
+			if _, err := s.w.Write(ev.Frame); err != nil {
+				return err
+			}
+			s.cursor = ev.Seq
+		}
+		select {
+		case ev = <-s.sub.events:
+			continue
+		default:
+		}
+		return s.rc.Flush()
+	}
+}
+
+// write writes frames and flushes them, giving up after the write timeout.
+func (s *stream) write(frames ...[]byte) error {
+	if err := s.rc.SetWriteDeadline(time.Now().Add(s.node.cfg.WriteTimeout)); err != nil {
+		return err
+	}
+	for _, f := range frames {
+		if _, err := s.w.Write(f); err != nil {
+			return err
+		}
+	}
+	return s.rc.Flush()
+}
+
+func parseSelectors(topics []string, max int) ([]Selector, error) {
+	if len(topics) == 0 {
+		return nil, errors.New("name at least one topic: ?topic=boards/42 or ?topic=boards/*")
+	}
+	if len(topics) > max {
+		return nil, fmt.Errorf("too many topics: %d, at most %d", len(topics), max)
+	}
+	sels := make([]Selector, 0, len(topics))
+	for _, t := range topics {
+		sel, err := ParseSelector(t)
+		if err != nil {
+			return nil, err
+		}
+		sels = append(sels, sel)
+	}
+	return sels, nil
+}
+
+// parseResumePoint reads the Last-Event-ID header, which a reconnecting
+// EventSource sends, or else the lastEventId query parameter, which a page
+// sets on its first connect.
+func parseResumePoint(r *http.Request) (seq int64, ok bool, err error) {
+	v := r.Header.Get("Last-Event-ID")
+	if v == "" {
+		v = r.URL.Query().Get("lastEventId")
+	}
+	if v == "" {
+		return 0, false, nil
+	}
+	return ParseEventID(v)
+}
+
+// ParseEventID parses a resume point: a seq, a decimal integer >= 0.
+func ParseEventID(v string) (seq int64, ok bool, err error) {
+	seq, err = strconv.ParseInt(v, 10, 64)
+	if err != nil || seq < 0 || v[0] == '+' {
+		return 0, false, fmt.Errorf("invalid Last-Event-ID %q: want the id of an event, a decimal integer >= 0", truncate(v, 40))
+	}
+	return seq, true, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}
