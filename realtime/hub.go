@@ -15,6 +15,7 @@ type Hub struct {
 	exact  map[string]map[*subscriber]struct{}
 	prefix map[*subscriber][]string // prefix selectors, with trailing slash
 	count  int
+	lagged int64 // subscribers moved off the live flow, ever
 }
 
 // subscriber is one stream's membership in the hub.
@@ -63,6 +64,14 @@ func (h *Hub) Subscribers() int {
 	return h.count
 }
 
+// Lagged counts the times a subscriber's buffer was full and it was moved
+// off the live flow to catch up from the log.
+func (h *Hub) Lagged() int64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.lagged
+}
+
 // Publish routes events, which must be in seq order, and advances the head.
 // Events at or below the head were routed before and are skipped.
 func (h *Hub) Publish(events []*Event) {
@@ -98,6 +107,7 @@ func (h *Hub) offer(sub *subscriber, ev *Event) {
 	case sub.events <- ev:
 		sub.queued = ev.Seq
 	default:
+		h.lagged++
 		h.removeLocked(sub)
 		select {
 		case sub.lagged <- struct{}{}:

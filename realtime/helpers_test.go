@@ -1,0 +1,124 @@
+package realtime_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/livepg/livepg/realtime"
+	"github.com/livepg/livepg/realtime/ssetest"
+	"github.com/livepg/livepg/store"
+	"github.com/livepg/livepg/store/storetest"
+)
+
+func TestMain(m *testing.M) { storetest.Main(m) }
+
+// testNode is one livepg server: a node and its HTTP server.
+type testNode struct {
+	*realtime.Node
+	Store *store.Store
+	URL   string
+}
+
+// startNode starts a server on dbURL. Several on one database are several
+// nodes of one deployment.
+func startNode(t *testing.T, dbURL string, cfg realtime.Config) *testNode {
+	t.Helper()
+	ctx := context.Background()
+	st, err := store.Open(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	if cfg.ListenURL == "" {
+		cfg.ListenURL = dbURL
+	}
+	node, err := realtime.NewNode(st, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := node.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r := chi.NewRouter()
+	node.Routes(r)
+	r.Get("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if err := node.Ready(r.Context()); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		}
+	})
+	srv := httptest.NewServer(r)
+	t.Cleanup(func() {
+		node.CloseStreams()
+		srv.Close()
+		node.Stop()
+	})
+	tn := &testNode{Node: node, Store: st, URL: srv.URL}
+	waitFor(t, "listener connected", node.Listener().Connected)
+	return tn
+}
+
+// waitFor polls cond until it holds, failing the test after a generous
+// deadline: it waits on a fact, it asserts no timing.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// payload is the data of a stream event: {"topic": ..., "data": ...}.
+type payload struct {
+	Topic string          `json:"topic"`
+	Data  json.RawMessage `json:"data"`
+}
+
+func decode(t *testing.T, ev ssetest.Event) payload {
+	t.Helper()
+	var p payload
+	if err := json.Unmarshal([]byte(ev.Data), &p); err != nil {
+		t.Fatalf("event %s data %q: %v", ev.ID, ev.Data, err)
+	}
+	return p
+}
+
+// collect reads events from s until one has seq >= last, failing on
+// timeout.
+func collect(t *testing.T, s *ssetest.Stream, last int64) []ssetest.Event {
+	t.Helper()
+	var got []ssetest.Event
+	timeout := time.After(60 * time.Second)
+	for {
+		select {
+		case ev, ok := <-s.Events():
+			if !ok {
+				t.Fatalf("stream ended after %d events: %v", len(got), s.Err())
+			}
+			got = append(got, ev)
+			if ev.Seq() >= last {
+				return got
+			}
+		case <-timeout:
+			t.Fatalf("timed out after %d events, waiting for seq %d", len(got), last)
+		}
+	}
+}
+
+// expectNothingMore checks that no further event is already queued on s.
+func expectNothingMore(t *testing.T, s *ssetest.Stream) {
+	t.Helper()
+	select {
+	case ev := <-s.Events():
+		t.Fatalf("unexpected event %+v", ev)
+	default:
+	}
+}
