@@ -40,7 +40,7 @@ type Listener struct {
 	MaxLifetime time.Duration
 	// MinBackoff and MaxBackoff bound the wait between failed connects.
 	MinBackoff, MaxBackoff time.Duration
-	Logger     *slog.Logger
+	Logger                 *slog.Logger
 
 	connected  atomic.Bool
 	reconnects atomic.Int64

@@ -113,9 +113,11 @@ func (s *stream) start(ctx context.Context, cursor int64, resume bool) error {
 	}
 	if cursor < bounds.PrunedThrough || cursor > bounds.Head {
 		// Events the client missed are gone (or the id is from another
-		// database): tell it to refetch its state, and go on live.
-		s.cursor = s.node.hub.joinAtHead(s.sub)
-		return s.write(resetFrame(s.cursor))
+		// database): tell it to refetch its state, and go on from the head.
+		cursor = bounds.Head
+		if err := s.write(resetFrame(cursor)); err != nil {
+			return err
+		}
 	}
 	s.cursor = cursor
 	return s.catchUp(ctx)
