@@ -3,6 +3,7 @@ package realtime_test
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -35,6 +36,9 @@ func startNode(t *testing.T, dbURL string, cfg realtime.Config) *testNode {
 		t.Fatal(err)
 	}
 	t.Cleanup(st.Close)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), nil))
+	}
 	if cfg.ListenURL == "" {
 		cfg.ListenURL = dbURL
 	}

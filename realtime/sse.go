@@ -229,8 +229,14 @@ func parseResumePoint(r *http.Request) (seq int64, ok bool, err error) {
 
 // ParseEventID parses a resume point: a seq, a decimal integer >= 0.
 func ParseEventID(v string) (seq int64, ok bool, err error) {
-	seq, err = strconv.ParseInt(v, 10, 64)
-	if err != nil || seq < 0 || v[0] == '+' {
+	digits := v != ""
+	for i := 0; i < len(v); i++ {
+		digits = digits && '0' <= v[i] && v[i] <= '9'
+	}
+	if digits {
+		seq, err = strconv.ParseInt(v, 10, 64)
+	}
+	if !digits || err != nil {
 		return 0, false, fmt.Errorf("invalid Last-Event-ID %q: want the id of an event, a decimal integer >= 0", truncate(v, 40))
 	}
 	return seq, true, nil

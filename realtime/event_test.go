@@ -1,0 +1,235 @@
+package realtime
+
+import (
+	"bufio"
+	"bytes"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+func TestFrameSplitsDataLines(t *testing.T) {
+	got := string(appendFrame(nil, 42, "update", "boards/1", []byte("{\"a\":\n1,\r\n\"b\":\r2}")))
+	want := "id: 42\nevent: update\n" +
+		"data: {\"topic\":\"boards/1\",\"data\":{\"a\":\n" +
+		"data: 1,\n" +
+		"data: \"b\":\n" +
+		"data: 2}}\n\n"
+	if got != want {
+		t.Fatalf("frame:\n%q\nwant:\n%q", got, want)
+	}
+	if got := string(appendFrame(nil, 1, "message", "t", nil)); got != "id: 1\nevent: message\ndata: {\"topic\":\"t\",\"data\":null}\n\n" {
+		t.Fatalf("empty data frame: %q", got)
+	}
+}
+
+// parseFrames reads frames as a browser would and returns, per dispatched
+// event, its id, type and data.
+func parseFrames(b []byte) (events [][3]string, fields int) {
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc.Buffer(nil, 1<<20)
+	sc.Split(splitSSELines)
+	var id, typ string
+	var data []string
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" {
+			if data != nil {
+				events = append(events, [3]string{id, typ, strings.Join(data, "\n")})
+			}
+			typ, data = "", nil
+			continue
+		}
+		fields++
+		name, value, _ := strings.Cut(line, ":")
+		value = strings.TrimPrefix(value, " ")
+		switch name {
+		case "id":
+			id = value
+		case "event":
+			typ = value
+		case "data":
+			data = append(data, value)
+		}
+	}
+	return events, fields
+}
+
+// splitSSELines splits on CRLF, CR or LF, as the event stream format does.
+func splitSSELines(data []byte, atEOF bool) (int, []byte, error) {
+	for i, c := range data {
+		if c == '\n' {
+			return i + 1, data[:i], nil
+		}
+		if c == '\r' {
+			if i+1 < len(data) {
+				if data[i+1] == '\n' {
+					return i + 2, data[:i], nil
+				}
+				return i + 1, data[:i], nil
+			}
+			if atEOF {
+				return i + 1, data[:i], nil
+			}
+			return 0, nil, nil
+		}
+	}
+	if atEOF && len(data) > 0 {
+		return len(data), data, nil
+	}
+	return 0, nil, nil
+}
+
+// FuzzFrame: whatever the type and data, a frame is exactly one event with
+// the right id, and its data reads back as the payload with line breaks
+// normalised to LF.
+func FuzzFrame(f *testing.F) {
+	f.Add("message", []byte(`{"a":1}`))
+	f.Add("x\ny", []byte("a\r\nb\rc\nd"))
+	f.Add("evil\r\nid: 9\r\n\r\ndata: x", []byte("\n\nid: 7\n\ndata: y\r\r"))
+	f.Add("", []byte{})
+	f.Add("t\x00", []byte("\x00\r"))
+	f.Fuzz(func(t *testing.T, typ string, data []byte) {
+		frame := appendFrame(nil, 7, typ, "t/1", data)
+		events, _ := parseFrames(frame)
+		if len(events) != 1 {
+			t.Fatalf("%d events from one frame %q", len(events), frame)
+		}
+		ev := events[0]
+		if ev[0] != "7" {
+			t.Fatalf("id %q", ev[0])
+		}
+		if strings.ContainsAny(ev[1], "\r\n\x00") {
+			t.Fatalf("type %q", ev[1])
+		}
+		payload := data
+		if len(payload) == 0 {
+			payload = []byte("null")
+		}
+		norm := strings.NewReplacer("\r\n", "\n", "\r", "\n").Replace(string(payload))
+		if want := `{"topic":"t/1","data":` + norm + `}`; ev[2] != want {
+			t.Fatalf("data %q, want %q", ev[2], want)
+		}
+	})
+}
+
+func TestParseSelector(t *testing.T) {
+	for _, tc := range []struct {
+		in      string
+		ok      bool
+		matches []string
+		misses  []string
+	}{
+		{"boards/42", true, []string{"boards/42"}, []string{"boards/4", "boards/42/cards", "boards"}},
+		{"boards/*", true, []string{"boards/1", "boards/1/cards"}, []string{"boards", "boardsx/1", "board/1"}},
+		{"a.b:c@d=e+f-g_h", true, []string{"a.b:c@d=e+f-g_h"}, nil},
+		{"*", false, nil, nil},
+		{"", false, nil, nil},
+		{"/a", false, nil, nil},
+		{"a/", false, nil, nil},
+		{"a//b", false, nil, nil},
+		{"a/**", false, nil, nil},
+		{"a/*/b", false, nil, nil},
+		{"a b", false, nil, nil},
+		{"a\nb", false, nil, nil},
+		{"caf\u00e9", false, nil, nil},
+		{strings.Repeat("a", MaxTopicLen), true, nil, nil},
+		{strings.Repeat("a", MaxTopicLen+1), false, nil, nil},
+	} {
+		sel, err := ParseSelector(tc.in)
+		if (err == nil) != tc.ok {
+			t.Errorf("ParseSelector(%q) error = %v, want ok=%v", tc.in, err, tc.ok)
+			continue
+		}
+		if err == nil && sel.String() != tc.in {
+			t.Errorf("ParseSelector(%q).String() = %q", tc.in, sel.String())
+		}
+		for _, m := range tc.matches {
+			if !sel.Match(m) {
+				t.Errorf("%q does not match %q", tc.in, m)
+			}
+		}
+		for _, m := range tc.misses {
+			if sel.Match(m) {
+				t.Errorf("%q matches %q", tc.in, m)
+			}
+		}
+	}
+}
+
+func FuzzParseSelector(f *testing.F) {
+	for _, s := range []string{"boards/1", "boards/*", "*", "a//b", "a/*/*", "\xff", "a/\n"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		sel, err := ParseSelector(s)
+		if err != nil {
+			return
+		}
+		if sel.String() != s {
+			t.Fatalf("round trip %q -> %q", s, sel.String())
+		}
+		if strings.ContainsAny(s, " \r\n\x00\"\\") || len(s) > MaxTopicLen+2 {
+			t.Fatalf("accepted %q", s)
+		}
+		if !sel.Prefix && !sel.Match(s) {
+			t.Fatalf("exact selector %q does not match itself", s)
+		}
+	})
+}
+
+func TestParseEventID(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want int64
+		ok   bool
+	}{
+		{"0", 0, true},
+		{"42", 42, true},
+		{"9223372036854775807", 9223372036854775807, true},
+		{"9223372036854775808", 0, false},
+		{"-1", 0, false},
+		{"+1", 0, false},
+		{"1.5", 0, false},
+		{" 1", 0, false},
+		{"0x10", 0, false},
+		{"abc", 0, false},
+	} {
+		got, ok, err := ParseEventID(tc.in)
+		if ok != tc.ok || got != tc.want || (err == nil) != tc.ok {
+			t.Errorf("ParseEventID(%q) = %d, %v, %v; want %d, %v", tc.in, got, ok, err, tc.want, tc.ok)
+		}
+	}
+}
+
+func FuzzParseEventID(f *testing.F) {
+	for _, s := range []string{"0", "1", "-1", "+5", "99999999999999999999", "1\n"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		seq, ok, err := ParseEventID(s)
+		if ok != (err == nil) {
+			t.Fatalf("ok=%v err=%v", ok, err)
+		}
+		if ok && (seq < 0 || strings.TrimLeft(s, "0") != strings.TrimLeft(fmtInt(seq), "0")) {
+			t.Fatalf("%q parsed as %d", s, seq)
+		}
+	})
+}
+
+func fmtInt(n int64) string { return strconv.FormatInt(n, 10) }
+
+func FuzzDecodePublish(f *testing.F) {
+	for _, s := range []string{`{"topic":"a","type":"b","data":{"x":1}}`, `{"topic":"a"}`, `{`, `[]`, `{"topic":"a","x":1}`, `{"topic":"a"} {}`, `{"topic":"a","type":"a\nb"}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		req, err := decodePublish(bytes.NewReader(body))
+		if err != nil {
+			return
+		}
+		if !ValidTopic(req.Topic) || !ValidType(req.Type) || len(req.Data) == 0 {
+			t.Fatalf("accepted %+v from %q", req, body)
+		}
+	})
+}
