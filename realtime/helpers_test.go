@@ -37,7 +37,7 @@ func startNode(t *testing.T, dbURL string, cfg realtime.Config) *testNode {
 	}
 	t.Cleanup(st.Close)
 	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), nil))
+		cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	if cfg.ListenURL == "" {
 		cfg.ListenURL = dbURL

@@ -130,15 +130,6 @@ func (h *Hub) join(sub *subscriber, cursor int64) (bool, int64) {
 	return true, h.head
 }
 
-// joinAtHead adds sub to the live flow from the current head and returns it.
-func (h *Hub) joinAtHead(sub *subscriber) int64 {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	sub.queued = h.head
-	h.addLocked(sub)
-	return h.head
-}
-
 // leave removes sub from the live flow, if it is there.
 func (h *Hub) leave(sub *subscriber) {
 	h.mu.Lock()

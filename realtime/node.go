@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -105,6 +106,7 @@ type Node struct {
 	listener *Listener
 	log      *slog.Logger
 
+	streams atomic.Int64  // open streams
 	wake    chan struct{} // cap 1: "read the log now"
 	closing chan struct{} // closed when streams must end (shutdown)
 	closeMu sync.Once
@@ -191,6 +193,9 @@ func (n *Node) Wake() {
 	default:
 	}
 }
+
+// Streams is the number of open event streams.
+func (n *Node) Streams() int64 { return n.streams.Load() }
 
 // Hub is the node's hub.
 func (n *Node) Hub() *Hub { return n.hub }

@@ -36,20 +36,33 @@ func (n *Node) ServeEvents(w http.ResponseWriter, r *http.Request) {
 	default:
 	}
 
+	// Find the start before answering, so that a client that has the
+	// response headers gets every event committed after it had them.
+	start, reset, err := n.position(r.Context(), cursor, resume)
+	if err != nil {
+		n.log.Error("stream start", "err", err)
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, "event log unavailable")
+		return
+	}
+
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no") // tell buffering proxies to pass bytes at once
 	w.WriteHeader(http.StatusOK)
 
+	n.streams.Add(1)
+	defer n.streams.Add(-1)
 	s := &stream{
-		node: n,
-		w:    w,
-		rc:   http.NewResponseController(w),
-		sub:  newSubscriber(selectors, n.cfg.Buffer),
+		node:   n,
+		w:      w,
+		rc:     http.NewResponseController(w),
+		sub:    newSubscriber(selectors, n.cfg.Buffer),
+		cursor: start,
 	}
 	defer n.hub.leave(s.sub)
-	err = s.run(r.Context(), cursor, resume)
+	err = s.run(r.Context(), reset)
 	n.log.Debug("stream closed", "topics", r.URL.Query()["topic"], "last_event_id", s.cursor, "reason", err)
 }
 
@@ -64,11 +77,15 @@ type stream struct {
 	buf    []byte
 }
 
-func (s *stream) run(ctx context.Context, cursor int64, resume bool) error {
-	if err := s.write(retryFrame(s.node.cfg.Retry), []byte(": livepg\n\n")); err != nil {
+func (s *stream) run(ctx context.Context, reset bool) error {
+	frames := [][]byte{retryFrame(s.node.cfg.Retry), []byte(": livepg\n\n")}
+	if reset {
+		frames = append(frames, resetFrame(s.cursor))
+	}
+	if err := s.write(frames...); err != nil {
 		return err
 	}
-	if err := s.start(ctx, cursor, resume); err != nil {
+	if err := s.catchUp(ctx); err != nil {
 		return err
 	}
 	heartbeat := time.NewTicker(s.node.cfg.Heartbeat)
@@ -101,26 +118,22 @@ func (s *stream) run(ctx context.Context, cursor int64, resume bool) error {
 	}
 }
 
-// start places the stream: live from now, or resumed from cursor.
-func (s *stream) start(ctx context.Context, cursor int64, resume bool) error {
-	if !resume {
-		s.cursor = s.node.hub.joinAtHead(s.sub)
-		return nil
-	}
-	bounds, err := s.node.store.Bounds(ctx)
+// position is where a stream starts: the log's head for a new stream (it
+// gets the events committed from now on), or the client's resume point. A
+// resume point outside the log (pruned, or from another database) moves to
+// the head, and reset says the client must refetch its state.
+func (n *Node) position(ctx context.Context, cursor int64, resume bool) (start int64, reset bool, err error) {
+	bounds, err := n.store.Bounds(ctx)
 	if err != nil {
-		return err
+		return 0, false, err
 	}
-	if cursor < bounds.PrunedThrough || cursor > bounds.Head {
-		// Events the client missed are gone (or the id is from another
-		// database): tell it to refetch its state, and go on from the head.
-		cursor = bounds.Head
-		if err := s.write(resetFrame(cursor)); err != nil {
-			return err
-		}
+	switch {
+	case !resume:
+		return bounds.Head, false, nil
+	case cursor < bounds.PrunedThrough || cursor > bounds.Head:
+		return bounds.Head, true, nil
 	}
-	s.cursor = cursor
-	return s.catchUp(ctx)
+	return cursor, false, nil
 }
 
 // catchUp reads the events after the cursor from the log, in batches, until

@@ -100,6 +100,9 @@ func Start(ctx context.Context, dir string, opts Options) (*Cluster, error) {
 	}
 	if !fileExists(filepath.Join(dir, "PG_VERSION")) {
 		if err := c.run(ctx, "initdb", "-D", dir, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync", "--locale=C"); err != nil {
+			if c.cred != nil {
+				err = fmt.Errorf("%w\nrunning as root, the server runs as the postgres user, which must be able to reach %s; choose a folder it can reach with LIVEPG_DATA_DIR", err, dir)
+			}
 			return nil, err
 		}
 	}

@@ -1,0 +1,233 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/livepg/livepg/realtime/ssetest"
+	"github.com/livepg/livepg/store/storetest"
+)
+
+func TestMain(m *testing.M) { storetest.Main(m) }
+
+// syncBuffer collects a running server's output.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+var servingRE = regexp.MustCompile(`serving on (http://localhost:\d+)`)
+
+// startServer runs the whole program with env, as `livepg` would run, and
+// returns its URL and a function that stops it (as SIGTERM does) and returns
+// run's error.
+func startServer(t *testing.T, env map[string]string) (string, func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var out syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, nil, func(k string) string { return env[k] }, &out, &out)
+	}()
+	var stopped bool
+	var runErr error
+	stop := func() error {
+		if !stopped {
+			cancel()
+			select {
+			case runErr = <-done:
+			case <-time.After(time.Minute):
+				t.Fatalf("server did not stop; output:\n%s", out.String())
+			}
+			stopped = true
+		}
+		return runErr
+	}
+	t.Cleanup(func() { _ = stop() })
+	deadline := time.Now().Add(time.Minute)
+	for {
+		if m := servingRE.FindStringSubmatch(out.String()); m != nil {
+			return m[1], stop
+		}
+		select {
+		case err := <-done:
+			stopped, runErr = true, err
+			t.Fatalf("server exited: %v; output:\n%s", err, out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server did not start; output:\n%s", out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+func waitReady(t *testing.T, base string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if code, _ := get(t, base+"/readyz"); code == http.StatusOK {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("server never became ready")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// The program end to end: it serves health, publishing and streams, and on
+// shutdown ends each stream with a retry hint and returns cleanly.
+func TestServeAndShutDownGracefully(t *testing.T) {
+	t.Parallel()
+	db := storetest.NewDatabase(t)
+	base, stop := startServer(t, map[string]string{
+		"DATABASE_URL":            db,
+		"PORT":                    "0",
+		"LIVEPG_SHUTDOWN_TIMEOUT": "5s",
+	})
+	if code, body := get(t, base+"/healthz"); code != 200 || body != "ok\n" {
+		t.Fatalf("/healthz = %d %q", code, body)
+	}
+	waitReady(t, base)
+
+	s := ssetest.Open(t, base+"/v1/events?topic=e2e", "")
+	resp, err := http.Post(base+"/v1/publish", "application/json", strings.NewReader(`{"topic":"e2e","data":{"n":1}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var published struct{ Seq int64 }
+	_ = json.NewDecoder(resp.Body).Decode(&published)
+	resp.Body.Close()
+	if ev := s.Next(t, 30*time.Second); ev.Seq() != published.Seq || published.Seq == 0 {
+		t.Fatalf("stream got %+v, publish answered %d", ev, published.Seq)
+	}
+
+	if err := stop(); err != nil {
+		t.Fatalf("run returned %v after shutdown", err)
+	}
+	select {
+	case <-s.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("stream still open after shutdown")
+	}
+	if s.Retry() == "" {
+		t.Fatal("stream ended without a retry hint")
+	}
+}
+
+// With no DATABASE_URL, livepg starts its own PostgreSQL under the data
+// folder, migrates it and serves: the README's first command.
+func TestServeWithoutConfigurationStartsLocalPostgres(t *testing.T) {
+	t.Parallel()
+	// Not t.TempDir: that folder is private to root, and the server may run
+	// as the postgres user.
+	dir, err := os.MkdirTemp("", "livepg-local-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	base, stop := startServer(t, map[string]string{"PORT": "0", "LIVEPG_DATA_DIR": dir + "/data"})
+	waitReady(t, base)
+	s := ssetest.Open(t, base+"/v1/events?topic=local", "")
+	resp, err := http.Post(base+"/v1/publish", "application/json", strings.NewReader(`{"topic":"local"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if ev := s.Next(t, 30*time.Second); ev.Type != "message" {
+		t.Fatalf("got %+v", ev)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestMigrateSubcommands(t *testing.T) {
+	t.Parallel()
+	db := storetest.NewDatabase(t)
+	env := func(k string) string { return map[string]string{"DATABASE_URL": db}[k] }
+	ctx := context.Background()
+	var out bytes.Buffer
+	steps := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"migrate", "status"}, "applied"},
+		{[]string{"migrate", "down"}, ""},
+		{[]string{"migrate", "status"}, "pending"},
+		{[]string{"migrate", "up"}, ""},
+		{[]string{"migrate", "status"}, "applied"},
+	}
+	for _, step := range steps {
+		out.Reset()
+		if err := run(ctx, step.args, env, &out, io.Discard); err != nil {
+			t.Fatalf("%v: %v", step.args, err)
+		}
+		if !strings.Contains(out.String(), step.want) {
+			t.Fatalf("%v printed %q, want it to mention %q", step.args, out.String(), step.want)
+		}
+	}
+	for _, bad := range [][]string{{"migrate"}, {"migrate", "sideways"}, {"frobnicate"}} {
+		if err := run(ctx, bad, env, io.Discard, io.Discard); err == nil {
+			t.Errorf("%v: no error", bad)
+		}
+	}
+}
+
+func TestBadConfigurationIsRefused(t *testing.T) {
+	t.Parallel()
+	for _, env := range []map[string]string{
+		{"PORT": "http"},
+		{"LIVEPG_RETENTION": "forever"},
+		{"LIVEPG_HEARTBEAT": "-1s"},
+		{"LIVEPG_BUFFER": "0"},
+		{"LIVEPG_MAX_BODY": "big"},
+	} {
+		err := run(context.Background(), nil, func(k string) string { return env[k] }, io.Discard, io.Discard)
+		if err == nil {
+			t.Errorf("%v: accepted", env)
+			continue
+		}
+		for k := range env {
+			if !strings.Contains(err.Error(), k) {
+				t.Errorf("%v: error %q does not name %s", env, err, k)
+			}
+		}
+	}
+}

@@ -1,0 +1,66 @@
+package realtime_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/livepg/livepg/realtime"
+	"github.com/livepg/livepg/realtime/ssetest"
+	"github.com/livepg/livepg/store/storetest"
+)
+
+// A client that stops reading is cut off once it accepts no bytes for the
+// write timeout; a fast client beside it receives everything meanwhile.
+func TestStuckClientIsCutOffWithoutSlowingOthers(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := storetest.NewDatabase(t)
+	n := startNode(t, db, realtime.Config{WriteTimeout: 300 * time.Millisecond, Buffer: 8, PollInterval: time.Hour})
+	fast := ssetest.Open(t, n.URL+"/v1/events?topic=s", "")
+
+	// The stuck client sends its request and never reads a byte.
+	u, _ := url.Parse(n.URL)
+	conn, err := net.Dial("tcp", u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if tcp, ok := conn.(*net.TCPConn); ok {
+		_ = tcp.SetReadBuffer(4096)
+	}
+	fmt.Fprintf(conn, "GET /v1/events?topic=s HTTP/1.1\r\nHost: %s\r\n\r\n", u.Host)
+	waitFor(t, "both streams joined", func() bool { return n.Hub().Subscribers() == 2 })
+
+	// Far more than the socket buffers hold: 40 events of 256 KB.
+	blob := strings.Repeat("x", 256<<10)
+	var last int64
+	for range 40 {
+		seq, err := n.Store.Publish(ctx, "s", "message", []byte(`"`+blob+`"`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = seq
+	}
+	if got := collect(t, fast, last); len(got) != 40 {
+		t.Fatalf("fast client received %d events, want 40", len(got))
+	}
+	// The stuck client's stream has ended on the server; the fast one is open.
+	waitFor(t, "stuck stream cut off", func() bool { return n.Streams() == 1 })
+}
+
+func TestIdleStreamGetsHeartbeats(t *testing.T) {
+	t.Parallel()
+	db := storetest.NewDatabase(t)
+	n := startNode(t, db, realtime.Config{Heartbeat: 20 * time.Millisecond})
+	s := ssetest.Open(t, n.URL+"/v1/events?topic=idle", "")
+	// One comment opens every stream; heartbeats add more.
+	waitFor(t, "heartbeat comments", func() bool { return s.Comments() >= 3 })
+	if s.Retry() == "" {
+		t.Fatal("no initial retry: field")
+	}
+}

@@ -1,0 +1,103 @@
+package store_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/livepg/livepg/store"
+	"github.com/livepg/livepg/store/localpg"
+	"github.com/livepg/livepg/store/storetest"
+)
+
+// BenchmarkBus measures committed event transactions per second through
+// livepg.publish against plain transactions that insert a row and NOTIFY
+// (and, for reference, plain inserts without NOTIFY), at 1, 4, 16 and 64
+// concurrent writers, with synchronous_commit on and off. It runs on a
+// durable cluster of its own (fsync on), since a commit's flush is what
+// NOTIFY's commit lock serialises.
+//
+//	go test ./store -run '^$' -bench BenchmarkBus -benchtime 5s
+func BenchmarkBus(b *testing.B) {
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "livepg-bench-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	cluster, err := localpg.Start(ctx, dir, localpg.Options{Settings: map[string]string{
+		"max_connections": "200",
+		"shared_buffers":  "256MB",
+	}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cluster.Stop(ctx)
+	url := storetest.NewDatabaseOn(b, cluster.URL())
+
+	setup, err := store.Open(ctx, url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer setup.Close()
+	if _, err := setup.Pool.Exec(ctx, `CREATE TABLE plain_events (id bigserial PRIMARY KEY, topic text NOT NULL, data jsonb NOT NULL)`); err != nil {
+		b.Fatal(err)
+	}
+
+	kinds := []struct{ name, sql string }{
+		{"publish", `SELECT livepg.publish('bench/1', '{"n": 1}')`},
+		{"insert+notify", `WITH e AS (INSERT INTO plain_events (topic, data) VALUES ('bench/1', '{"n": 1}')) SELECT pg_notify('bench', '')`},
+		{"insert", `INSERT INTO plain_events (topic, data) VALUES ('bench/1', '{"n": 1}')`},
+	}
+	for _, sync := range []string{"on", "off"} {
+		for _, writers := range []int{1, 4, 16, 64} {
+			cfg, err := pgxpool.ParseConfig(url)
+			if err != nil {
+				b.Fatal(err)
+			}
+			cfg.MaxConns = int32(writers)
+			cfg.MinConns = int32(writers)
+			cfg.ConnConfig.RuntimeParams["synchronous_commit"] = sync
+			pool, err := pgxpool.NewWithConfig(ctx, cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			for _, kind := range kinds {
+				b.Run(fmt.Sprintf("sync=%s/writers=%d/%s", sync, writers, kind.name), func(b *testing.B) {
+					runWriters(b, pool, writers, kind.sql)
+				})
+			}
+			pool.Close()
+		}
+	}
+}
+
+// runWriters commits b.N single-statement transactions from writers
+// goroutines and reports transactions per second.
+func runWriters(b *testing.B, pool *pgxpool.Pool, writers int, sql string) {
+	ctx := context.Background()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	start := time.Now()
+	for range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= int64(b.N) {
+				if _, err := pool.Exec(ctx, sql); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "tx/s")
+}
