@@ -39,19 +39,19 @@ func TestSQLWritersReachStreamsOnBothNodes(t *testing.T) {
 			t.Fatalf("%s: %v", sql, err)
 		}
 	}
-	exec(`CREATE TABLE cards (id int PRIMARY KEY, board_id int NOT NULL, text text NOT NULL)`)
-	exec(`SELECT livepg.track('cards', 'boards/{board_id}')`)
+	exec(`CREATE TABLE notes (id int PRIMARY KEY, board_id int NOT NULL, text text NOT NULL)`)
+	exec(`SELECT livepg.track('notes', 'boards/{board_id}')`)
 
 	onA := ssetest.Open(t, a.URL+"/v1/events?topic=boards/1", "")
 	onB := ssetest.Open(t, b.URL+"/v1/events?topic=boards/*", "")
 
 	exec(`SELECT livepg.publish('boards/1', '{"hello": "from sql"}')`)
-	exec(`INSERT INTO cards VALUES (1, 1, 'first')`)
+	exec(`INSERT INTO notes VALUES (1, 1, 'first')`)
 	exec(`BEGIN`)
 	exec(`SELECT livepg.publish('boards/1', '{"rolled": "back"}')`)
-	exec(`UPDATE cards SET text = 'never' WHERE id = 1`)
+	exec(`UPDATE notes SET text = 'never' WHERE id = 1`)
 	exec(`ROLLBACK`)
-	exec(`UPDATE cards SET text = 'second' WHERE id = 1`)
+	exec(`UPDATE notes SET text = 'second' WHERE id = 1`)
 
 	for _, s := range []*ssetest.Stream{onA, onB} {
 		var got []string
@@ -61,8 +61,8 @@ func TestSQLWritersReachStreamsOnBothNodes(t *testing.T) {
 		}
 		want := []string{
 			`message {"hello": "from sql"}`,
-			`insert {"op": "insert", "new": {"id": 1, "text": "first", "board_id": 1}, "table": "cards"}`,
-			`update {"op": "update", "new": {"id": 1, "text": "second", "board_id": 1}, "old": {"id": 1, "text": "first", "board_id": 1}, "table": "cards"}`,
+			`insert {"op": "insert", "new": {"id": 1, "text": "first", "board_id": 1}, "table": "notes"}`,
+			`update {"op": "update", "new": {"id": 1, "text": "second", "board_id": 1}, "old": {"id": 1, "text": "first", "board_id": 1}, "table": "notes"}`,
 		}
 		if strings.Join(got, "\n") != strings.Join(want, "\n") {
 			t.Errorf("received:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))

@@ -24,23 +24,23 @@ func (n *Node) ServePublish(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", tooBig.Limit))
+			WriteError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", tooBig.Limit))
 			return
 		}
-		writeError(w, http.StatusBadRequest, err.Error())
+		WriteError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	seq, err := n.store.Publish(r.Context(), req.Topic, req.Type, req.Data)
 	if errors.Is(err, store.ErrInvalid) {
-		writeError(w, http.StatusBadRequest, err.Error())
+		WriteError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	if err != nil {
 		n.log.Error("publish", "err", err)
-		writeError(w, http.StatusInternalServerError, "publish failed")
+		WriteError(w, http.StatusInternalServerError, "publish failed")
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]int64{"seq": seq})
+	WriteJSON(w, http.StatusOK, map[string]int64{"seq": seq})
 }
 
 // decodePublish reads and checks a publish body: one JSON object with known
@@ -74,13 +74,15 @@ func decodePublish(body io.Reader) (PublishRequest, error) {
 	return req, nil
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
+// WriteJSON answers with v as JSON.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// writeError answers with a JSON error body: {"error": "..."}.
-func writeError(w http.ResponseWriter, status int, msg string) {
-	writeJSON(w, status, map[string]string{"error": msg})
+// WriteError answers with a JSON error body, {"error": "..."}: the one shape
+// of every error livepg's HTTP interface returns.
+func WriteError(w http.ResponseWriter, status int, msg string) {
+	WriteJSON(w, status, map[string]string{"error": msg})
 }

@@ -20,18 +20,18 @@ var errShutdown = errors.New("node shutting down")
 func (n *Node) ServeEvents(w http.ResponseWriter, r *http.Request) {
 	selectors, err := parseSelectors(r.URL.Query()["topic"], n.cfg.MaxTopics)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		WriteError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	cursor, resume, err := parseResumePoint(r)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		WriteError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	select {
 	case <-n.closing:
 		w.Header().Set("Retry-After", "1")
-		writeError(w, http.StatusServiceUnavailable, "node is shutting down")
+		WriteError(w, http.StatusServiceUnavailable, "node is shutting down")
 		return
 	default:
 	}
@@ -42,7 +42,7 @@ func (n *Node) ServeEvents(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		n.log.Error("stream start", "err", err)
 		w.Header().Set("Retry-After", "1")
-		writeError(w, http.StatusServiceUnavailable, "event log unavailable")
+		WriteError(w, http.StatusServiceUnavailable, "event log unavailable")
 		return
 	}
 

@@ -165,22 +165,22 @@ func TestTrackRefusesBadTemplates(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s := storetest.NewStore(t)
-	if _, err := s.Pool.Exec(ctx, `CREATE TABLE cards (id int, board_id int)`); err != nil {
+	if _, err := s.Pool.Exec(ctx, `CREATE TABLE notes (id int, board_id int)`); err != nil {
 		t.Fatal(err)
 	}
 	for _, sql := range []string{
 		`SELECT livepg.track('missing_table', 'boards/{board_id}')`,
-		`SELECT livepg.track('cards', 'boards/{nope}')`,
-		`SELECT livepg.track('cards', 'boards/*')`,
-		`SELECT livepg.track('cards', NULL)`,
-		`SELECT livepg.track('cards; DROP TABLE cards', 'x')`,
+		`SELECT livepg.track('notes', 'boards/{nope}')`,
+		`SELECT livepg.track('notes', 'boards/*')`,
+		`SELECT livepg.track('notes', NULL)`,
+		`SELECT livepg.track('notes; DROP TABLE notes', 'x')`,
 	} {
 		if _, err := s.Pool.Exec(ctx, sql); err == nil {
 			t.Errorf("%s: accepted", sql)
 		}
 	}
 	var triggers int
-	if err := s.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_trigger WHERE tgrelid = 'cards'::regclass`).Scan(&triggers); err != nil {
+	if err := s.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_trigger WHERE tgrelid = 'notes'::regclass`).Scan(&triggers); err != nil {
 		t.Fatal(err)
 	}
 	if triggers != 0 {

@@ -189,7 +189,7 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, stdout io.Write
 		return fmt.Errorf("listen on port %s: %w", cfg.Port, err)
 	}
 	srv := &http.Server{
-		Handler:           newRouter(node, st),
+		Handler:           newRouter(node, st, logger),
 		ReadHeaderTimeout: 10 * time.Second,
 		// No WriteTimeout: it would cut every stream. Streams set a deadline
 		// per write instead.
@@ -218,7 +218,7 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, stdout io.Write
 	return nil
 }
 
-func newRouter(node *realtime.Node, st *store.Store) http.Handler {
+func newRouter(node *realtime.Node, st *store.Store, logger *slog.Logger) http.Handler {
 	r := chi.NewRouter()
 	node.Routes(r)
 	r.Get("/healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -236,6 +236,9 @@ func newRouter(node *realtime.Node, st *store.Store) http.Handler {
 		}
 		fmt.Fprintln(w, "ready")
 	})
-	_ = st
+	d := &demo{store: st, log: logger}
+	r.Group(func(mutations chi.Router) {
+		d.routes(r, mutations)
+	})
 	return r
 }

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/livepg/livepg/realtime/ssetest"
 	"github.com/livepg/livepg/store/storetest"
 )
@@ -230,4 +232,14 @@ func TestBadConfigurationIsRefused(t *testing.T) {
 			}
 		}
 	}
+}
+
+func mustConn(t *testing.T, url string) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
 }
