@@ -39,6 +39,7 @@ type Cluster struct {
 	Port int
 
 	bin     string
+	opts    Options
 	cred    *syscall.Credential // the postgres user's, when we run as root
 	started bool                // we started it (rather than found it running)
 }
@@ -80,7 +81,7 @@ func Start(ctx context.Context, dir string, opts Options) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("local postgres: %w", err)
 	}
-	c := &Cluster{Dir: dir, bin: bin}
+	c := &Cluster{Dir: dir, bin: bin, opts: opts}
 	if os.Geteuid() == 0 {
 		if c.cred, err = postgresUser(); err != nil {
 			return nil, err
@@ -112,6 +113,20 @@ func Start(ctx context.Context, dir string, opts Options) (*Cluster, error) {
 	if c.run(ctx, "pg_ctl", "status", "-D", dir) == nil {
 		return c, nil // already running on this folder: reuse it
 	}
+	if err := c.start(ctx); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Restart starts the server again after Stop or Kill, on the same folder and
+// port: a database restart as clients see it.
+func (c *Cluster) Restart(ctx context.Context) error {
+	return c.start(ctx)
+}
+
+func (c *Cluster) start(ctx context.Context) error {
+	dir, opts := c.Dir, c.opts
 	serverOpts := []string{
 		"-p", strconv.Itoa(c.Port),
 		"-c", "listen_addresses=127.0.0.1",
@@ -128,10 +143,10 @@ func Start(ctx context.Context, dir string, opts Options) (*Cluster, error) {
 	if err := c.run(ctx, "pg_ctl", "start", "-w", "-t", "60", "-D", dir,
 		"-l", filepath.Join(dir, "server.log"), "-o", strings.Join(serverOpts, " ")); err != nil {
 		logTail, _ := os.ReadFile(filepath.Join(dir, "server.log"))
-		return nil, fmt.Errorf("%w\nserver.log:\n%s", err, tail(logTail, 2000))
+		return fmt.Errorf("%w\nserver.log:\n%s", err, tail(logTail, 2000))
 	}
 	c.started = true
-	return c, nil
+	return nil
 }
 
 // URL is the connection string of the cluster's postgres database.
@@ -157,6 +172,7 @@ func (c *Cluster) Stop(ctx context.Context) error {
 // Kill stops the server immediately, as a crash would, leaving the data
 // folder for Restart. Tests use it to cut every connection at once.
 func (c *Cluster) Kill(ctx context.Context) error {
+	c.started = false
 	return c.run(ctx, "pg_ctl", "stop", "-w", "-m", "immediate", "-D", c.Dir)
 }
 

@@ -1,0 +1,165 @@
+package realtime_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/livepg/livepg/realtime"
+	"github.com/livepg/livepg/realtime/ssetest"
+	"github.com/livepg/livepg/store/storetest"
+)
+
+// writeUntil publishes on topic from writers goroutines, retrying failed
+// writes as an application would, until stop is called. Which events really
+// committed is read from the log afterwards: a write that failed at commit
+// may or may not have.
+func writeUntil(t *testing.T, db, topic string, writers int) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	pool, err := pgxpool.New(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ctx.Err() == nil; i++ {
+				_, err := pool.Exec(ctx, `SELECT livepg.publish($1, $2)`, topic, fmt.Sprintf(`{"w":%d,"i":%d}`, w, i))
+				if err != nil {
+					time.Sleep(20 * time.Millisecond)
+					continue
+				}
+				time.Sleep(2 * time.Millisecond)
+			}
+		}()
+	}
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			wg.Wait()
+			pool.Close()
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// committed reads the seqs of every committed event on topic.
+func committed(t *testing.T, db, topic string) []int64 {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, `SELECT seq FROM livepg.events WHERE topic = $1 ORDER BY seq`, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seqs, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(seqs) == 0 {
+		t.Fatal("nothing was committed")
+	}
+	return seqs
+}
+
+// expectExactly reads f until it has the last of want and checks that it
+// received exactly want, in order, once.
+func expectExactly(t *testing.T, name string, f *ssetest.Follower, want []int64) {
+	t.Helper()
+	var got []int64
+	timeout := time.After(60 * time.Second)
+	for len(got) == 0 || got[len(got)-1] < want[len(want)-1] {
+		select {
+		case ev := <-f.Events():
+			got = append(got, ev.Seq())
+		case <-timeout:
+			t.Fatalf("%s: timed out with %d of %d events", name, len(got), len(want))
+		}
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%s: received %d events, %d were committed", name, len(got), len(want))
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("%s: event %d is seq %d, want %d", name, i, got[i], want[i])
+		}
+	}
+}
+
+func ready(t *testing.T, n *testNode) bool {
+	t.Helper()
+	resp, err := http.Get(n.URL + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// PostgreSQL stops in the middle of the stream and comes back: both nodes'
+// pools and listeners recover by themselves, /readyz shows the outage, and
+// every subscriber ends with exactly the committed events, in order, once.
+func TestPostgresRestartLosesNothing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	cluster := storetest.NewCluster(t)
+	db := storetest.NewDatabaseOn(t, cluster.URL())
+	cfg := realtime.Config{PollInterval: 500 * time.Millisecond, ListenerPingAfter: 200 * time.Millisecond}
+	a, b := startNode(t, db, cfg), startNode(t, db, cfg)
+	nodes := []string{a.URL, b.URL}
+	followers := []*ssetest.Follower{
+		ssetest.Follow(t, nodes, "/v1/events?topic=pg", ""),
+		ssetest.Follow(t, []string{b.URL, a.URL}, "/v1/events?topic=pg", ""),
+	}
+	waitFor(t, "streams open", func() bool { return a.Streams()+b.Streams() == 2 })
+
+	stop := writeUntil(t, db, "pg", 4)
+	time.Sleep(300 * time.Millisecond)
+	if err := cluster.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "/readyz reports the outage", func() bool { return !ready(t, a) && !ready(t, b) })
+	time.Sleep(time.Second) // writers keep failing and retrying
+	if err := cluster.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "/readyz recovers", func() bool { return ready(t, a) && ready(t, b) })
+	time.Sleep(300 * time.Millisecond)
+	stop()
+
+	want := committed(t, db, "pg")
+	for i, f := range followers {
+		expectExactly(t, fmt.Sprint("follower ", i), f, want)
+	}
+	t.Logf("one restart; %d events committed, received by each of %d followers (%d and %d reconnects)",
+		len(want), len(followers), followers[0].Reconnects(), followers[1].Reconnects())
+}
+
+// The listener reconnects on a maximum lifetime of its own, as it must under
+// proxies that cut long-lived connections, and nothing is lost across.
+func TestListenerLifetimeReconnectsLoseNothing(t *testing.T) {
+	t.Parallel()
+	db := storetest.NewDatabase(t)
+	n := startNode(t, db, realtime.Config{ListenerMaxLifetime: 100 * time.Millisecond, PollInterval: time.Hour})
+	f := ssetest.Follow(t, []string{n.URL}, "/v1/events?topic=life", "")
+	waitFor(t, "stream open", func() bool { return n.Streams() == 1 })
+	stop := writeUntil(t, db, "life", 2)
+	waitFor(t, "several lifetimes", func() bool { return n.Listener().Reconnects() >= 5 })
+	stop()
+	expectExactly(t, "follower", f, committed(t, db, "life"))
+}

@@ -1,0 +1,82 @@
+package ssetest
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// Follower behaves as a browser's EventSource behind a load balancer: it
+// reads a stream and, whenever the stream ends or a node cannot be reached,
+// reconnects — to the next of its nodes — sending Last-Event-ID, so that it
+// resumes where it stopped.
+type Follower struct {
+	events     chan Event
+	reconnects atomic.Int64
+	cancel     context.CancelFunc
+	done       chan struct{}
+
+	mu     sync.Mutex
+	lastID string
+}
+
+// Follow starts following path (such as "/v1/events?topic=a") on the nodes,
+// starting from lastEventID ("" for a new stream). It stops at the end of the
+// test.
+func Follow(t testing.TB, nodes []string, path, lastEventID string) *Follower {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	f := &Follower{events: make(chan Event, 1<<16), cancel: cancel, done: make(chan struct{}), lastID: lastEventID}
+	go f.run(ctx, nodes, path)
+	t.Cleanup(f.Close)
+	return f
+}
+
+func (f *Follower) run(ctx context.Context, nodes []string, path string) {
+	defer close(f.done)
+	for i := 0; ctx.Err() == nil; i++ {
+		if i > 0 {
+			f.reconnects.Add(1)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+		s, err := Dial(ctx, nodes[i%len(nodes)]+path, f.LastEventID())
+		if err != nil {
+			continue
+		}
+		for ev := range s.Events() {
+			f.mu.Lock()
+			f.lastID = ev.ID
+			f.mu.Unlock()
+			select {
+			case f.events <- ev:
+			case <-ctx.Done():
+			}
+		}
+		s.Close()
+	}
+}
+
+// Events delivers every event received, across reconnects.
+func (f *Follower) Events() <-chan Event { return f.events }
+
+// Reconnects counts the connections made after the first.
+func (f *Follower) Reconnects() int64 { return f.reconnects.Load() }
+
+// LastEventID is the id of the last event received.
+func (f *Follower) LastEventID() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.lastID
+}
+
+// Close stops following.
+func (f *Follower) Close() {
+	f.cancel()
+	<-f.done
+}
