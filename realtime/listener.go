@@ -16,7 +16,7 @@ import (
 )
 
 // Listener holds the node's one dedicated LISTEN connection. It does nothing
-// with a notification but call Wake: the log is the truth, so the connection
+// with a notification but call Wake (or OnNotify): the log is the truth, so the connection
 // only has to say "look now", and it keeps reading notifications whatever the
 // rest of the node is doing (an unread notification queue fills up and then
 // fails every notifying commit in the cluster).
@@ -30,8 +30,17 @@ type Listener struct {
 	Connect func(context.Context) (*pgx.Conn, error)
 	// Wake is called after every LISTEN is in place, so that events
 	// committed while no connection listened are read, and on every
-	// notification. It must not block.
+	// notification unless OnNotify is set. It must not block.
 	Wake func()
+	// OnNotify, if set, receives each notification's payload instead of
+	// Wake being called, so that the node can tell its wiring probes
+	// (payload "probe:...") from event wake-ups (empty payload). It must
+	// not block.
+	OnNotify func(payload string)
+	// OnListen, if set, is called after every LISTEN is in place (after
+	// Wake): a new session whose wiring the node has to prove again. It
+	// must not block.
+	OnListen func()
 	// PingAfter is how long the connection may stay quiet before a ping
 	// checks that it is still alive.
 	PingAfter time.Duration
@@ -105,6 +114,9 @@ func (l *Listener) session(ctx context.Context) (listened bool, err error) {
 	}
 	l.connected.Store(true)
 	l.Wake() // LISTEN first, then read the log: nothing falls between
+	if l.OnListen != nil {
+		l.OnListen()
+	}
 	expires := time.Now().Add(l.MaxLifetime)
 	for {
 		wait := min(l.PingAfter, time.Until(expires))
@@ -112,9 +124,11 @@ func (l *Listener) session(ctx context.Context) (listened bool, err error) {
 			return true, nil
 		}
 		wctx, cancel := context.WithTimeout(ctx, wait)
-		_, err := conn.WaitForNotification(wctx)
+		n, err := conn.WaitForNotification(wctx)
 		cancel()
 		switch {
+		case err == nil && l.OnNotify != nil:
+			l.OnNotify(n.Payload)
 		case err == nil:
 			l.Wake()
 		case ctx.Err() != nil:

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,7 +45,14 @@ type Config struct {
 	MaxBody int64
 	// ListenerPingAfter and ListenerMaxLifetime tune the LISTEN connection.
 	ListenerPingAfter, ListenerMaxLifetime time.Duration
-	Logger                                 *slog.Logger
+	// ProbeInterval is how often the node proves that its listener hears
+	// what the pool sends (see probe.go); ProbeTimeout is how long it waits
+	// to hear a probe before it reports itself not ready.
+	ProbeInterval, ProbeTimeout time.Duration
+	// StatsInterval is how often the node polls database-side figures for
+	// its metrics (the notification queue's usage).
+	StatsInterval time.Duration
+	Logger        *slog.Logger
 }
 
 // DefaultConfig holds the defaults documented in the README.
@@ -61,6 +69,9 @@ var DefaultConfig = Config{
 	MaxBody:             1 << 20,
 	ListenerPingAfter:   10 * time.Second,
 	ListenerMaxLifetime: 10 * time.Minute,
+	ProbeInterval:       30 * time.Second,
+	ProbeTimeout:        10 * time.Second,
+	StatsInterval:       15 * time.Second,
 }
 
 func (c Config) withDefaults() Config {
@@ -90,6 +101,9 @@ func (c Config) withDefaults() Config {
 	set(&c.PruneInterval, d.PruneInterval)
 	set(&c.ListenerPingAfter, d.ListenerPingAfter)
 	set(&c.ListenerMaxLifetime, d.ListenerMaxLifetime)
+	set(&c.ProbeInterval, d.ProbeInterval)
+	set(&c.ProbeTimeout, d.ProbeTimeout)
+	set(&c.StatsInterval, d.StatsInterval)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -103,7 +117,10 @@ type Node struct {
 	cfg      Config
 	store    *store.Store
 	hub      *Hub
+	started  atomic.Pointer[Hub] // hub, for metrics scraped at any time
 	listener *Listener
+	probe    *prober
+	metrics  *metrics
 	log      *slog.Logger
 
 	streams atomic.Int64  // open streams
@@ -130,17 +147,21 @@ func NewNode(st *store.Store, cfg Config) (*Node, error) {
 		wake:    make(chan struct{}, 1),
 		closing: make(chan struct{}),
 	}
+	n.probe = newProber(cfg.ProbeInterval, cfg.ProbeTimeout, st.Notify, n.wiringChanged)
 	n.listener = &Listener{
 		Connect: func(ctx context.Context) (*pgx.Conn, error) {
 			return pgx.ConnectConfig(ctx, listenCfg.Copy())
 		},
 		Wake:        n.Wake,
+		OnNotify:    n.notified,
+		OnListen:    n.probe.listened,
 		PingAfter:   cfg.ListenerPingAfter,
 		MaxLifetime: cfg.ListenerMaxLifetime,
 		MinBackoff:  100 * time.Millisecond,
 		MaxBackoff:  5 * time.Second,
 		Logger:      cfg.Logger,
 	}
+	n.metrics = newMetrics(n)
 	return n, nil
 }
 
@@ -152,13 +173,19 @@ func (n *Node) Start(ctx context.Context) error {
 		return fmt.Errorf("start node: %w", err)
 	}
 	n.hub = NewHub(bounds.Head)
+	n.started.Store(n.hub)
 	runCtx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	n.goRun(func() { n.listener.Run(runCtx) })
 	n.goRun(func() { n.readLoop(runCtx) })
 	n.goRun(func() { n.pruneLoop(runCtx) })
+	n.goRun(func() { n.probe.run(runCtx) })
+	n.goRun(func() { n.statsLoop(runCtx) })
 	return nil
 }
+
+// hubIfStarted is the hub once Start has made it, or nil.
+func (n *Node) hubIfStarted() *Hub { return n.started.Load() }
 
 func (n *Node) goRun(f func()) {
 	n.wg.Add(1)
@@ -203,10 +230,15 @@ func (n *Node) Hub() *Hub { return n.hub }
 // Listener is the node's LISTEN connection.
 func (n *Node) Listener() *Listener { return n.listener }
 
-// Ready reports why the node cannot serve live events, or nil.
+// Ready reports why the node cannot serve live events, or nil: the
+// listener is down, or has not proven that it hears what the pool sends
+// (see probe.go), or the database does not answer.
 func (n *Node) Ready(ctx context.Context) error {
 	if !n.listener.Connected() {
 		return errors.New("listener not connected")
+	}
+	if err := n.probe.err(); err != nil {
+		return err
 	}
 	if err := n.store.Ping(ctx); err != nil {
 		return fmt.Errorf("database: %w", err)
@@ -240,9 +272,14 @@ func (n *Node) readLog(ctx context.Context) error {
 			return err
 		}
 		events := make([]*Event, len(rows))
+		now := time.Now()
 		for i, row := range rows {
 			events[i] = newEvent(row)
+			// Lag is measured here, once per event, not per subscriber: the
+			// fan-out stays free of it.
+			n.metrics.lag.Observe(max(now.Sub(row.CommittedAt), 0).Seconds())
 		}
+		n.metrics.publishedEvents.Add(float64(len(events)))
 		n.hub.Publish(events)
 		if len(rows) < n.cfg.BatchSize {
 			return nil
@@ -262,5 +299,55 @@ func (n *Node) pruneLoop(ctx context.Context) {
 		if _, err := n.store.Prune(ctx, n.cfg.Retention); err != nil && ctx.Err() == nil {
 			n.log.Warn("prune log", "err", err)
 		}
+	}
+}
+
+// notified is the listener's OnNotify hook: wiring probes go to the prober,
+// anything else (events notify with an empty payload) wakes the reader.
+func (n *Node) notified(payload string) {
+	if !n.probe.notified(payload) {
+		n.Wake()
+	}
+}
+
+// wiringChanged logs a failed wiring probe (with its cause and fix) or the
+// recovery after one.
+func (n *Node) wiringChanged(err error) {
+	if err != nil {
+		n.log.Error("not ready: wiring probe failed", "err", err, "node_probe_id", n.probe.id)
+		return
+	}
+	n.log.Info("ready again: the listener hears the pool's wiring probes", "node_probe_id", n.probe.id)
+}
+
+// statsLoop polls database-side figures for the metrics.
+func (n *Node) statsLoop(ctx context.Context) {
+	tick := time.NewTicker(n.cfg.StatsInterval)
+	defer tick.Stop()
+	for {
+		n.pollStats(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func (n *Node) pollStats(ctx context.Context) {
+	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	usage, err := n.store.NotificationQueueUsage(qctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			n.log.Warn("poll notification queue usage", "err", err)
+		}
+		return
+	}
+	n.metrics.queueUsageBits.Store(math.Float64bits(usage))
+	if usage >= 0.5 {
+		// Cleaned only as far as the slowest listener in the cluster has
+		// read; when full, every notifying commit fails.
+		n.log.Warn("notification queue more than half full: a listener somewhere in the cluster is not reading (an idle-in-transaction LISTEN session?)", "usage", usage)
 	}
 }

@@ -9,8 +9,12 @@ import (
 	"time"
 )
 
-// errShutdown ends streams when the node shuts down.
-var errShutdown = errors.New("node shutting down")
+// Why streams end, besides write errors.
+var (
+	errShutdown   = errors.New("node shutting down")
+	errClientGone = errors.New("client gone")
+	errLogRead    = errors.New("read the event log")
+)
 
 // ServeEvents is GET /v1/events?topic=<selector>&topic=...: a Server-Sent
 // Events stream of the events matching the selectors. With a resume point
@@ -54,6 +58,9 @@ func (n *Node) ServeEvents(w http.ResponseWriter, r *http.Request) {
 
 	n.streams.Add(1)
 	defer n.streams.Add(-1)
+	n.metrics.streamsOpened.Inc()
+	opened := time.Now()
+	n.log.Info("stream opened", "topics", r.URL.Query()["topic"], "resume", resume, "from", start, "reset", reset, "remote", r.RemoteAddr)
 	s := &stream{
 		node:   n,
 		w:      w,
@@ -63,7 +70,9 @@ func (n *Node) ServeEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	defer n.hub.leave(s.sub)
 	err = s.run(r.Context(), reset)
-	n.log.Debug("stream closed", "topics", r.URL.Query()["topic"], "last_event_id", s.cursor, "reason", err)
+	reason := n.metrics.closed(err)
+	n.log.Info("stream closed", "reason", reason, "err", err, "topics", r.URL.Query()["topic"],
+		"last_event_id", s.cursor, "events", s.delivered, "duration", time.Since(opened).Round(time.Millisecond))
 }
 
 // stream is one open SSE response.
@@ -75,6 +84,8 @@ type stream struct {
 	// cursor is the seq through which the client has every matching event.
 	cursor int64
 	buf    []byte
+	// delivered counts the events written, for the stream's closing log line.
+	delivered int64
 }
 
 func (s *stream) run(ctx context.Context, reset bool) error {
@@ -93,7 +104,7 @@ func (s *stream) run(ctx context.Context, reset bool) error {
 	for {
 		select {
 		case <-ctx.Done():
-			return errors.New("client gone")
+			return errClientGone
 		case <-s.node.closing:
 			_ = s.write(retryFrame(s.node.cfg.Retry))
 			return errShutdown
@@ -156,8 +167,12 @@ func (s *stream) catchUp(ctx context.Context) error {
 		for s.cursor < head {
 			rows, err := s.node.store.ReadMatching(ctx, s.cursor, head, exact, prefixes, batch)
 			if err != nil {
-				return fmt.Errorf("catch up: %w", err)
+				if ctx.Err() != nil {
+					return errClientGone
+				}
+				return fmt.Errorf("catch up: %w: %w", errLogRead, err)
 			}
+			s.node.metrics.catchUpBatch.Observe(float64(len(rows)))
 			s.buf = s.buf[:0]
 			for _, row := range rows {
 				s.buf = appendFrame(s.buf, row.Seq, row.Type, row.Topic, row.Data)
@@ -169,6 +184,7 @@ func (s *stream) catchUp(ctx context.Context) error {
 			if err := s.write(s.buf); err != nil {
 				return err
 			}
+			s.counted(len(rows), 0)
 		}
 	}
 }
@@ -179,19 +195,39 @@ func (s *stream) writeLive(ev *Event) error {
 	if err := s.rc.SetWriteDeadline(time.Now().Add(s.node.cfg.WriteTimeout)); err != nil {
 		return err
 	}
+	events, bytes := 0, 0
 	for {
 		if ev != nil && ev.Seq > s.cursor {
 			if _, err := s.w.Write(ev.Frame); err != nil {
 				return err
 			}
 			s.cursor = ev.Seq
+			events++
+			bytes += len(ev.Frame)
 		}
 		select {
 		case ev = <-s.sub.events:
 			continue
 		default:
 		}
-		return s.rc.Flush()
+		if err := s.rc.Flush(); err != nil {
+			return err
+		}
+		s.counted(events, bytes)
+		return nil
+	}
+}
+
+// counted adds one write batch to the metrics: an atomic add per counter,
+// never per event. Catch-up batches pass 0 bytes, having counted them in
+// write.
+func (s *stream) counted(events, bytes int) {
+	if events > 0 {
+		s.delivered += int64(events)
+		s.node.metrics.delivered.Add(float64(events))
+	}
+	if bytes > 0 {
+		s.node.metrics.bytesWritten.Add(float64(bytes))
 	}
 }
 
@@ -200,12 +236,18 @@ func (s *stream) write(frames ...[]byte) error {
 	if err := s.rc.SetWriteDeadline(time.Now().Add(s.node.cfg.WriteTimeout)); err != nil {
 		return err
 	}
+	bytes := 0
 	for _, f := range frames {
 		if _, err := s.w.Write(f); err != nil {
 			return err
 		}
+		bytes += len(f)
 	}
-	return s.rc.Flush()
+	if err := s.rc.Flush(); err != nil {
+		return err
+	}
+	s.counted(0, bytes)
+	return nil
 }
 
 func parseSelectors(topics []string, max int) ([]Selector, error) {
