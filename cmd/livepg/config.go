@@ -20,7 +20,12 @@ type Config struct {
 	Port            string
 	DataDir         string
 	ShutdownTimeout time.Duration
-	Node            realtime.Config
+	// FlyRegion and PrimaryRegion are set by Fly.io (PRIMARY_REGION from
+	// fly.toml's primary_region). When both are set and differ, this node
+	// runs away from the primary database and answers writes with a
+	// fly-replay header instead (see fly.go).
+	FlyRegion, PrimaryRegion string
+	Node                     realtime.Config
 }
 
 // envVar documents one setting; the README's table is written from the same
@@ -43,6 +48,8 @@ var envVars = []envVar{
 	{"LIVEPG_SHUTDOWN_TIMEOUT", "10s", "how long a graceful shutdown may take"},
 	{"LIVEPG_MAX_TOPICS", "32", "most topic selectors per stream"},
 	{"LIVEPG_MAX_BODY", "1048576", "largest publish request body, bytes"},
+	{"FLY_REGION", "(set by Fly.io)", "the region this machine runs in"},
+	{"PRIMARY_REGION", "(set by Fly.io from primary_region)", "the primary database's region; elsewhere, writes are replayed there with fly-replay"},
 }
 
 func loadConfig(getenv func(string) string) (Config, error) {
@@ -53,6 +60,8 @@ func loadConfig(getenv func(string) string) (Config, error) {
 		Port:            getenv("PORT"),
 		DataDir:         getenv("LIVEPG_DATA_DIR"),
 		ShutdownTimeout: 10 * time.Second,
+		FlyRegion:       getenv("FLY_REGION"),
+		PrimaryRegion:   getenv("PRIMARY_REGION"),
 		Node:            d,
 	}
 	if c.Port == "" {

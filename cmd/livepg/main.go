@@ -4,6 +4,8 @@
 //	livepg                     serve (the default)
 //	livepg serve
 //	livepg migrate up|down|status
+//	livepg tail --url URL --topic SELECTOR [--topic ...] [--last-event-id N]
+//	livepg version
 //
 // With no DATABASE_URL it starts its own PostgreSQL from the machine's server
 // binaries, in a data folder under the working directory.
@@ -19,6 +21,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -31,7 +34,7 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signal.NotifyContext(context.Background(), shutdownSignals...)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "livepg:", err)
@@ -39,10 +42,21 @@ func main() {
 	}
 }
 
-const usage = `usage: livepg [serve | migrate up|down|status]`
+const usage = `usage: livepg [serve | migrate up|down|status | tail --url URL --topic SELECTOR... | version | help]`
+
+// shutdownSignals start a graceful shutdown (fly.toml's kill_signal is one).
+var shutdownSignals = []os.Signal{os.Interrupt, syscall.SIGTERM}
 
 // run is the whole program; ctx ends on SIGINT or SIGTERM.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	// Client commands need none of the server's configuration.
+	if len(args) > 0 && args[0] == "tail" {
+		return tail(ctx, args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "version" {
+		fmt.Fprintf(stdout, "livepg %s %s %s/%s\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		return nil
+	}
 	cfg, err := loadConfig(getenv)
 	if err != nil {
 		return err
@@ -183,6 +197,7 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, stdout io.Write
 		return err
 	}
 	defer node.Stop()
+	registerProcessMetrics(node.Metrics())
 
 	ln, err := net.Listen("tcp", ":"+cfg.Port)
 	if err != nil {
@@ -194,6 +209,7 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, stdout io.Write
 		// No WriteTimeout: it would cut every stream. Streams set a deadline
 		// per write instead.
 	}
+	srv.Handler = replayWritesToPrimary(cfg.FlyRegion, cfg.PrimaryRegion)(srv.Handler)
 	srv.RegisterOnShutdown(node.CloseStreams)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
@@ -221,6 +237,7 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, stdout io.Write
 func newRouter(node *realtime.Node, st *store.Store, logger *slog.Logger) http.Handler {
 	r := chi.NewRouter()
 	node.Routes(r)
+	r.Method(http.MethodGet, "/metrics", node.MetricsHandler())
 	r.Get("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		fmt.Fprintln(w, "ok")

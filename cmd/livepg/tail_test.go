@@ -1,0 +1,138 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/livepg/livepg/store/storetest"
+)
+
+// flakyProxy stands between `livepg tail` and a server: it can cut every
+// connection and refuse new ones (503) until told otherwise.
+type flakyProxy struct {
+	*httptest.Server
+	down atomic.Bool
+}
+
+func newFlakyProxy(t *testing.T, target string) *flakyProxy {
+	u, err := url.Parse(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(u)
+	rp.FlushInterval = -1 // pass stream bytes at once
+	p := &flakyProxy{}
+	p.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p.down.Load() {
+			http.Error(w, "proxy down", http.StatusServiceUnavailable)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(p.Close)
+	return p
+}
+
+// `livepg tail` prints each event as it arrives, resumes from
+// --last-event-id, rides out a dropped connection and a server that
+// refuses it for a while, resuming from the last id it printed, and stops
+// on SIGINT (its context ending).
+func TestTailPrintsEventsAndResumesAfterDisconnects(t *testing.T) {
+	t.Parallel()
+	db := storetest.NewDatabase(t)
+	base, _ := startServer(t, map[string]string{"DATABASE_URL": db, "PORT": "0"})
+	waitReady(t, base)
+	proxy := newFlakyProxy(t, base)
+
+	publish := func(topic, data string) int64 {
+		t.Helper()
+		resp, body := post(t, base+"/v1/publish", fmt.Sprintf(`{"topic":%q,"type":"note","data":%s}`, topic, data), nil)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("publish = %d %s", resp.StatusCode, body)
+		}
+		var seq int64
+		fmt.Sscanf(body, `{"seq":%d}`, &seq)
+		return seq
+	}
+	line := func(seq int64, topic, data string) string {
+		return fmt.Sprintf("%d\tnote\t%s\t%s\n", seq, topic, data)
+	}
+
+	skipped := publish("boards/1", `{"n": 0}`)
+	var want strings.Builder
+	want.WriteString(line(publish("boards/1", `{"n": 1}`), "boards/1", `{"n":1}`))
+	publish("other/1", `{"n": "not selected"}`)
+
+	ctx, sigint := context.WithCancel(context.Background())
+	var stdout, stderr syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"tail", "--url", proxy.URL, "--topic", "boards/*", "--topic", "cards/7",
+			"--last-event-id", fmt.Sprint(skipped), "--retry", "20ms"}, func(string) string { return "" }, &stdout, &stderr)
+	}()
+	waitOutput := func(what string, out *syncBuffer, cond func(string) bool) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for !cond(out.String()) {
+			if time.Now().After(deadline) {
+				t.Fatalf("waiting for %s; stdout:\n%s\nstderr:\n%s", what, stdout.String(), stderr.String())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitOutput("the resumed event", &stdout, func(s string) bool { return s == want.String() })
+
+	want.WriteString(line(publish("cards/7", `{"text": "live"}`), "cards/7", `{"text":"live"}`))
+	waitOutput("a live event", &stdout, func(s string) bool { return s == want.String() })
+
+	// The connection drops and the server is unreachable for a while;
+	// events committed meanwhile arrive once it is back.
+	proxy.down.Store(true)
+	proxy.CloseClientConnections()
+	waitOutput("two failed reconnects", &stderr, func(s string) bool { return strings.Count(s, "503") >= 2 })
+	want.WriteString(line(publish("boards/2", `{"n": 2}`), "boards/2", `{"n":2}`))
+	want.WriteString(line(publish("boards/3", `[1, 2]`), "boards/3", `[1,2]`))
+	proxy.down.Store(false)
+	waitOutput("the missed events, once each", &stdout, func(s string) bool { return s == want.String() })
+
+	sigint()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("tail returned %v on SIGINT", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("tail did not stop")
+	}
+	if !strings.Contains(stderr.String(), "resuming after event") {
+		t.Errorf("stderr does not say where tail resumes:\n%s", stderr.String())
+	}
+}
+
+// Bad arguments and refused streams end tail with an error at once.
+func TestTailRefusesBadArguments(t *testing.T) {
+	t.Parallel()
+	db := storetest.NewDatabase(t)
+	base, _ := startServer(t, map[string]string{"DATABASE_URL": db, "PORT": "0", "LIVEPG_MAX_TOPICS": "1"})
+	for _, args := range [][]string{
+		{},
+		{"--topic", "boards//1"},
+		{"--topic", "boards/*", "--last-event-id", "x"},
+		{"--topic", "boards/*", "--url", "ftp://x"},
+		{"--topic", "a", "--topic", "b", "--url", base}, // the server allows one topic: 400
+	} {
+		err := run(context.Background(), append([]string{"tail"}, args...), func(string) string { return "" }, io.Discard, io.Discard)
+		if err == nil {
+			t.Errorf("tail %v: no error", args)
+		}
+	}
+}
