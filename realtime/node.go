@@ -43,6 +43,16 @@ type Config struct {
 	MaxTopics int
 	// MaxBody is the largest publish request body, in bytes.
 	MaxBody int64
+	// MaxEventSize is the largest event data published over HTTP, in bytes.
+	MaxEventSize int
+	// MaxStreams is the most streams the node holds at once; beyond it a
+	// stream request gets 503 with Retry-After.
+	MaxStreams int
+	// Auth authorises private topics and publishing; nil allows everything.
+	Auth *Auth
+	// CORSOrigins may use the stream and publish endpoints from pages of
+	// theirs, with credentials; other origins get no CORS headers.
+	CORSOrigins []string
 	// ListenerPingAfter and ListenerMaxLifetime tune the LISTEN connection.
 	ListenerPingAfter, ListenerMaxLifetime time.Duration
 	// ProbeInterval is how often the node proves that its listener hears
@@ -67,6 +77,8 @@ var DefaultConfig = Config{
 	PruneInterval:       time.Minute,
 	MaxTopics:           32,
 	MaxBody:             1 << 20,
+	MaxEventSize:        512 << 10,
+	MaxStreams:          20_000,
 	ListenerPingAfter:   10 * time.Second,
 	ListenerMaxLifetime: 10 * time.Minute,
 	ProbeInterval:       30 * time.Second,
@@ -92,6 +104,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxBody <= 0 {
 		c.MaxBody = d.MaxBody
+	}
+	if c.MaxEventSize <= 0 {
+		c.MaxEventSize = d.MaxEventSize
+	}
+	if c.MaxStreams <= 0 {
+		c.MaxStreams = d.MaxStreams
 	}
 	set(&c.PollInterval, d.PollInterval)
 	set(&c.Heartbeat, d.Heartbeat)

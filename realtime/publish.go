@@ -30,6 +30,14 @@ func (n *Node) ServePublish(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	if err := n.cfg.Auth.authorizePublish(r, req.Topic); err != nil {
+		writeAuthError(w, err)
+		return
+	}
+	if len(req.Data) > n.cfg.MaxEventSize {
+		WriteError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("event data larger than %d bytes", n.cfg.MaxEventSize))
+		return
+	}
 	seq, err := n.store.Publish(r.Context(), req.Topic, req.Type, req.Data)
 	if errors.Is(err, store.ErrInvalid) {
 		WriteError(w, http.StatusBadRequest, err.Error())

@@ -32,6 +32,10 @@ func (n *Node) ServeEvents(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	if err := n.cfg.Auth.authorizeSubscribe(r, selectors); err != nil {
+		writeAuthError(w, err)
+		return
+	}
 	select {
 	case <-n.closing:
 		w.Header().Set("Retry-After", "1")
@@ -39,6 +43,14 @@ func (n *Node) ServeEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	default:
 	}
+	// Take a place among the node's streams, or send the client elsewhere.
+	if n.streams.Add(1) > int64(n.cfg.MaxStreams) {
+		n.streams.Add(-1)
+		w.Header().Set("Retry-After", "2")
+		WriteError(w, http.StatusServiceUnavailable, fmt.Sprintf("this node holds its maximum of %d streams", n.cfg.MaxStreams))
+		return
+	}
+	defer n.streams.Add(-1)
 
 	// Find the start before answering, so that a client that has the
 	// response headers gets every event committed after it had them.
@@ -56,8 +68,6 @@ func (n *Node) ServeEvents(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Accel-Buffering", "no") // tell buffering proxies to pass bytes at once
 	w.WriteHeader(http.StatusOK)
 
-	n.streams.Add(1)
-	defer n.streams.Add(-1)
 	n.metrics.streamsOpened.Inc()
 	opened := time.Now()
 	n.log.Info("stream opened", "topics", r.URL.Query()["topic"], "resume", resume, "from", start, "reset", reset, "remote", r.RemoteAddr)
