@@ -1,0 +1,127 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/livepg/livepg/realtime"
+	"github.com/livepg/livepg/store"
+	"github.com/livepg/livepg/store/storetest"
+)
+
+func TestMain(m *testing.M) { storetest.Main(m) }
+
+// checkComplete fails unless every published event reached every stream on
+// its topic once, in order.
+func checkComplete(t *testing.T, res *result, out string) {
+	t.Helper()
+	if res.Connected != res.Streams || res.Published == 0 || res.PublishErrors != 0 ||
+		res.Deliveries != res.Expected || res.Lost != 0 || res.Dups != 0 || res.OutOfOrder != 0 || res.Closed != 0 {
+		t.Fatalf("incomplete run: %+v\n%s", res, out)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if last := lines[len(lines)-1]; !strings.HasPrefix(last, "livepg-bench: streams=") {
+		t.Fatalf("the summary is not the last line:\n%s", out)
+	}
+}
+
+func TestLoadAgainstCeiling(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(newCeiling(ceilingConfig{Buffer: 1024, Heartbeat: time.Second}).routes())
+	t.Cleanup(srv.Close)
+	cfg := loadConfig{URLs: []string{srv.URL}, Streams: 30, Topics: 3, TopicBase: "c", Sources: 2, Concurrent: 8,
+		Mode: "http", Rate: 0, Events: 60, Publishers: 4, Drain: 30 * time.Second, Timeout: time.Minute}
+	if err := cfg.check(); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	res, err := runLoad(context.Background(), cfg, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkComplete(t, res, out.String())
+}
+
+func TestLoadAgainstLivepgInEveryMode(t *testing.T) {
+	t.Parallel()
+	db := storetest.NewDatabase(t)
+	var urls []string
+	for range 2 { // two nodes on one database
+		st, err := store.Open(context.Background(), db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(st.Close)
+		node, err := realtime.NewNode(st, realtime.Config{ListenURL: db, Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := node.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		r := chi.NewRouter()
+		node.Routes(r)
+		srv := httptest.NewServer(r)
+		t.Cleanup(func() { node.CloseStreams(); srv.Close(); node.Stop() })
+		deadline := time.Now().Add(30 * time.Second)
+		for !node.Listener().Connected() && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		urls = append(urls, srv.URL)
+	}
+	for _, mode := range []string{"sql", "http", "table"} {
+		cfg := loadConfig{URLs: urls, Streams: 20, Topics: 2, TopicBase: "bench-" + mode, Sources: 3, Concurrent: 8,
+			Mode: mode, DatabaseURL: db, Rate: 200, Events: 40, Publishers: 2, Drain: 30 * time.Second, Timeout: time.Minute}
+		if err := cfg.check(); err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		res, err := runLoad(context.Background(), cfg, &out)
+		if err != nil {
+			t.Fatalf("mode %s: %v", mode, err)
+		}
+		checkComplete(t, res, out.String())
+	}
+}
+
+func TestStampRoundTrip(t *testing.T) {
+	t.Parallel()
+	sent := time.Unix(1700000000, 123456789)
+	line := append([]byte(`data: {"topic":"x","data":{"new":{"text":"`), appendStamp(nil, 4711, sent)...)
+	line = append(line, `"}}}`...)
+	n, ns, ok := parseStamp(line)
+	if !ok || n != 4711 || ns != sent.UnixNano() {
+		t.Fatalf("parseStamp = %d, %d, %v", n, ns, ok)
+	}
+	if _, _, ok := parseStamp([]byte("data: {}")); ok {
+		t.Fatal("found a stamp where there is none")
+	}
+}
+
+func TestHistogramQuantiles(t *testing.T) {
+	t.Parallel()
+	var h histogram
+	for i := 1; i <= 1000; i++ {
+		h.record(i, time.Duration(i)*time.Millisecond)
+	}
+	s := h.summary()
+	for _, c := range []struct {
+		q    float64
+		want time.Duration
+	}{{0.5, 500 * time.Millisecond}, {0.99, 990 * time.Millisecond}} {
+		got := s.quantile(c.q)
+		if got < c.want*96/100 || got > c.want*104/100 {
+			t.Errorf("quantile(%g) = %s, want about %s", c.q, got, c.want)
+		}
+	}
+	if s.maxDuration() != time.Second {
+		t.Errorf("max = %s", s.maxDuration())
+	}
+}

@@ -1,0 +1,456 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// loadConfig is one run of the load generator.
+type loadConfig struct {
+	URLs       []string // nodes to stream from
+	Streams    int
+	Topics     int
+	TopicBase  string // topics are TopicBase/0, TopicBase/1, ...
+	Sources    int    // source addresses 127.0.0.1 .. 127.0.0.Sources
+	Concurrent int    // connection attempts in flight
+
+	Mode        string // sql, http, table or none
+	DatabaseURL string // for sql and table
+	PublishURL  string // for http; default URLs[0]
+	Rate        float64
+	Events      int
+	Publishers  int
+
+	Idle    time.Duration // hold the streams idle before publishing
+	Drain   time.Duration // wait at most this long for deliveries after the last publish
+	Timeout time.Duration // the whole run
+	PIDs    []int
+}
+
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+type pidFlag []int
+
+func (p *pidFlag) String() string { return fmt.Sprint(*p) }
+func (p *pidFlag) Set(v string) error {
+	var n int
+	if _, err := fmt.Sscan(v, &n); err != nil || n <= 0 {
+		return fmt.Errorf("want a process id, got %q", v)
+	}
+	*p = append(*p, n)
+	return nil
+}
+
+func parseLoadFlags(args []string, stderr io.Writer) (loadConfig, error) {
+	var c loadConfig
+	fs := flag.NewFlagSet("livepg-bench run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var urls multiFlag
+	var pids pidFlag
+	fs.Var(&urls, "url", "node base URL to open streams on (repeatable; default http://127.0.0.1:8080)")
+	fs.IntVar(&c.Streams, "streams", 100, "SSE streams to open")
+	fs.IntVar(&c.Topics, "topics", 1, "topics; stream i subscribes to topic i mod topics, event n goes to topic n mod topics")
+	fs.StringVar(&c.TopicBase, "topic-base", "bench", "topics are <base>/0, <base>/1, ... (mode table: boards/<id> of boards it creates)")
+	fs.IntVar(&c.Sources, "sources", 4, "spread connections over source addresses 127.0.0.1 .. 127.0.0.N")
+	fs.IntVar(&c.Concurrent, "connect-concurrency", 256, "connection attempts in flight")
+	fs.StringVar(&c.Mode, "mode", "sql", "how to publish: sql (livepg.publish), http (POST /v1/publish), table (UPDATE of the demo's cards), none")
+	fs.StringVar(&c.DatabaseURL, "database-url", "", "PostgreSQL URL for modes sql and table")
+	fs.StringVar(&c.PublishURL, "publish-url", "", "base URL for mode http (default: the first --url)")
+	fs.Float64Var(&c.Rate, "rate", 10, "events per second offered, over all publishers (0: as fast as they go)")
+	fs.IntVar(&c.Events, "events", 100, "events to publish in all")
+	fs.IntVar(&c.Publishers, "publishers", 1, "concurrent publishers (connections or HTTP clients)")
+	fs.DurationVar(&c.Idle, "idle", 0, "hold the streams idle this long after connecting, before publishing")
+	fs.DurationVar(&c.Drain, "drain", 30*time.Second, "after the last publish, wait at most this long for every delivery")
+	fs.DurationVar(&c.Timeout, "timeout", 10*time.Minute, "end the whole run after this long, whatever it is doing")
+	fs.Var(&pids, "pid", "server process id, for memory per stream and CPU per delivery (repeatable)")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	c.URLs, c.PIDs = urls, pids
+	if len(c.URLs) == 0 {
+		c.URLs = []string{"http://127.0.0.1:8080"}
+	}
+	return c, c.check()
+}
+
+func (c *loadConfig) check() error {
+	switch {
+	case c.Streams < 0 || c.Topics < 1 || c.Sources < 1 || c.Sources > 254 || c.Concurrent < 1:
+		return errors.New("want --streams >= 0, --topics >= 1, 1 <= --sources <= 254, --connect-concurrency >= 1")
+	case c.Events < 0 || c.Events > 10_000_000 || c.Rate < 0 || c.Publishers < 1:
+		return errors.New("want 0 <= --events <= 10000000, --rate >= 0, --publishers >= 1")
+	case c.Streams > 0 && int64(c.Streams)*int64(c.Events)/int64(c.Topics) > 4_000_000_000:
+		return errors.New("streams x events per topic above 4e9: the generator would need too much memory")
+	case c.Timeout <= 0 || c.Drain < 0 || c.Idle < 0:
+		return errors.New("want --timeout > 0, --drain >= 0, --idle >= 0")
+	}
+	switch c.Mode {
+	case "sql", "table":
+		if c.DatabaseURL == "" {
+			return fmt.Errorf("--mode %s needs --database-url", c.Mode)
+		}
+	case "http":
+		if c.PublishURL == "" {
+			c.PublishURL = c.URLs[0]
+		}
+	case "none":
+		c.Events = 0
+	default:
+		return fmt.Errorf("unknown --mode %q: want sql, http, table or none", c.Mode)
+	}
+	for _, u := range append(append([]string{}, c.URLs...), c.PublishURL) {
+		if u == "" {
+			continue
+		}
+		parsed, err := url.Parse(u)
+		if err != nil || parsed.Scheme != "http" || parsed.Host == "" {
+			return fmt.Errorf("url %q: want http://host:port", u)
+		}
+		if ip := net.ParseIP(parsed.Hostname()); (ip == nil && parsed.Hostname() != "localhost") || (ip != nil && !ip.IsLoopback()) {
+			return fmt.Errorf("url %q: the load generator targets loopback addresses only", u)
+		}
+	}
+	return nil
+}
+
+// load is one run in progress.
+type load struct {
+	cfg        loadConfig
+	out        io.Writer
+	topics     []string
+	streams    []*stream
+	latency    histogram
+	pubLatency histogram
+	deliveries atomic.Int64
+	published  []atomic.Int64 // per topic, publishes that succeeded
+	pubErrors  atomic.Int64
+	firstErr   atomic.Pointer[error]
+}
+
+// result is what a run measured.
+type result struct {
+	Streams, Connected, ConnectErrors int
+	ConnectTime                       time.Duration
+	Published, PublishErrors          int64
+	PublishTime                       time.Duration
+	Deliveries, Expected              int64
+	DeliveryTime                      time.Duration // first publish to last receipt
+	Latency, PublishLatency           summary
+	Lost, Dups, OutOfOrder, Resets    int64
+	Closed                            int // streams that ended before the run closed them
+	RSSBeforeKiB, RSSAfterKiB         int64
+	ServerCPU                         time.Duration // during publishing and delivery
+	GeneratorCPU                      time.Duration
+}
+
+func runLoad(ctx context.Context, cfg loadConfig, out io.Writer) (*result, error) {
+	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	if lim, err := raiseFileLimit(); err != nil {
+		fmt.Fprintf(out, "file limit: %v\n", err)
+	} else if cfg.Streams+100 > int(lim) {
+		return nil, fmt.Errorf("%d streams need more open files than this process may have (%d): run several generators", cfg.Streams, lim)
+	}
+	r := &load{cfg: cfg, out: out}
+	pub, err := newPublisher(ctx, &cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer pub.close()
+	if r.topics, err = pub.prepare(ctx, cfg.Topics); err != nil {
+		return nil, err
+	}
+	r.published = make([]atomic.Int64, len(r.topics))
+	res := &result{Streams: cfg.Streams}
+
+	before, err := readProcs(cfg.PIDs)
+	if err != nil {
+		return nil, err
+	}
+	res.RSSBeforeKiB = sumRSS(before)
+	selfBefore, _ := readProc(syscall.Getpid())
+
+	var readers sync.WaitGroup
+	defer func() {
+		for _, s := range r.streams {
+			s.conn.Close()
+		}
+		readers.Wait()
+	}()
+	start := time.Now()
+	connectErrs := r.connect(ctx, &readers)
+	res.ConnectTime = time.Since(start)
+	res.Connected, res.ConnectErrors = len(r.streams), connectErrs
+	fmt.Fprintf(out, "connected %d/%d streams in %s (%d errors)\n", res.Connected, cfg.Streams, res.ConnectTime.Round(time.Millisecond), connectErrs)
+
+	if len(cfg.PIDs) > 0 {
+		// Let the servers settle (and the generator's own bursts end)
+		// before reading their memory.
+		if err := sleep(ctx, time.Second); err != nil {
+			return nil, err
+		}
+		after, err := readProcs(cfg.PIDs)
+		if err != nil {
+			return nil, err
+		}
+		res.RSSAfterKiB = sumRSS(after)
+	}
+	if err := sleep(ctx, cfg.Idle); err != nil {
+		return nil, err
+	}
+
+	if cfg.Events > 0 {
+		cpuBefore, err := readProcs(cfg.PIDs)
+		if err != nil {
+			return nil, err
+		}
+		pubStart := time.Now()
+		r.publish(ctx, pub)
+		res.PublishTime = time.Since(pubStart)
+		res.Expected = r.expected()
+		fmt.Fprintf(out, "published %d events in %s (%d errors); waiting for %d deliveries\n",
+			r.publishedTotal(), res.PublishTime.Round(time.Millisecond), r.pubErrors.Load(), res.Expected)
+		deadline := time.Now().Add(cfg.Drain)
+		for r.deliveries.Load() < res.Expected && time.Now().Before(deadline) && ctx.Err() == nil {
+			time.Sleep(5 * time.Millisecond)
+		}
+		cpuAfter, err := readProcs(cfg.PIDs)
+		if err != nil {
+			return nil, err
+		}
+		res.ServerCPU = sumCPU(cpuAfter) - sumCPU(cpuBefore)
+		for _, s := range r.streams {
+			s.conn.Close()
+		}
+		readers.Wait()
+		var last int64
+		for _, s := range r.streams {
+			last = max(last, s.lastAt)
+		}
+		if last > 0 {
+			res.DeliveryTime = time.Unix(0, last).Sub(pubStart)
+		}
+	} else {
+		for _, s := range r.streams {
+			s.conn.Close()
+		}
+		readers.Wait()
+	}
+	selfAfter, _ := readProc(syscall.Getpid())
+	res.GeneratorCPU = selfAfter.cpu - selfBefore.cpu
+	r.collect(res)
+	res.report(out, cfg)
+	if p := r.firstErr.Load(); p != nil {
+		fmt.Fprintf(out, "first publish error: %v\n", *p)
+	}
+	return res, nil
+}
+
+// connect opens the streams, Concurrent at a time, and starts their readers.
+func (r *load) connect(ctx context.Context, readers *sync.WaitGroup) (errs int) {
+	cfg := r.cfg
+	urls := make([]*url.URL, len(cfg.URLs))
+	for i, u := range cfg.URLs {
+		urls[i], _ = url.Parse(u)
+	}
+	dialers := make([]*net.Dialer, cfg.Sources)
+	for i := range dialers {
+		dialers[i] = &net.Dialer{
+			LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(i+1))},
+			Timeout:   30 * time.Second,
+		}
+	}
+	var mu sync.Mutex
+	var errCount int
+	var firstErr error
+	sem := make(chan struct{}, cfg.Concurrent)
+	var wg sync.WaitGroup
+	words := (cfg.Events + 63) / 64
+	for i := range cfg.Streams {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			wg.Wait()
+			return errCount + cfg.Streams - i
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			s := &stream{index: i, topic: i % len(r.topics), seen: make([]uint64, words)}
+			q := "topic=" + url.QueryEscape(r.topics[s.topic])
+			dctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+			conn, br, chunked, err := dialStream(dctx, dialers[i%len(dialers)], urls[i%len(urls)], q)
+			cancel()
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errCount++
+				if firstErr == nil {
+					firstErr = err
+				}
+				return
+			}
+			s.conn = conn
+			r.streams = append(r.streams, s)
+			readers.Add(1)
+			go func() {
+				defer readers.Done()
+				s.readLoop(br, chunked, r)
+			}()
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		fmt.Fprintf(r.out, "first connect error: %v\n", firstErr)
+	}
+	return errCount
+}
+
+// publish offers cfg.Events events at cfg.Rate from cfg.Publishers
+// publishers: event n is due at n/Rate seconds after the start.
+func (r *load) publish(ctx context.Context, pub publisher) {
+	var next atomic.Int64
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := range r.cfg.Publishers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var buf []byte
+			for {
+				n := next.Add(1) - 1
+				if n >= int64(r.cfg.Events) || ctx.Err() != nil {
+					return
+				}
+				if r.cfg.Rate > 0 {
+					due := start.Add(time.Duration(float64(n) / r.cfg.Rate * float64(time.Second)))
+					if sleep(ctx, time.Until(due)) != nil {
+						return
+					}
+				}
+				topic := int(n % int64(len(r.topics)))
+				sent := time.Now()
+				buf = appendStamp(buf[:0], n, sent)
+				if err := pub.publish(ctx, w, topic, r.topics[topic], buf); err != nil {
+					if r.pubErrors.Add(1) == 1 {
+						r.firstErr.Store(&err)
+					}
+					continue
+				}
+				r.pubLatency.record(w, time.Since(sent))
+				r.published[topic].Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func (r *load) publishedTotal() (n int64) {
+	for i := range r.published {
+		n += r.published[i].Load()
+	}
+	return n
+}
+
+// expected is the number of deliveries that make the run complete: every
+// published event to every stream on its topic.
+func (r *load) expected() (n int64) {
+	for _, s := range r.streams {
+		n += r.published[s.topic].Load()
+	}
+	return n
+}
+
+func (r *load) collect(res *result) {
+	res.Published = r.publishedTotal()
+	res.PublishErrors = r.pubErrors.Load()
+	res.Deliveries = r.deliveries.Load()
+	res.Latency = r.latency.summary()
+	res.PublishLatency = r.pubLatency.summary()
+	for _, s := range r.streams {
+		res.Lost += max(r.published[s.topic].Load()-s.distinct, 0)
+		res.Dups += s.dups
+		res.OutOfOrder += s.outOfOrd
+		res.Resets += s.resets
+		if s.err != nil && !errors.Is(s.err, net.ErrClosed) {
+			res.Closed++
+		}
+	}
+}
+
+func (res *result) report(out io.Writer, cfg loadConfig) {
+	w := bufio.NewWriter(out)
+	defer w.Flush()
+	ms := func(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d)/float64(time.Millisecond)) }
+	fmt.Fprintf(w, "mode=%s urls=%s topics=%d rate=%g/s publishers=%d\n", cfg.Mode, strings.Join(cfg.URLs, ","), cfg.Topics, cfg.Rate, cfg.Publishers)
+	if res.Published > 0 && res.PublishTime > 0 {
+		fmt.Fprintf(w, "publish: %d ok, %d failed, %.0f/s, latency ms p50=%s p99=%s max=%s\n",
+			res.Published, res.PublishErrors, float64(res.Published)/res.PublishTime.Seconds(),
+			ms(res.PublishLatency.quantile(0.5)), ms(res.PublishLatency.quantile(0.99)), ms(res.PublishLatency.maxDuration()))
+	}
+	var perStream, cpuPerM float64
+	if len(cfg.PIDs) > 0 && res.Connected > 0 {
+		perStream = float64(res.RSSAfterKiB-res.RSSBeforeKiB) / float64(res.Connected)
+		fmt.Fprintf(w, "server rss: %d KiB before, %d KiB after connecting: %.1f KiB per stream\n", res.RSSBeforeKiB, res.RSSAfterKiB, perStream)
+	}
+	if len(cfg.PIDs) > 0 && res.Deliveries > 0 {
+		cpuPerM = res.ServerCPU.Seconds() / float64(res.Deliveries) * 1e6
+		fmt.Fprintf(w, "server cpu: %.2fs for %d deliveries: %.2fs per million\n", res.ServerCPU.Seconds(), res.Deliveries, cpuPerM)
+	}
+	rate := 0.0
+	if res.DeliveryTime > 0 {
+		rate = float64(res.Deliveries) / res.DeliveryTime.Seconds()
+	}
+	fmt.Fprintf(w, "livepg-bench: streams=%d/%d connect=%ss published=%d deliveries=%d/%d delivered/s=%.0f latency_ms p50=%s p90=%s p99=%s max=%s lost=%d dup=%d ooo=%d resets=%d closed=%d rss_kib/stream=%.1f cpu_s/M=%.2f gen_cpu_s=%.1f\n",
+		res.Connected, res.Streams, fmt.Sprintf("%.2f", res.ConnectTime.Seconds()), res.Published, res.Deliveries, res.Expected, rate,
+		ms(res.Latency.quantile(0.5)), ms(res.Latency.quantile(0.9)), ms(res.Latency.quantile(0.99)), ms(res.Latency.maxDuration()),
+		res.Lost, res.Dups, res.OutOfOrder, res.Resets, res.Closed, perStream, cpuPerM, res.GeneratorCPU.Seconds())
+}
+
+// raiseFileLimit raises the soft RLIMIT_NOFILE to the hard limit and
+// returns it.
+func raiseFileLimit() (uint64, error) {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return 0, err
+	}
+	if lim.Cur < lim.Max {
+		lim.Cur = lim.Max
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+			return 0, err
+		}
+	}
+	return lim.Cur, nil
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
