@@ -48,8 +48,8 @@ func parseCeilingFlags(args []string, stderr io.Writer) (ceilingConfig, error) {
 
 // ceilingHub routes frames to the streams of a topic.
 type ceilingHub struct {
-	mu     sync.Mutex
-	seq    int64
+	mu        sync.Mutex
+	seq       int64
 	topics    map[string]map[*ceilingSub]struct{}
 	buffer    int
 	heartbeat time.Duration
