@@ -14,7 +14,7 @@ import (
 )
 
 // Subscriber tokens: a JWT whose claims list the topic selectors its holder
-// may subscribe to and publish on:
+// may subscribe to and publish on ("*" grants every topic):
 //
 //	{"exp": 1767225600, "subscribe": ["boards/*"], "publish": ["boards/42"]}
 //
@@ -185,6 +185,9 @@ func overlaps(a, b Selector) bool {
 // granted selectors.
 func coveredBy(s Selector, granted []string) bool {
 	for _, g := range granted {
+		if g == "*" {
+			return true // a service's token for every topic
+		}
 		gs, err := ParseSelector(g)
 		if err != nil {
 			continue

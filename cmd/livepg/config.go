@@ -1,8 +1,11 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/livepg/livepg/realtime"
@@ -48,6 +51,13 @@ var envVars = []envVar{
 	{"LIVEPG_SHUTDOWN_TIMEOUT", "10s", "how long a graceful shutdown may take"},
 	{"LIVEPG_MAX_TOPICS", "32", "most topic selectors per stream"},
 	{"LIVEPG_MAX_BODY", "1048576", "largest publish request body, bytes"},
+	{"LIVEPG_MAX_EVENT_SIZE", "524288", "largest event data published over HTTP, bytes"},
+	{"LIVEPG_MAX_STREAMS", "20000", "most open streams per node; beyond it 503 with Retry-After"},
+	{"LIVEPG_TOKEN_ALG", "HS256", "signing algorithm tokens must use: HS256, RS256 or ES256"},
+	{"LIVEPG_TOKEN_KEY", "(none)", "HS256 secret (32+ bytes), or the PEM public key for RS256/ES256"},
+	{"LIVEPG_TOKEN_KEY_FILE", "(none)", "a file holding the token key, instead of LIVEPG_TOKEN_KEY"},
+	{"LIVEPG_PRIVATE_TOPICS", "(none)", "comma-separated selectors whose topics need a token to subscribe"},
+	{"LIVEPG_CORS_ORIGINS", "(none)", "comma-separated origins whose pages may stream and publish, with credentials"},
 	{"FLY_REGION", "(set by Fly.io)", "the region this machine runs in"},
 	{"PRIMARY_REGION", "(set by Fly.io from primary_region)", "the primary database's region; elsewhere, writes are replayed there with fly-replay"},
 }
@@ -101,6 +111,8 @@ func loadConfig(getenv func(string) string) (Config, error) {
 	}{
 		{"LIVEPG_BUFFER", &c.Node.Buffer},
 		{"LIVEPG_MAX_TOPICS", &c.Node.MaxTopics},
+		{"LIVEPG_MAX_EVENT_SIZE", &c.Node.MaxEventSize},
+		{"LIVEPG_MAX_STREAMS", &c.Node.MaxStreams},
 	}
 	for _, v := range ints {
 		s := getenv(v.name)
@@ -120,5 +132,62 @@ func loadConfig(getenv func(string) string) (Config, error) {
 		}
 		c.Node.MaxBody = n
 	}
+	if s := getenv("LIVEPG_CORS_ORIGINS"); s != "" {
+		c.Node.CORSOrigins = splitList(s)
+	}
+	auth, err := loadAuth(getenv, c.DatabaseURL == "")
+	if err != nil {
+		return c, err
+	}
+	c.Node.Auth = auth
 	return c, nil
+}
+
+// loadAuth reads the token settings. With none of them and no DATABASE_URL
+// (the local, no-configuration mode) everything is open; otherwise
+// publishing over HTTP needs a token, and so do the private topics.
+func loadAuth(getenv func(string) string, local bool) (*realtime.Auth, error) {
+	alg, key, private := getenv("LIVEPG_TOKEN_ALG"), getenv("LIVEPG_TOKEN_KEY"), getenv("LIVEPG_PRIVATE_TOPICS")
+	if file := getenv("LIVEPG_TOKEN_KEY_FILE"); file != "" {
+		if key != "" {
+			return nil, errors.New("set LIVEPG_TOKEN_KEY or LIVEPG_TOKEN_KEY_FILE, not both")
+		}
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("LIVEPG_TOKEN_KEY_FILE: %w", err)
+		}
+		key = strings.TrimSpace(string(b))
+	}
+	if local && key == "" && private == "" {
+		return nil, nil
+	}
+	if alg == "" {
+		alg = "HS256"
+	}
+	var sels []realtime.Selector
+	for _, p := range splitList(private) {
+		sel, err := realtime.ParseSelector(p)
+		if err != nil {
+			return nil, fmt.Errorf("LIVEPG_PRIVATE_TOPICS: %w", err)
+		}
+		sels = append(sels, sel)
+	}
+	if len(sels) > 0 && key == "" {
+		return nil, errors.New("LIVEPG_PRIVATE_TOPICS needs LIVEPG_TOKEN_KEY (or LIVEPG_TOKEN_KEY_FILE) to verify tokens")
+	}
+	auth, err := realtime.NewAuth(alg, key, sels)
+	if err != nil {
+		return nil, fmt.Errorf("LIVEPG_TOKEN_KEY: %w", err)
+	}
+	return auth, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
 }

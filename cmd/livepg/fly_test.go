@@ -41,6 +41,9 @@ func post(t *testing.T, url, body string, header http.Header) (*http.Response, s
 	for k, v := range header {
 		req.Header[k] = v
 	}
+	if req.Header.Get("Authorization") == "" {
+		req.Header.Set("Authorization", "Bearer "+serviceToken(t))
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

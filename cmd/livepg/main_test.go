@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"regexp"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/livepg/livepg/realtime/ssetest"
@@ -39,6 +41,20 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+const testTokenKey = "a-test-token-key-of-at-least-32-bytes"
+
+// serviceToken may publish on every topic of a server started by the tests.
+func serviceToken(t *testing.T) string {
+	t.Helper()
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+		"exp": time.Now().Add(time.Hour).Unix(), "publish": []string{"*"},
+	}).SignedString([]byte(testTokenKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
 var servingRE = regexp.MustCompile(`serving on (http://localhost:\d+)`)
 
 // startServer runs the whole program with env, as `livepg` would run, and
@@ -46,6 +62,12 @@ var servingRE = regexp.MustCompile(`serving on (http://localhost:\d+)`)
 // run's error.
 func startServer(t *testing.T, env map[string]string) (string, func() error) {
 	t.Helper()
+	// With a database of its own a server wants a token to publish; the
+	// tests' requests carry one (see post).
+	if env["DATABASE_URL"] != "" && env["LIVEPG_TOKEN_KEY"] == "" {
+		env = maps.Clone(env)
+		env["LIVEPG_TOKEN_KEY"] = testTokenKey
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var out syncBuffer
 	done := make(chan error, 1)
@@ -126,13 +148,9 @@ func TestServeAndShutDownGracefully(t *testing.T) {
 	waitReady(t, base)
 
 	s := ssetest.Open(t, base+"/v1/events?topic=e2e", "")
-	resp, err := http.Post(base+"/v1/publish", "application/json", strings.NewReader(`{"topic":"e2e","data":{"n":1}}`))
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, body := post(t, base+"/v1/publish", `{"topic":"e2e","data":{"n":1}}`, nil)
 	var published struct{ Seq int64 }
-	_ = json.NewDecoder(resp.Body).Decode(&published)
-	resp.Body.Close()
+	_ = json.Unmarshal([]byte(body), &published)
 	if ev := s.Next(t, 30*time.Second); ev.Seq() != published.Seq || published.Seq == 0 {
 		t.Fatalf("stream got %+v, publish answered %d", ev, published.Seq)
 	}
@@ -220,6 +238,13 @@ func TestBadConfigurationIsRefused(t *testing.T) {
 		{"LIVEPG_HEARTBEAT": "-1s"},
 		{"LIVEPG_BUFFER": "0"},
 		{"LIVEPG_MAX_BODY": "big"},
+		{"LIVEPG_MAX_STREAMS": "-5"},
+		{"LIVEPG_PRIVATE_TOPICS": "secret/*"},
+		{"LIVEPG_PRIVATE_TOPICS": "a b", "LIVEPG_TOKEN_KEY": testTokenKey},
+		{"LIVEPG_TOKEN_KEY": "too short"},
+		{"LIVEPG_TOKEN_ALG": "none", "LIVEPG_TOKEN_KEY": testTokenKey},
+		{"LIVEPG_TOKEN_ALG": "RS256", "LIVEPG_TOKEN_KEY": "not a PEM key"},
+		{"LIVEPG_TOKEN_KEY_FILE": "/no/such/file"},
 	} {
 		err := run(context.Background(), nil, func(k string) string { return env[k] }, io.Discard, io.Discard)
 		if err == nil {
@@ -227,6 +252,9 @@ func TestBadConfigurationIsRefused(t *testing.T) {
 			continue
 		}
 		for k := range env {
+			if k == "LIVEPG_TOKEN_ALG" || len(env) > 1 && k == "LIVEPG_TOKEN_KEY" {
+				continue // a setting that is fine, beside the one at fault
+			}
 			if !strings.Contains(err.Error(), k) {
 				t.Errorf("%v: error %q does not name %s", env, err, k)
 			}
@@ -242,4 +270,33 @@ func mustConn(t *testing.T, url string) *pgx.Conn {
 	}
 	t.Cleanup(func() { conn.Close(context.Background()) })
 	return conn
+}
+
+// Outside the no-configuration local mode, publishing over HTTP needs a
+// token that grants the topic.
+func TestPublishNeedsATokenWithADatabaseURL(t *testing.T) {
+	t.Parallel()
+	db := storetest.NewDatabase(t)
+	base, _ := startServer(t, map[string]string{"DATABASE_URL": db, "PORT": "0"})
+	for _, tc := range []struct {
+		auth string
+		want int
+	}{
+		{"", http.StatusUnauthorized},
+		{"Bearer not-a-token", http.StatusUnauthorized},
+		{"Bearer " + serviceToken(t), http.StatusOK},
+	} {
+		req, _ := http.NewRequest(http.MethodPost, base+"/v1/publish", strings.NewReader(`{"topic":"t"}`))
+		if tc.auth != "" {
+			req.Header.Set("Authorization", tc.auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("Authorization %.20q: %d, want %d", tc.auth, resp.StatusCode, tc.want)
+		}
+	}
 }
