@@ -62,7 +62,11 @@ type Config struct {
 	// StatsInterval is how often the node polls database-side figures for
 	// its metrics (the notification queue's usage).
 	StatsInterval time.Duration
-	Logger        *slog.Logger
+	// PublishBatchWindow is how long POST /v1/publish waits for more
+	// publishes to commit together in one transaction (see batch.go);
+	// negative commits each publish alone.
+	PublishBatchWindow time.Duration
+	Logger             *slog.Logger
 }
 
 // DefaultConfig holds the defaults documented in the README.
@@ -84,6 +88,7 @@ var DefaultConfig = Config{
 	ProbeInterval:       30 * time.Second,
 	ProbeTimeout:        10 * time.Second,
 	StatsInterval:       15 * time.Second,
+	PublishBatchWindow:  time.Millisecond,
 }
 
 func (c Config) withDefaults() Config {
@@ -122,6 +127,9 @@ func (c Config) withDefaults() Config {
 	set(&c.ProbeInterval, d.ProbeInterval)
 	set(&c.ProbeTimeout, d.ProbeTimeout)
 	set(&c.StatsInterval, d.StatsInterval)
+	if c.PublishBatchWindow == 0 {
+		c.PublishBatchWindow = d.PublishBatchWindow
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -139,6 +147,7 @@ type Node struct {
 	listener *Listener
 	probe    *prober
 	metrics  *metrics
+	batcher  *batcher // nil when publish batching is off
 	log      *slog.Logger
 
 	streams atomic.Int64  // open streams
@@ -180,6 +189,9 @@ func NewNode(st *store.Store, cfg Config) (*Node, error) {
 		Logger:      cfg.Logger,
 	}
 	n.metrics = newMetrics(n)
+	if cfg.PublishBatchWindow > 0 {
+		n.batcher = newBatcher(cfg.PublishBatchWindow, st, cfg.Logger)
+	}
 	return n, nil
 }
 
@@ -199,6 +211,9 @@ func (n *Node) Start(ctx context.Context) error {
 	n.goRun(func() { n.pruneLoop(runCtx) })
 	n.goRun(func() { n.probe.run(runCtx) })
 	n.goRun(func() { n.statsLoop(runCtx) })
+	if n.batcher != nil {
+		n.goRun(func() { n.batcher.run(runCtx) })
+	}
 	return nil
 }
 

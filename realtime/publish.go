@@ -38,7 +38,7 @@ func (n *Node) ServePublish(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("event data larger than %d bytes", n.cfg.MaxEventSize))
 		return
 	}
-	seq, err := n.store.Publish(r.Context(), req.Topic, req.Type, req.Data)
+	seq, err := n.publish(r.Context(), store.NewEvent{Topic: req.Topic, Type: req.Type, Data: req.Data})
 	if errors.Is(err, store.ErrInvalid) {
 		WriteError(w, http.StatusBadRequest, err.Error())
 		return

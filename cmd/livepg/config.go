@@ -51,6 +51,7 @@ var envVars = []envVar{
 	{"LIVEPG_SHUTDOWN_TIMEOUT", "10s", "how long a graceful shutdown may take"},
 	{"LIVEPG_MAX_TOPICS", "32", "most topic selectors per stream"},
 	{"LIVEPG_MAX_BODY", "1048576", "largest publish request body, bytes"},
+	{"LIVEPG_PUBLISH_BATCH_WINDOW", "1ms", "POST /v1/publish requests arriving within this window commit in one transaction; 0 commits each alone"},
 	{"LIVEPG_MAX_EVENT_SIZE", "524288", "largest event data published over HTTP, bytes"},
 	{"LIVEPG_MAX_STREAMS", "20000", "most open streams per node; beyond it 503 with Retry-After"},
 	{"LIVEPG_TOKEN_ALG", "HS256", "signing algorithm tokens must use: HS256, RS256 or ES256"},
@@ -104,6 +105,16 @@ func loadConfig(getenv func(string) string) (Config, error) {
 			return c, fmt.Errorf("%s=%q: want a positive duration such as 30s or 24h", v.name, s)
 		}
 		*v.dst = dur
+	}
+	if s := getenv("LIVEPG_PUBLISH_BATCH_WINDOW"); s != "" {
+		dur, err := time.ParseDuration(s)
+		if err != nil || dur < 0 || dur > time.Second {
+			return c, fmt.Errorf("LIVEPG_PUBLISH_BATCH_WINDOW=%q: want a duration from 0 (no batching) to 1s, such as 1ms", s)
+		}
+		if dur == 0 {
+			dur = -1 // off; a zero field would take the default
+		}
+		c.Node.PublishBatchWindow = dur
 	}
 	ints := []struct {
 		name string

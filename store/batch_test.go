@@ -1,0 +1,98 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/livepg/livepg/store"
+	"github.com/livepg/livepg/store/storetest"
+)
+
+// logged reads the log: data by seq, and how many transactions wrote it.
+func logged(t *testing.T, s *store.Store) (map[int64]string, int) {
+	t.Helper()
+	ctx := context.Background()
+	rows, err := s.Pool.Query(ctx, `SELECT seq, data::text FROM livepg.events`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	bySeq := map[int64]string{}
+	for rows.Next() {
+		var seq int64
+		var data string
+		if err := rows.Scan(&seq, &data); err != nil {
+			t.Fatal(err)
+		}
+		bySeq[seq] = data
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	var txs int
+	if err := s.Pool.QueryRow(ctx, `SELECT count(DISTINCT xmin::text) FROM livepg.events`).Scan(&txs); err != nil {
+		t.Fatal(err)
+	}
+	return bySeq, txs
+}
+
+func TestPublishBatchCommitsOnceAndAnswersEachSeq(t *testing.T) {
+	t.Parallel()
+	s := storetest.NewStore(t)
+	var events []store.NewEvent
+	for i := range 50 {
+		events = append(events, store.NewEvent{Topic: fmt.Sprintf("b/%d", i%3), Type: "message", Data: fmt.Appendf(nil, `{"i": %d}`, i)})
+	}
+	seqs, errs, err := s.PublishBatch(context.Background(), events)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log, txs := logged(t, s)
+	if len(log) != len(events) || txs != 1 {
+		t.Fatalf("log holds %d events from %d transactions, want %d from 1", len(log), txs, len(events))
+	}
+	for i, seq := range seqs {
+		if errs[i] != nil {
+			t.Fatalf("event %d: %v", i, errs[i])
+		}
+		if i > 0 && seq <= seqs[i-1] {
+			t.Fatalf("seqs out of order: %v", seqs)
+		}
+		if want := fmt.Sprintf(`{"i": %d}`, i); log[seq] != want {
+			t.Fatalf("seq %d holds %s, want %s", seq, log[seq], want)
+		}
+	}
+}
+
+func TestPublishBatchLeavesOutRefusedEventsAlone(t *testing.T) {
+	t.Parallel()
+	s := storetest.NewStore(t)
+	events := []store.NewEvent{
+		{Topic: "b/1", Type: "message", Data: []byte(`{"i": 0}`)},
+		{Topic: "b/1", Type: "message", Data: []byte(`{"s": "\u0000"}`)}, // valid JSON, refused by jsonb
+		{Topic: "b/1", Type: "message", Data: []byte(`{"i": 2}`)},
+		{Topic: "not a topic", Type: "message", Data: []byte(`{"i": 3}`)},
+		{Topic: "b/2", Type: "message", Data: nil},
+	}
+	seqs, errs, err := s.PublishBatch(context.Background(), events)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int{1, 3} {
+		if !errors.Is(errs[i], store.ErrInvalid) || seqs[i] != 0 {
+			t.Errorf("event %d: seq %d, err %v; want ErrInvalid", i, seqs[i], errs[i])
+		}
+	}
+	log, txs := logged(t, s)
+	want := map[int]string{0: `{"i": 0}`, 2: `{"i": 2}`, 4: `null`}
+	if len(log) != len(want) || txs != 1 {
+		t.Fatalf("log holds %d events from %d transactions, want %d from 1: %v", len(log), txs, len(want), log)
+	}
+	for i, data := range want {
+		if errs[i] != nil || log[seqs[i]] != data {
+			t.Errorf("event %d: seq %d holds %q (err %v), want %q", i, seqs[i], log[seqs[i]], errs[i], data)
+		}
+	}
+}
