@@ -110,7 +110,9 @@ func (l *Listener) session(ctx context.Context) (listened bool, err error) {
 	_, err = conn.Exec(cctx, "LISTEN "+pgx.Identifier{store.NotifyChannel}.Sanitize())
 	cancel()
 	if err != nil {
-		return false, fmt.Errorf("listen: %w", err)
+		// A read replica refuses LISTEN ("cannot execute LISTEN during
+		// recovery"): say where the listener must point.
+		return false, fmt.Errorf("listen (LISTEN_DATABASE_URL must be a session on the primary, not a read replica): %w", err)
 	}
 	l.connected.Store(true)
 	l.Wake() // LISTEN first, then read the log: nothing falls between

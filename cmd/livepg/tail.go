@@ -36,7 +36,9 @@ func tail(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	lastID := fs.String("last-event-id", "", "resume after this event id (default: from now on)")
 	retry := fs.Duration("retry", 0, "wait this long before reconnecting (default: what the server says)")
 	idle := fs.Duration("idle-timeout", 60*time.Second, "reconnect after this long without a byte (the server sends heartbeats)")
-	if err := fs.Parse(args); err != nil {
+	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
+		return nil // -h printed the flags
+	} else if err != nil {
 		return err
 	}
 	if fs.NArg() != 0 {
