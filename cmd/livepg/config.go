@@ -23,6 +23,8 @@ type Config struct {
 	Port            string
 	DataDir         string
 	ShutdownTimeout time.Duration
+	// PprofAddr, when set, serves Go's profiler there (see pprof.go).
+	PprofAddr string
 	// FlyRegion and PrimaryRegion are set by Fly.io (PRIMARY_REGION from
 	// fly.toml's primary_region). When both are set and differ, this node
 	// runs away from the primary database and answers writes with a
@@ -51,6 +53,7 @@ var envVars = []envVar{
 	{"LIVEPG_SHUTDOWN_TIMEOUT", "10s", "how long a graceful shutdown may take"},
 	{"LIVEPG_MAX_TOPICS", "32", "most topic selectors per stream"},
 	{"LIVEPG_MAX_BODY", "1048576", "largest publish request body, bytes"},
+	{"LIVEPG_PPROF_ADDR", "(off)", "serve Go's profiler (net/http/pprof) on this address, e.g. 127.0.0.1:6060, for load tests"},
 	{"LIVEPG_PUBLISH_BATCH_WINDOW", "1ms", "POST /v1/publish requests arriving within this window commit in one transaction; 0 commits each alone"},
 	{"LIVEPG_MAX_EVENT_SIZE", "524288", "largest event data published over HTTP, bytes"},
 	{"LIVEPG_MAX_STREAMS", "20000", "most open streams per node; beyond it 503 with Retry-After"},
@@ -71,6 +74,7 @@ func loadConfig(getenv func(string) string) (Config, error) {
 		Port:            getenv("PORT"),
 		DataDir:         getenv("LIVEPG_DATA_DIR"),
 		ShutdownTimeout: 10 * time.Second,
+		PprofAddr:       getenv("LIVEPG_PPROF_ADDR"),
 		FlyRegion:       getenv("FLY_REGION"),
 		PrimaryRegion:   getenv("PRIMARY_REGION"),
 		Node:            d,

@@ -198,6 +198,11 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, stdout io.Write
 	}
 	defer node.Stop()
 	registerProcessMetrics(node.Metrics())
+	stopPprof, err := startPprof(cfg.PprofAddr, logger)
+	if err != nil {
+		return err
+	}
+	defer stopPprof()
 
 	ln, err := net.Listen("tcp", ":"+cfg.Port)
 	if err != nil {
