@@ -34,6 +34,7 @@ func tail(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var topics topicFlags
 	fs.Var(&topics, "topic", "a topic or a prefix ending in /* (repeat for more)")
 	lastID := fs.String("last-event-id", "", "resume after this event id (default: from now on)")
+	token := fs.String("token", "", "a token (JWT) for private topics, sent as Authorization: Bearer")
 	retry := fs.Duration("retry", 0, "wait this long before reconnecting (default: what the server says)")
 	idle := fs.Duration("idle-timeout", 60*time.Second, "reconnect after this long without a byte (the server sends heartbeats)")
 	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
@@ -64,7 +65,7 @@ func tail(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	u = u.JoinPath("/v1/events")
 	u.RawQuery = url.Values{"topic": topics}.Encode()
 
-	t := &tailer{url: u.String(), lastID: *lastID, retry: *retry, idle: *idle, out: stdout, log: stderr}
+	t := &tailer{url: u.String(), token: *token, lastID: *lastID, retry: *retry, idle: *idle, out: stdout, log: stderr}
 	return t.run(ctx)
 }
 
@@ -76,6 +77,7 @@ func (f *topicFlags) Set(v string) error { *f = append(*f, v); return nil }
 
 type tailer struct {
 	url    string
+	token  string
 	lastID string
 	// retry is the fixed reconnect delay from --retry, or 0 to use the
 	// server's retry: hint.
@@ -146,6 +148,9 @@ func (t *tailer) stream(ctx context.Context) (received bool, err error) {
 	req.Header.Set("Accept", "text/event-stream")
 	if t.lastID != "" {
 		req.Header.Set("Last-Event-ID", t.lastID)
+	}
+	if t.token != "" {
+		req.Header.Set("Authorization", "Bearer "+t.token)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
+
 	"github.com/livepg/livepg/store/storetest"
 )
 
@@ -134,5 +136,49 @@ func TestTailRefusesBadArguments(t *testing.T) {
 		if err == nil {
 			t.Errorf("tail %v: no error", args)
 		}
+	}
+}
+
+// Private topics need a token: tail without one is refused at once, with
+// one it follows the topic.
+func TestTailSendsItsToken(t *testing.T) {
+	t.Parallel()
+	db := storetest.NewDatabase(t)
+	base, _ := startServer(t, map[string]string{
+		"DATABASE_URL": db, "PORT": "0", "LIVEPG_TOKEN_KEY": testTokenKey, "LIVEPG_PRIVATE_TOPICS": "secret/*",
+	})
+	waitReady(t, base)
+	args := []string{"tail", "--url", base, "--topic", "secret/1"}
+	noEnv := func(string) string { return "" }
+	err := run(context.Background(), args, noEnv, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("tail without a token: %v, want a 401 refusal", err)
+	}
+
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+		"exp": time.Now().Add(time.Hour).Unix(), "subscribe": []string{"secret/*"},
+	}).SignedString([]byte(testTokenKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, sigint := context.WithCancel(context.Background())
+	defer sigint()
+	var stdout, stderr syncBuffer
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, append(args, "--token", tok), noEnv, &stdout, &stderr) }()
+	// Publish until tail prints one: it may connect after the first.
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(stdout.String(), "\tsecret/1\t") {
+		if time.Now().After(deadline) {
+			t.Fatalf("tail printed nothing; stderr:\n%s", stderr.String())
+		}
+		if resp, body := post(t, base+"/v1/publish", `{"topic":"secret/1"}`, nil); resp.StatusCode != http.StatusOK {
+			t.Fatalf("publish = %d %s", resp.StatusCode, body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	sigint()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }
