@@ -20,6 +20,7 @@ type Follower struct {
 
 	mu     sync.Mutex
 	lastID string
+	nodes  []string
 }
 
 // Follow starts following path (such as "/v1/events?topic=a") on the nodes,
@@ -28,13 +29,13 @@ type Follower struct {
 func Follow(t testing.TB, nodes []string, path, lastEventID string) *Follower {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	f := &Follower{events: make(chan Event, 1<<16), cancel: cancel, done: make(chan struct{}), lastID: lastEventID}
-	go f.run(ctx, nodes, path)
+	f := &Follower{events: make(chan Event, 1<<16), cancel: cancel, done: make(chan struct{}), lastID: lastEventID, nodes: nodes}
+	go f.run(ctx, path)
 	t.Cleanup(f.Close)
 	return f
 }
 
-func (f *Follower) run(ctx context.Context, nodes []string, path string) {
+func (f *Follower) run(ctx context.Context, path string) {
 	defer close(f.done)
 	for i := 0; ctx.Err() == nil; i++ {
 		if i > 0 {
@@ -45,7 +46,10 @@ func (f *Follower) run(ctx context.Context, nodes []string, path string) {
 			case <-time.After(50 * time.Millisecond):
 			}
 		}
-		s, err := Dial(ctx, nodes[i%len(nodes)]+path, f.LastEventID())
+		f.mu.Lock()
+		node := f.nodes[i%len(f.nodes)]
+		f.mu.Unlock()
+		s, err := Dial(ctx, node+path, f.LastEventID())
 		if err != nil {
 			continue
 		}
@@ -60,6 +64,14 @@ func (f *Follower) run(ctx context.Context, nodes []string, path string) {
 		}
 		s.Close()
 	}
+}
+
+// SetNodes changes the nodes the follower reconnects to, as a load balancer
+// does when nodes come and go. The stream open now is left as it is.
+func (f *Follower) SetNodes(nodes []string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.nodes = nodes
 }
 
 // Events delivers every event received, across reconnects.

@@ -1,0 +1,203 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/livepg/livepg/realtime/ssetest"
+	"github.com/livepg/livepg/store/storetest"
+)
+
+// livepgBinary is the livepg command built as the Dockerfile builds it, for
+// the tests that run it as a real process, to kill it.
+func livepgBinary(t *testing.T) string {
+	t.Helper()
+	bin, _ := buildAsDockerfile(t)
+	return bin
+}
+
+// process is a livepg server running as its own process.
+type process struct {
+	cmd  *exec.Cmd
+	URL  string
+	done chan struct{} // closed when the process has exited
+	err  error         // its exit, once done is closed
+}
+
+func startProcess(t *testing.T, db string) *process {
+	t.Helper()
+	cmd := exec.Command(livepgBinary(t))
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+db, "PORT=0", "LIVEPG_TOKEN_KEY="+testTokenKey,
+		"LIVEPG_SHUTDOWN_TIMEOUT=5s")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = nil
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &process{cmd: cmd, done: make(chan struct{})}
+	found := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if m := servingRE.FindStringSubmatch(sc.Text()); m != nil {
+				found <- m[1]
+			}
+		}
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-p.done
+	})
+	select {
+	case p.URL = <-found:
+	case <-p.done:
+		t.Fatalf("livepg exited at start: %v", p.err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("livepg did not start")
+	}
+	waitReady(t, p.URL)
+	return p
+}
+
+// signal sends sig and waits for the process to exit, failing if it is
+// still running after limit.
+func (p *process) signal(t *testing.T, sig syscall.Signal, limit time.Duration) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.done:
+	case <-time.After(limit):
+		t.Fatalf("livepg still running %s after %v", limit, sig)
+	}
+}
+
+// publishUntil writes numbered events on topic through SQL until stop.
+func publishUntil(t *testing.T, db, topic string) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	pool, err := pgxpool.New(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ctx.Err() == nil; i++ {
+			if _, err := pool.Exec(ctx, `SELECT livepg.publish($1, to_jsonb($2::int))`, topic, i); err != nil && ctx.Err() == nil {
+				t.Error(err)
+				return
+			}
+			time.Sleep(3 * time.Millisecond)
+		}
+	}()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done; pool.Close() }) }
+	t.Cleanup(stop)
+	return stop
+}
+
+// receiveAll checks that f received exactly the committed events on topic,
+// in order, once.
+func receiveAll(t *testing.T, name string, f *ssetest.Follower, db, topic string) int {
+	t.Helper()
+	conn := mustConn(t, db)
+	rows, err := conn.Query(context.Background(), `SELECT seq FROM livepg.events WHERE topic = $1 ORDER BY seq`, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil || len(want) == 0 {
+		t.Fatalf("committed events: %d, %v", len(want), err)
+	}
+	var got []int64
+	timeout := time.After(60 * time.Second)
+	for len(got) == 0 || got[len(got)-1] < want[len(want)-1] {
+		select {
+		case ev := <-f.Events():
+			got = append(got, ev.Seq())
+		case <-timeout:
+			t.Fatalf("%s: %d of %d events after 60s", name, len(got), len(want))
+		}
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("%s: received %d events, want the %d committed, in order, once", name, len(got), len(want))
+	}
+	return len(want)
+}
+
+// A node is killed outright with clients attached; they reconnect to the
+// other node with Last-Event-ID and miss nothing.
+func TestKilledNodeClientsResumeOnTheOther(t *testing.T) {
+	t.Parallel()
+	db := storetest.NewDatabase(t)
+	a, b := startProcess(t, db), startProcess(t, db)
+	var followers []*ssetest.Follower
+	for range 3 {
+		followers = append(followers, ssetest.Follow(t, []string{b.URL, a.URL}, "/v1/events?topic=kill", ""))
+	}
+	time.Sleep(200 * time.Millisecond) // let the streams open before writing
+	stop := publishUntil(t, db, "kill")
+	time.Sleep(300 * time.Millisecond)
+	b.signal(t, syscall.SIGKILL, 10*time.Second)
+	time.Sleep(300 * time.Millisecond)
+	stop()
+	for i, f := range followers {
+		n := receiveAll(t, fmt.Sprint("follower ", i), f, db, "kill")
+		if f.Reconnects() == 0 {
+			t.Fatalf("follower %d never reconnected: the kill did not reach it", i)
+		}
+		if i == 0 {
+			t.Logf("node B killed; %d events each, %d reconnects", n, f.Reconnects())
+		}
+	}
+}
+
+// A rolling deploy: each node in turn gets SIGTERM, ends its streams with a
+// retry hint and exits within its shutdown timeout, after a new node has
+// taken its place; clients move between nodes and miss nothing.
+func TestRollingDeployLosesNothing(t *testing.T) {
+	t.Parallel()
+	db := storetest.NewDatabase(t)
+	a, b := startProcess(t, db), startProcess(t, db)
+	// The followers' node lists stand in for Fly's proxy: the nodes up.
+	followers := []*ssetest.Follower{
+		ssetest.Follow(t, []string{a.URL, b.URL}, "/v1/events?topic=deploy", ""),
+		ssetest.Follow(t, []string{b.URL, a.URL}, "/v1/events?topic=deploy", ""),
+	}
+	time.Sleep(200 * time.Millisecond)
+	stop := publishUntil(t, db, "deploy")
+	time.Sleep(200 * time.Millisecond)
+
+	a.signal(t, syscall.SIGTERM, 15*time.Second) // LIVEPG_SHUTDOWN_TIMEOUT=5s, with room to exit
+	a2 := startProcess(t, db)
+	for _, f := range followers {
+		f.SetNodes([]string{b.URL, a2.URL})
+	}
+	time.Sleep(200 * time.Millisecond)
+	b.signal(t, syscall.SIGTERM, 15*time.Second)
+	time.Sleep(200 * time.Millisecond)
+	stop()
+	for i, f := range followers {
+		receiveAll(t, fmt.Sprint("follower ", i), f, db, "deploy")
+		if f.Reconnects() == 0 {
+			t.Fatalf("follower %d never moved", i)
+		}
+	}
+}
