@@ -32,7 +32,8 @@ type Config struct {
 	// Heartbeat is the interval of comment lines on idle streams, well inside
 	// proxies' idle timeouts.
 	Heartbeat time.Duration
-	// WriteTimeout cuts off a stream that accepts no bytes for this long.
+	// WriteTimeout cuts off a stream that accepts no bytes for this long
+	// (and at most a quarter longer: see stream.extendDeadline).
 	WriteTimeout time.Duration
 	// Retry is the reconnect delay suggested to browsers.
 	Retry time.Duration
@@ -66,7 +67,12 @@ type Config struct {
 	// publishes to commit together in one transaction (see batch.go);
 	// negative commits each publish alone.
 	PublishBatchWindow time.Duration
-	Logger             *slog.Logger
+	// WriteCoalesce: a stream that wrote less than this long ago waits out
+	// the rest before it writes again, so that events coming fast share one
+	// system call; a stream that was quiet writes at once. Negative: never
+	// wait.
+	WriteCoalesce time.Duration
+	Logger        *slog.Logger
 }
 
 // DefaultConfig holds the defaults documented in the README.
@@ -89,6 +95,7 @@ var DefaultConfig = Config{
 	ProbeTimeout:        10 * time.Second,
 	StatsInterval:       15 * time.Second,
 	PublishBatchWindow:  time.Millisecond,
+	WriteCoalesce:       25 * time.Millisecond,
 }
 
 func (c Config) withDefaults() Config {
@@ -129,6 +136,9 @@ func (c Config) withDefaults() Config {
 	set(&c.StatsInterval, d.StatsInterval)
 	if c.PublishBatchWindow == 0 {
 		c.PublishBatchWindow = d.PublishBatchWindow
+	}
+	if c.WriteCoalesce == 0 {
+		c.WriteCoalesce = d.WriteCoalesce
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

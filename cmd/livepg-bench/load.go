@@ -9,6 +9,8 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"os"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -36,6 +38,8 @@ type loadConfig struct {
 	Drain   time.Duration // wait at most this long for deliveries after the last publish
 	Timeout time.Duration // the whole run
 	PIDs    []int
+
+	CPUProfile string // write the generator's own CPU profile here
 }
 
 type multiFlag []string
@@ -76,6 +80,7 @@ func parseLoadFlags(args []string, stderr io.Writer) (loadConfig, error) {
 	fs.DurationVar(&c.Idle, "idle", 0, "hold the streams idle this long after connecting, before publishing")
 	fs.DurationVar(&c.Drain, "drain", 30*time.Second, "after the last publish, wait at most this long for every delivery")
 	fs.DurationVar(&c.Timeout, "timeout", 10*time.Minute, "end the whole run after this long, whatever it is doing")
+	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write the generator's own CPU profile to this file")
 	fs.Var(&pids, "pid", "server process id, for memory per stream and CPU per delivery (repeatable)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -157,6 +162,7 @@ type result struct {
 	Closed                            int // streams that ended before the run closed them
 	RSSBeforeKiB, RSSAfterKiB         int64
 	ServerCPU                         time.Duration // during publishing and delivery
+	ServerWrites                      int64         // write system calls then, -1 if unknown
 	GeneratorCPU                      time.Duration
 }
 
@@ -167,6 +173,17 @@ func runLoad(ctx context.Context, cfg loadConfig, out io.Writer) (*result, error
 		fmt.Fprintf(out, "file limit: %v\n", err)
 	} else if cfg.Streams+100 > int(lim) {
 		return nil, fmt.Errorf("%d streams need more open files than this process may have (%d): run several generators", cfg.Streams, lim)
+	}
+	if cfg.CPUProfile != "" {
+		f, err := os.Create(cfg.CPUProfile)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return nil, err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	r := &load{cfg: cfg, out: out}
 	pub, err := newPublisher(ctx, &cfg)
@@ -236,6 +253,10 @@ func runLoad(ctx context.Context, cfg loadConfig, out io.Writer) (*result, error
 			return nil, err
 		}
 		res.ServerCPU = sumCPU(cpuAfter) - sumCPU(cpuBefore)
+		res.ServerWrites = -1
+		if a, b := sumWrites(cpuAfter), sumWrites(cpuBefore); a >= 0 && b >= 0 {
+			res.ServerWrites = a - b
+		}
 		for _, s := range r.streams {
 			s.conn.Close()
 		}
@@ -414,6 +435,9 @@ func (res *result) report(out io.Writer, cfg loadConfig) {
 	if len(cfg.PIDs) > 0 && res.Deliveries > 0 {
 		cpuPerM = res.ServerCPU.Seconds() / float64(res.Deliveries) * 1e6
 		fmt.Fprintf(w, "server cpu: %.2fs for %d deliveries: %.2fs per million\n", res.ServerCPU.Seconds(), res.Deliveries, cpuPerM)
+		if res.ServerWrites >= 0 {
+			fmt.Fprintf(w, "server writes: %d system calls, %.3f per delivery\n", res.ServerWrites, float64(res.ServerWrites)/float64(res.Deliveries))
+		}
 	}
 	rate := 0.0
 	if res.DeliveryTime > 0 {

@@ -108,6 +108,7 @@ func (s summary) maxDuration() time.Duration { return time.Duration(s.max) * tim
 type procSample struct {
 	rssKiB int64
 	cpu    time.Duration // utime + stime
+	writes int64         // write system calls (syscw in /proc/PID/io), -1 if unreadable
 }
 
 // clockTick is USER_HZ, the unit of /proc/PID/stat's times; 100 on every
@@ -148,6 +149,14 @@ func readProc(pid int) (procSample, error) {
 	ut, _ := strconv.ParseInt(string(f[11]), 10, 64)
 	st, _ := strconv.ParseInt(string(f[12]), 10, 64)
 	p.cpu = time.Duration(ut+st) * clockTick
+	p.writes = -1
+	if io, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid)); err == nil {
+		for line := range bytes.Lines(io) {
+			if rest, ok := bytes.CutPrefix(line, []byte("syscw:")); ok {
+				p.writes, _ = strconv.ParseInt(string(bytes.TrimSpace(rest)), 10, 64)
+			}
+		}
+	}
 	return p, nil
 }
 
@@ -170,6 +179,17 @@ func sumRSS(s []procSample) (kib int64) {
 		kib += p.rssKiB
 	}
 	return kib
+}
+
+// sumWrites adds up write system calls, or returns -1 if any is unknown.
+func sumWrites(s []procSample) (n int64) {
+	for _, p := range s {
+		if p.writes < 0 {
+			return -1
+		}
+		n += p.writes
+	}
+	return n
 }
 
 func sumCPU(s []procSample) (d time.Duration) {

@@ -89,7 +89,7 @@ func dialStream(ctx context.Context, d *net.Dialer, u *url.URL, query string) (n
 		conn.Close()
 		return nil, nil, false, err
 	}
-	br := bufio.NewReaderSize(conn, 4096)
+	br := bufio.NewReaderSize(conn, 32<<10) // large: one system call takes in a whole backlog
 	status, err := br.ReadSlice('\n')
 	if err != nil {
 		conn.Close()

@@ -54,6 +54,7 @@ var envVars = []envVar{
 	{"LIVEPG_MAX_TOPICS", "32", "most topic selectors per stream"},
 	{"LIVEPG_MAX_BODY", "1048576", "largest publish request body, bytes"},
 	{"LIVEPG_PPROF_ADDR", "(off)", "serve Go's profiler (net/http/pprof) on this address, e.g. 127.0.0.1:6060, for load tests"},
+	{"LIVEPG_WRITE_COALESCE", "25ms", "a stream that wrote less than this long ago waits out the rest before writing again, so that fast events share a write; 0 never waits"},
 	{"LIVEPG_PUBLISH_BATCH_WINDOW", "1ms", "POST /v1/publish requests arriving within this window commit in one transaction; 0 commits each alone"},
 	{"LIVEPG_MAX_EVENT_SIZE", "524288", "largest event data published over HTTP, bytes"},
 	{"LIVEPG_MAX_STREAMS", "20000", "most open streams per node; beyond it 503 with Retry-After"},
@@ -109,6 +110,16 @@ func loadConfig(getenv func(string) string) (Config, error) {
 			return c, fmt.Errorf("%s=%q: want a positive duration such as 30s or 24h", v.name, s)
 		}
 		*v.dst = dur
+	}
+	if s := getenv("LIVEPG_WRITE_COALESCE"); s != "" {
+		dur, err := time.ParseDuration(s)
+		if err != nil || dur < 0 || dur > time.Second {
+			return c, fmt.Errorf("LIVEPG_WRITE_COALESCE=%q: want a duration from 0 (never wait) to 1s, such as 25ms", s)
+		}
+		if dur == 0 {
+			dur = -1 // off; a zero field would take the default
+		}
+		c.Node.WriteCoalesce = dur
 	}
 	if s := getenv("LIVEPG_PUBLISH_BATCH_WINDOW"); s != "" {
 		dur, err := time.ParseDuration(s)
