@@ -1,10 +1,12 @@
 package realtime_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
 	"net/url"
+	"runtime/pprof"
 	"strings"
 	"testing"
 	"time"
@@ -15,9 +17,10 @@ import (
 )
 
 // A client that stops reading is cut off once it accepts no bytes for the
-// write timeout; a fast client beside it receives everything meanwhile.
+// write timeout, and its goroutines are released; a fast client beside it
+// receives everything meanwhile. (Not parallel: it counts the goroutines of
+// the process.)
 func TestStuckClientIsCutOffWithoutSlowingOthers(t *testing.T) {
-	t.Parallel()
 	ctx := context.Background()
 	db := storetest.NewDatabase(t)
 	n := startNode(t, db, realtime.Config{WriteTimeout: 300 * time.Millisecond, Buffer: 8, PollInterval: time.Hour})
@@ -51,6 +54,22 @@ func TestStuckClientIsCutOffWithoutSlowingOthers(t *testing.T) {
 	}
 	// The stuck client's stream has ended on the server; the fast one is open.
 	waitFor(t, "stuck stream cut off", func() bool { return n.Streams() == 1 })
+	waitFor(t, "the stuck stream's goroutines released", func() bool {
+		return goroutinesIn("realtime.(*Node).ServeEvents") == 1 && goroutinesIn("net/http.(*conn).serve") == 1
+	})
+}
+
+// goroutinesIn counts the goroutines with fn on their stack.
+func goroutinesIn(fn string) int {
+	var buf bytes.Buffer
+	_ = pprof.Lookup("goroutine").WriteTo(&buf, 2)
+	n := 0
+	for _, g := range strings.Split(buf.String(), "\n\n") {
+		if strings.Contains(g, fn) {
+			n++
+		}
+	}
+	return n
 }
 
 func TestIdleStreamGetsHeartbeats(t *testing.T) {
