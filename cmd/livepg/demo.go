@@ -123,12 +123,7 @@ func (d *demo) addCard(w http.ResponseWriter, r *http.Request) {
 }
 
 func (d *demo) updateCard(w http.ResponseWriter, r *http.Request) {
-	boardID, err := pathID(r, "board")
-	if err != nil {
-		d.fail(w, err)
-		return
-	}
-	cardID, err := pathID(r, "card")
+	boardID, cardID, err := cardPath(r)
 	if err != nil {
 		d.fail(w, err)
 		return
@@ -150,12 +145,7 @@ func (d *demo) updateCard(w http.ResponseWriter, r *http.Request) {
 }
 
 func (d *demo) deleteCard(w http.ResponseWriter, r *http.Request) {
-	boardID, err := pathID(r, "board")
-	if err != nil {
-		d.fail(w, err)
-		return
-	}
-	cardID, err := pathID(r, "card")
+	boardID, cardID, err := cardPath(r)
 	if err != nil {
 		d.fail(w, err)
 		return
@@ -185,6 +175,15 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
 		return fmt.Errorf("%w: invalid JSON body: more than one value", store.ErrInvalid)
 	}
 	return nil
+}
+
+// cardPath reads the board and card ids of /api/boards/{board}/cards/{card}.
+func cardPath(r *http.Request) (board, card int64, err error) {
+	if board, err = pathID(r, "board"); err != nil {
+		return 0, 0, err
+	}
+	card, err = pathID(r, "card")
+	return board, card, err
 }
 
 func pathID(r *http.Request, name string) (int64, error) {

@@ -148,17 +148,27 @@ func ensureDatabase(ctx context.Context, adminURL, name string) error {
 	return nil
 }
 
+// openStore opens the pool on the database resolved by database; closeAll
+// closes the pool, then stops a local database it started.
+func openStore(ctx context.Context, cfg *Config, stdout io.Writer) (st *store.Store, closeAll func(), err error) {
+	stopDB, err := database(ctx, cfg, stdout)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err = store.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		stopDB()
+		return nil, nil, err
+	}
+	return st, func() { st.Close(); stopDB() }, nil
+}
+
 func migrate(ctx context.Context, cfg Config, direction string, stdout io.Writer) error {
-	stopDB, err := database(ctx, &cfg, stdout)
+	st, closeAll, err := openStore(ctx, &cfg, stdout)
 	if err != nil {
 		return err
 	}
-	defer stopDB()
-	st, err := store.Open(ctx, cfg.DatabaseURL)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
+	defer closeAll()
 	switch direction {
 	case "up":
 		return st.MigrateUp(ctx)
@@ -175,16 +185,11 @@ func migrate(ctx context.Context, cfg Config, direction string, stdout io.Writer
 // accepting and end streams with a retry hint (browsers resume on another
 // node), stop the listener, close the pool, stop the local database.
 func serve(ctx context.Context, cfg Config, logger *slog.Logger, stdout io.Writer) error {
-	stopDB, err := database(ctx, &cfg, stdout)
+	st, closeAll, err := openStore(ctx, &cfg, stdout)
 	if err != nil {
 		return err
 	}
-	defer stopDB()
-	st, err := store.Open(ctx, cfg.DatabaseURL)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
+	defer closeAll()
 	if err := st.MigrateUp(ctx); err != nil {
 		return err
 	}
