@@ -158,6 +158,7 @@ type Node struct {
 	probe    *prober
 	metrics  *metrics
 	batcher  *batcher // nil when publish batching is off
+	bounds   sharedBounds
 	log      *slog.Logger
 
 	streams atomic.Int64  // open streams

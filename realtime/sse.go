@@ -148,7 +148,7 @@ func (s *stream) run(ctx context.Context, reset bool) error {
 // resume point outside the log (pruned, or from another database) moves to
 // the head, and reset says the client must refetch its state.
 func (n *Node) position(ctx context.Context, cursor int64, resume bool) (start int64, reset bool, err error) {
-	bounds, err := n.store.Bounds(ctx)
+	bounds, err := n.bounds.get(ctx, n.store.Bounds)
 	if err != nil {
 		return 0, false, err
 	}
