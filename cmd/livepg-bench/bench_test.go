@@ -34,19 +34,21 @@ func checkComplete(t *testing.T, res *result, out string) {
 
 func TestLoadAgainstCeiling(t *testing.T) {
 	t.Parallel()
-	srv := httptest.NewServer(newCeiling(ceilingConfig{Buffer: 1024, Heartbeat: time.Second}).routes())
-	t.Cleanup(srv.Close)
-	cfg := loadConfig{URLs: []string{srv.URL}, Streams: 30, Topics: 3, TopicBase: "c", Sources: 2, Concurrent: 8,
-		Mode: "http", Rate: 0, Events: 60, Publishers: 4, Drain: 30 * time.Second, Timeout: time.Minute}
-	if err := cfg.check(); err != nil {
-		t.Fatal(err)
+	for _, hijack := range []bool{false, true} {
+		srv := httptest.NewServer(newCeiling(ceilingConfig{Buffer: 1024, Heartbeat: time.Second, Hijack: hijack}).routes())
+		t.Cleanup(srv.Close)
+		cfg := loadConfig{URLs: []string{srv.URL}, Streams: 30, Topics: 3, TopicBase: "c", Sources: 2, Concurrent: 8,
+			Mode: "http", Rate: 0, Events: 60, Publishers: 4, Drain: 30 * time.Second, Timeout: time.Minute}
+		if err := cfg.check(); err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		res, err := runLoad(context.Background(), cfg, &out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkComplete(t, res, out.String())
 	}
-	var out bytes.Buffer
-	res, err := runLoad(context.Background(), cfg, &out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkComplete(t, res, out.String())
 }
 
 func TestLoadAgainstLivepgInEveryMode(t *testing.T) {

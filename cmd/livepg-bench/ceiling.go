@@ -27,6 +27,9 @@ type ceilingConfig struct {
 	Buffer    int
 	Heartbeat time.Duration
 	Lifetime  time.Duration
+	// Hijack takes each stream's connection from net/http and writes to it
+	// directly (see serveHijacked): what a leaner stream would cost.
+	Hijack bool
 }
 
 func parseCeilingFlags(args []string, stderr io.Writer) (ceilingConfig, error) {
@@ -37,6 +40,7 @@ func parseCeilingFlags(args []string, stderr io.Writer) (ceilingConfig, error) {
 	fs.IntVar(&c.Buffer, "buffer", 256, "events queued per stream before it is cut off (livepg's LIVEPG_BUFFER default)")
 	fs.DurationVar(&c.Heartbeat, "heartbeat", 15*time.Second, "comment line interval on idle streams")
 	fs.DurationVar(&c.Lifetime, "lifetime", 30*time.Minute, "stop by itself after this long")
+	fs.BoolVar(&c.Hijack, "hijack", false, "take each stream's connection from net/http: one small goroutine and no buffers per idle stream")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -53,6 +57,7 @@ type ceilingHub struct {
 	topics    map[string]map[*ceilingSub]struct{}
 	buffer    int
 	heartbeat time.Duration
+	hijack    bool
 }
 
 type ceilingSub struct {
@@ -62,7 +67,7 @@ type ceilingSub struct {
 }
 
 func newCeiling(cfg ceilingConfig) *ceilingHub {
-	return &ceilingHub{topics: make(map[string]map[*ceilingSub]struct{}), buffer: cfg.Buffer, heartbeat: cfg.Heartbeat}
+	return &ceilingHub{topics: make(map[string]map[*ceilingSub]struct{}), buffer: cfg.Buffer, heartbeat: cfg.Heartbeat, hijack: cfg.Hijack}
 }
 
 func (h *ceilingHub) routes() *http.ServeMux {
@@ -136,6 +141,14 @@ func (h *ceilingHub) serveEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rc := http.NewResponseController(w)
+	if h.hijack {
+		if conn, brw, err := rc.Hijack(); err == nil {
+			brw.Reader.Reset(nil) // drop net/http's buffers with the handler
+			brw.Writer.Reset(nil)
+			go h.serveHijacked(conn, topic) // a fresh, small stack; this handler's ends
+			return
+		}
+	}
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
 	w.WriteHeader(http.StatusOK)
@@ -237,4 +250,68 @@ func serveCeiling(ctx context.Context, cfg ceilingConfig, out io.Writer) error {
 	}
 	<-errc
 	return nil
+}
+
+// serveHijacked is a stream on a connection taken from net/http: it writes
+// the response head itself, then the frames as they come, several per
+// writev system call, straight from the shared encoded frames. The body
+// ends when the connection closes, so there is no chunked encoding and no
+// buffer per stream. A second goroutine only waits for the client to go
+// (net/http keeps one such per connection too).
+func (h *ceilingHub) serveHijacked(conn net.Conn, topic string) {
+	defer conn.Close()
+	sub := h.subscribe(topic)
+	defer h.unsubscribe(sub)
+	gone := make(chan struct{})
+	go func() {
+		defer close(gone)
+		var b [1]byte
+		for {
+			if _, err := conn.Read(b[:]); err != nil {
+				return
+			}
+		}
+	}()
+	var bufs [][]byte
+	write := func(frames ...[]byte) error {
+		if err := conn.SetWriteDeadline(time.Now().Add(30 * time.Second)); err != nil {
+			return err
+		}
+		nb := net.Buffers(append(bufs[:0], frames...))
+		_, err := nb.WriteTo(conn)
+		return err
+	}
+	head := []byte("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\nretry: 2000\n\n: ceiling\n\n")
+	if write(head) != nil {
+		return
+	}
+	heartbeat := time.NewTicker(h.heartbeat)
+	defer heartbeat.Stop()
+	for {
+		select {
+		case <-gone:
+			return
+		case <-sub.cut:
+			return
+		case <-heartbeat.C:
+			if write([]byte(":\n\n")) != nil {
+				return
+			}
+		case frame := <-sub.events:
+			bufs = append(bufs[:0], frame)
+		more:
+			for len(bufs) < 1024 {
+				select {
+				case frame = <-sub.events:
+					bufs = append(bufs, frame)
+				default:
+					break more
+				}
+			}
+			if write(bufs...) != nil {
+				return
+			}
+			clear(bufs)
+		}
+	}
 }
