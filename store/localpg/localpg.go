@@ -23,6 +23,10 @@ import (
 // Debian machines livepg is developed on.
 const InstallHint = "apt-get update && apt-get install -y postgresql"
 
+// debianBinDirs is where Debian's packages put each major version's server
+// binaries.
+var debianBinDirs = "/usr/lib/postgresql/*/bin"
+
 // ErrNoServer means no PostgreSQL server binaries were found on the machine.
 var ErrNoServer = errors.New("PostgreSQL server binaries (initdb, pg_ctl, postgres) not found; install them with: " + InstallHint)
 
@@ -58,7 +62,7 @@ func BinDir() (string, error) {
 			return dir, nil
 		}
 	}
-	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	dirs, _ := filepath.Glob(debianBinDirs)
 	sort.Sort(sort.Reverse(sort.StringSlice(dirs)))
 	for _, dir := range dirs {
 		if fileExists(filepath.Join(dir, "initdb")) && fileExists(filepath.Join(dir, "pg_ctl")) {
