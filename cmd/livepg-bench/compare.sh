@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# compare.sh: the measurements of BENCHMARKS.md, livepg against the minimal
+# fan-out server (the ceiling) in the same run. Loopback only; every run is
+# bounded (--timeout) and every server this script starts is stopped at the
+# end, whatever happens.
+#
+#   cmd/livepg-bench/compare.sh [smoke|idle|saturation|latency10k|latency1k|batching|nodes3|all]
+#
+# Results go to $OUT (default ./bench-results), one file per scenario; the
+# last line of each run is its one-line summary.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+OUT=${OUT:-$PWD/bench-results}
+WORK=${WORK:-$(mktemp -d /tmp/livepg-bench.XXXXXX)}
+PORT=${PORT:-18090}
+CEILING=${CEILING:-127.0.0.1:19190}
+mkdir -p "$OUT"
+go build -o "$WORK/livepg" ./cmd/livepg
+go build -o "$WORK/livepg-bench" ./cmd/livepg-bench
+
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+# start_livepg [ENV=VALUE...]: a fresh livepg with its own local PostgreSQL
+# (data kept in $WORK/data between runs); sets LP and DB.
+start_livepg() {
+  env PORT="$PORT" LIVEPG_DATA_DIR="$WORK/data" "$@" "$WORK/livepg" >"$WORK/livepg.log" 2>&1 &
+  LP=$!
+  pids+=("$LP")
+  for _ in $(seq 100); do
+    grep -q "serving on" "$WORK/livepg.log" 2>/dev/null && break
+    sleep 0.2
+  done
+  DB=$(grep -o 'postgres://[^ ]*' "$WORK/livepg.log" | head -1)
+}
+stop() { kill "$1"; wait "$1" 2>/dev/null || true; }
+
+start_ceiling() {
+  "$WORK/livepg-bench" ceiling --addr "$CEILING" --lifetime 30m "$@" >"$WORK/ceiling.log" 2>&1 &
+  CP=$!
+  pids+=("$CP")
+  sleep 1
+}
+
+# pair NAME STREAMS RATE EVENTS [flags]: livepg publishing through SQL, then
+# the ceiling publishing through its HTTP endpoint, each freshly started.
+pair() {
+  local name=$1 streams=$2 rate=$3 events=$4
+  shift 4
+  start_livepg
+  echo "== livepg $name" | tee -a "$OUT/$name.txt"
+  "$WORK/livepg-bench" run --url "http://127.0.0.1:$PORT" --streams "$streams" --mode sql --database-url "$DB" \
+    --rate "$rate" --events "$events" --pid "$LP" --timeout 5m --drain 60s "$@" | tee -a "$OUT/$name.txt"
+  stop "$LP"
+  start_ceiling
+  echo "== ceiling $name" | tee -a "$OUT/$name.txt"
+  "$WORK/livepg-bench" run --url "http://$CEILING" --streams "$streams" --mode http --publishers 64 \
+    --rate "$rate" --events "$events" --pid "$CP" --timeout 5m --drain 60s "$@" | tee -a "$OUT/$name.txt"
+  stop "$CP"
+}
+
+batching() {
+  for window in 0 1ms; do
+    start_livepg LIVEPG_PUBLISH_BATCH_WINDOW=$window
+    echo "== livepg batching LIVEPG_PUBLISH_BATCH_WINDOW=$window" | tee -a "$OUT/batching.txt"
+    "$WORK/livepg-bench" run --url "http://127.0.0.1:$PORT" --streams 10 --topics 2 --mode http \
+      --publishers 64 --rate 0 --events 20000 --timeout 3m --drain 30s | tee -a "$OUT/batching.txt"
+    stop "$LP"
+  done
+}
+
+nodes3() {
+  start_livepg
+  local p1=$LP
+  env PORT=$((PORT + 1)) DATABASE_URL="$DB" "$WORK/livepg" >"$WORK/livepg2.log" 2>&1 &
+  local p2=$!
+  pids+=("$p2")
+  env PORT=$((PORT + 2)) DATABASE_URL="$DB" "$WORK/livepg" >"$WORK/livepg3.log" 2>&1 &
+  local p3=$!
+  pids+=("$p3")
+  sleep 5
+  echo "== 3 nodes x 5000 streams" | tee -a "$OUT/nodes3.txt"
+  "$WORK/livepg-bench" run --url "http://127.0.0.1:$PORT" --url "http://127.0.0.1:$((PORT + 1))" --url "http://127.0.0.1:$((PORT + 2))" \
+    --streams 15000 --sources 6 --mode sql --database-url "$DB" --rate 10 --events 300 \
+    --pid "$p1" --pid "$p2" --pid "$p3" --timeout 5m --drain 60s | tee -a "$OUT/nodes3.txt"
+  stop "$p2"
+  stop "$p3"
+  stop "$p1"
+}
+
+case "${1:-all}" in
+smoke) pair smoke 200 100 100 ;; # seconds: checks the tools
+idle) pair idle 10000 10 0 --mode none --idle 1s ;;
+saturation) pair saturation 10000 100 300 ;;
+latency10k) pair latency10k 10000 10 300 ;;
+latency1k) pair latency1k 1000 10 300 ;;
+batching) batching ;;
+nodes3) nodes3 ;;
+all)
+  pair idle 10000 10 0 --mode none --idle 1s
+  pair saturation 10000 100 300
+  pair latency10k 10000 10 300
+  pair latency1k 1000 10 300
+  batching
+  nodes3
+  ;;
+*)
+  echo "usage: $0 [smoke|idle|saturation|latency10k|latency1k|batching|nodes3|all]" >&2
+  exit 2
+  ;;
+esac
