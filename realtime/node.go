@@ -67,10 +67,11 @@ type Config struct {
 	// publishes to commit together in one transaction (see batch.go);
 	// negative commits each publish alone.
 	PublishBatchWindow time.Duration
-	// WriteCoalesce: a stream that wrote less than this long ago waits out
-	// the rest before it writes again, so that events coming fast share one
-	// system call; a stream that was quiet writes at once. Negative: never
-	// wait.
+	// WriteCoalesce: when the node is behind (the next event committed
+	// longer ago than this), a stream that wrote less than this long ago
+	// waits out the rest before it writes again, so that events coming fast
+	// share one system call. A node keeping up, or a quiet stream, writes at
+	// once. Negative: never wait.
 	WriteCoalesce time.Duration
 	Logger        *slog.Logger
 }

@@ -207,10 +207,12 @@ func (s *stream) catchUp(ctx context.Context) error {
 // then flushes once.
 func (s *stream) writeLive(ev *Event) error {
 	now := time.Now()
-	if wait := s.node.cfg.WriteCoalesce - now.Sub(s.wrote); wait > 0 {
-		// Events are coming fast: let those behind ev arrive and go out in
-		// the same write. At saturation this is what keeps the system calls
-		// per event down; a quiet stream never waits.
+	coalesce := s.node.cfg.WriteCoalesce
+	if wait := coalesce - now.Sub(s.wrote); wait > 0 && ev != nil && now.Sub(ev.CommittedAt) > coalesce {
+		// Events come fast and the node is behind them (this one committed
+		// a while ago): let those behind ev arrive and go out in the same
+		// write. At saturation this keeps the system calls per event down;
+		// a node keeping up, or a quiet stream, never waits.
 		time.Sleep(wait)
 		now = time.Now()
 	}

@@ -16,6 +16,7 @@ WORK=${WORK:-$(mktemp -d /tmp/livepg-bench.XXXXXX)}
 PORT=${PORT:-18090}
 CEILING=${CEILING:-127.0.0.1:19190}
 mkdir -p "$OUT"
+chmod 755 "$WORK" # the local PostgreSQL runs as the postgres user when we are root
 go build -o "$WORK/livepg" ./cmd/livepg
 go build -o "$WORK/livepg-bench" ./cmd/livepg-bench
 
@@ -32,10 +33,16 @@ start_livepg() {
   env PORT="$PORT" LIVEPG_DATA_DIR="$WORK/data" "$@" "$WORK/livepg" >"$WORK/livepg.log" 2>&1 &
   LP=$!
   pids+=("$LP")
-  for _ in $(seq 100); do
+  for _ in $(seq 150); do
     grep -q "serving on" "$WORK/livepg.log" 2>/dev/null && break
+    kill -0 "$LP" 2>/dev/null || break
     sleep 0.2
   done
+  if ! grep -q "serving on" "$WORK/livepg.log"; then
+    echo "livepg did not start:" >&2
+    cat "$WORK/livepg.log" >&2
+    exit 1
+  fi
   DB=$(grep -o 'postgres://[^ ]*' "$WORK/livepg.log" | head -1)
 }
 stop() { kill "$1"; wait "$1" 2>/dev/null || true; }

@@ -54,7 +54,7 @@ var envVars = []envVar{
 	{"LIVEPG_MAX_TOPICS", "32", "most topic selectors per stream"},
 	{"LIVEPG_MAX_BODY", "1048576", "largest publish request body, bytes"},
 	{"LIVEPG_PPROF_ADDR", "(off)", "serve Go's profiler (net/http/pprof) on this address, e.g. 127.0.0.1:6060, for load tests"},
-	{"LIVEPG_WRITE_COALESCE", "25ms", "a stream that wrote less than this long ago waits out the rest before writing again, so that fast events share a write; 0 never waits"},
+	{"LIVEPG_WRITE_COALESCE", "25ms", "when the node is behind, a stream that wrote less than this long ago waits out the rest before writing again, so that fast events share a write; 0 never waits"},
 	{"LIVEPG_PUBLISH_BATCH_WINDOW", "1ms", "POST /v1/publish requests arriving within this window commit in one transaction; 0 commits each alone"},
 	{"LIVEPG_MAX_EVENT_SIZE", "524288", "largest event data published over HTTP, bytes"},
 	{"LIVEPG_MAX_STREAMS", "20000", "most open streams per node; beyond it 503 with Retry-After"},
