@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"testing"
 	"time"
 
@@ -41,6 +42,9 @@ func startNode(t *testing.T, dbURL string, cfg realtime.Config) *testNode {
 	}
 	if cfg.ListenURL == "" {
 		cfg.ListenURL = dbURL
+	}
+	if os.Getenv("LIVEPG_TEST_LEAN_STREAMS") != "" {
+		cfg.LeanStreams = true // run the whole suite on taken connections
 	}
 	node, err := realtime.NewNode(st, cfg)
 	if err != nil {

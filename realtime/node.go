@@ -73,7 +73,11 @@ type Config struct {
 	// share one system call. A node keeping up, or a quiet stream, writes at
 	// once. Negative: never wait.
 	WriteCoalesce time.Duration
-	Logger        *slog.Logger
+	// LeanStreams serves each HTTP/1.1 stream on its connection, taken from
+	// net/http once the stream starts: about half the memory per idle
+	// stream (see takeover.go).
+	LeanStreams bool
+	Logger      *slog.Logger
 }
 
 // DefaultConfig holds the defaults documented in the README.
@@ -160,6 +164,7 @@ type Node struct {
 	metrics  *metrics
 	batcher  *batcher // nil when publish batching is off
 	bounds   sharedBounds
+	taken    takenStreams // streams on connections taken from net/http
 	log      *slog.Logger
 
 	streams atomic.Int64  // open streams
@@ -251,6 +256,9 @@ func (n *Node) CloseStreams() {
 func (n *Node) Stop() {
 	n.CloseStreams()
 	n.stop.Do(func() {
+		// Streams on taken connections end on their own once told, unless
+		// a client stopped reading: those are cut after a grace period.
+		n.taken.wait(5 * time.Second)
 		if n.cancel != nil {
 			n.cancel()
 		}

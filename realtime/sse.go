@@ -66,30 +66,43 @@ func (n *Node) ServeEvents(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no") // tell buffering proxies to pass bytes at once
+	topics, remote := r.URL.Query()["topic"], r.RemoteAddr
+	if n.cfg.LeanStreams {
+		n.streams.Add(1) // the taken stream's own place: the handler's ends as it returns
+		if n.taken.take(w, func(ctx context.Context, out streamOut) {
+			defer n.streams.Add(-1)
+			n.serveStream(ctx, out, topics, remote, selectors, start, reset, resume)
+		}) {
+			return
+		}
+		n.streams.Add(-1)
+	}
 	w.WriteHeader(http.StatusOK)
+	n.serveStream(r.Context(), newResponseOut(w), topics, remote, selectors, start, reset, resume)
+}
 
+// serveStream runs one stream, from its start, until it ends.
+func (n *Node) serveStream(ctx context.Context, out streamOut, topics []string, remote string, selectors []Selector, start int64, reset, resume bool) {
 	n.metrics.streamsOpened.Inc()
 	opened := time.Now()
-	n.log.Info("stream opened", "topics", r.URL.Query()["topic"], "resume", resume, "from", start, "reset", reset, "remote", r.RemoteAddr)
+	n.log.Info("stream opened", "topics", topics, "resume", resume, "from", start, "reset", reset, "remote", remote)
 	s := &stream{
 		node:   n,
-		w:      w,
-		rc:     http.NewResponseController(w),
+		out:    out,
 		sub:    newSubscriber(selectors, n.cfg.Buffer),
 		cursor: start,
 	}
 	defer n.hub.leave(s.sub)
-	err = s.run(r.Context(), reset)
+	err := s.run(ctx, reset)
 	reason := n.metrics.closed(err)
-	n.log.Info("stream closed", "reason", reason, "err", err, "topics", r.URL.Query()["topic"],
+	n.log.Info("stream closed", "reason", reason, "err", err, "topics", topics,
 		"last_event_id", s.cursor, "events", s.delivered, "duration", time.Since(opened).Round(time.Millisecond))
 }
 
 // stream is one open SSE response.
 type stream struct {
 	node *Node
-	w    http.ResponseWriter
-	rc   *http.ResponseController
+	out  streamOut
 	sub  *subscriber
 	// cursor is the seq through which the client has every matching event.
 	cursor int64
@@ -223,7 +236,7 @@ func (s *stream) writeLive(ev *Event) error {
 	events, bytes := 0, 0
 	for {
 		if ev != nil && ev.Seq > s.cursor {
-			if _, err := s.w.Write(ev.Frame); err != nil {
+			if _, err := s.out.Write(ev.Frame); err != nil {
 				return err
 			}
 			s.cursor = ev.Seq
@@ -235,7 +248,7 @@ func (s *stream) writeLive(ev *Event) error {
 			continue
 		default:
 		}
-		if err := s.rc.Flush(); err != nil {
+		if err := s.out.Flush(); err != nil {
 			return err
 		}
 		s.counted(events, bytes)
@@ -254,7 +267,7 @@ func (s *stream) extendDeadline(now time.Time) error {
 		return nil
 	}
 	s.deadlineSet = now
-	return s.rc.SetWriteDeadline(now.Add(timeout + timeout/4))
+	return s.out.SetWriteDeadline(now.Add(timeout + timeout/4))
 }
 
 // counted adds one write batch to the metrics: an atomic add per counter,
@@ -277,12 +290,12 @@ func (s *stream) write(frames ...[]byte) error {
 	}
 	bytes := 0
 	for _, f := range frames {
-		if _, err := s.w.Write(f); err != nil {
+		if _, err := s.out.Write(f); err != nil {
 			return err
 		}
 		bytes += len(f)
 	}
-	if err := s.rc.Flush(); err != nil {
+	if err := s.out.Flush(); err != nil {
 		return err
 	}
 	s.counted(0, bytes)

@@ -1,0 +1,166 @@
+package realtime
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// Lean streams (Config.LeanStreams). An idle stream served the usual way
+// keeps net/http's whole connection: the handler's goroutine with the stack
+// it grew while serving the request (16 KiB), a background reader, a 4 KiB
+// read buffer, a 4 KiB write buffer and a 2 KiB chunking buffer — about 36
+// KiB in all. Once its start is known, a lean stream takes its connection
+// from net/http (Hijack), writes the response head itself and goes on in a
+// goroutine of its own, started fresh (so with a small stack), writing the
+// shared, already encoded frames straight to the socket with writev: no
+// buffer per stream. The body ends when the connection closes, which
+// HTTP/1.1 allows and EventSource expects; HTTP/2 cannot hand its
+// connection over, so such a stream is served the usual way.
+
+// streamOut is where a stream writes: the ResponseWriter (with its
+// controller), or a taken connection.
+type streamOut interface {
+	// Write queues p. A taken connection keeps p itself, not a copy, until
+	// the next Flush: callers do not change p before flushing.
+	Write(p []byte) (int, error)
+	Flush() error
+	SetWriteDeadline(t time.Time) error
+}
+
+// responseOut writes through net/http.
+type responseOut struct {
+	http.ResponseWriter
+	*http.ResponseController
+}
+
+func newResponseOut(w http.ResponseWriter) responseOut {
+	return responseOut{w, http.NewResponseController(w)}
+}
+
+// Write resolves the ambiguity between the two embedded types' methods.
+func (o responseOut) Write(p []byte) (int, error) { return o.ResponseWriter.Write(p) }
+
+// connOut writes to a connection taken from net/http: Write collects the
+// frames and Flush sends them in one writev.
+type connOut struct {
+	conn net.Conn
+	bufs net.Buffers
+}
+
+func (c *connOut) Write(p []byte) (int, error) {
+	c.bufs = append(c.bufs, p)
+	return len(p), nil
+}
+
+func (c *connOut) Flush() error {
+	if len(c.bufs) == 0 {
+		return nil
+	}
+	b := c.bufs // WriteTo consumes its receiver; keep the backing array
+	_, err := b.WriteTo(c.conn)
+	clear(c.bufs) // let the frames go
+	c.bufs = c.bufs[:0]
+	return err
+}
+
+func (c *connOut) SetWriteDeadline(t time.Time) error { return c.conn.SetWriteDeadline(t) }
+
+// takenStreams are the node's streams on taken connections: net/http no
+// longer knows them, so the node waits for them when it stops.
+type takenStreams struct {
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	closed bool // wait has begun: take no more
+	wg     sync.WaitGroup
+}
+
+// take hands w's connection to a goroutine that runs serve with a writer on
+// it and a context that ends when the client goes. It returns false, having
+// done nothing, when the connection cannot be taken (HTTP/2, or a writer
+// that does not allow it). The response head is w's header with status 200.
+func (t *takenStreams) take(w http.ResponseWriter, serve func(ctx context.Context, out streamOut)) bool {
+	var head bytes.Buffer
+	head.WriteString("HTTP/1.1 200 OK\r\n")
+	h := w.Header().Clone()
+	h.Set("Connection", "close") // the body ends with the connection
+	h.Set("Date", time.Now().UTC().Format(http.TimeFormat))
+	if err := h.Write(&head); err != nil {
+		return false
+	}
+	head.WriteString("\r\n")
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return false
+	}
+	// Drop net/http's buffers with the handler. A client has no business
+	// sending anything more on a stream's connection.
+	brw.Reader.Reset(nil)
+	brw.Writer.Reset(nil)
+
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		conn.Close() // the node is stopping; the client reconnects elsewhere
+		return true
+	}
+	if t.conns == nil {
+		t.conns = make(map[net.Conn]struct{})
+	}
+	t.conns[conn] = struct{}{}
+	t.wg.Add(1)
+	t.mu.Unlock()
+	go func() {
+		defer t.wg.Done()
+		defer func() {
+			t.mu.Lock()
+			delete(t.conns, conn)
+			t.mu.Unlock()
+			conn.Close() // also ends the reader below
+		}()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go func() {
+			// The client going away is the only thing to read here.
+			var b [1]byte
+			for {
+				if _, err := conn.Read(b[:]); err != nil {
+					cancel()
+					return
+				}
+			}
+		}()
+		out := &connOut{conn: conn}
+		_, _ = out.Write(head.Bytes())
+		serve(ctx, out)
+	}()
+	return true
+}
+
+// wait waits for the taken streams to end (the node has told them to), at
+// most grace; then it closes the connections of those still writing to
+// stuck clients and waits for them.
+func (t *takenStreams) wait(grace time.Duration) {
+	t.mu.Lock()
+	t.closed = true
+	t.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		t.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return
+	case <-time.After(grace):
+	}
+	t.mu.Lock()
+	for c := range t.conns {
+		c.Close()
+	}
+	t.mu.Unlock()
+	<-done
+}
