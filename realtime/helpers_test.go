@@ -43,8 +43,8 @@ func startNode(t *testing.T, dbURL string, cfg realtime.Config) *testNode {
 	if cfg.ListenURL == "" {
 		cfg.ListenURL = dbURL
 	}
-	if os.Getenv("LIVEPG_TEST_LEAN_STREAMS") != "" {
-		cfg.LeanStreams = true // run the whole suite on taken connections
+	if os.Getenv("LIVEPG_TEST_PLAIN_STREAMS") != "" {
+		cfg.PlainStreams = true // run the whole suite on streams served through net/http
 	}
 	node, err := realtime.NewNode(st, cfg)
 	if err != nil {

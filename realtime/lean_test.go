@@ -13,13 +13,13 @@ import (
 
 // Lean streams (connections taken from net/http) behave as streams served
 // through net/http: every event once and in order, resume on another node,
-// the client going noticed, a retry hint at shutdown. The whole suite runs
-// on them with LIVEPG_TEST_LEAN_STREAMS=1.
+// the client going noticed, a retry hint at shutdown. They are the default;
+// LIVEPG_TEST_PLAIN_STREAMS=1 runs the whole suite on plain ones instead.
 func TestLeanStreams(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := storetest.NewDatabase(t)
-	cfg := realtime.Config{LeanStreams: true, PollInterval: time.Hour, Retry: 1500 * time.Millisecond}
+	cfg := realtime.Config{PollInterval: time.Hour, Retry: 1500 * time.Millisecond}
 	a, b := startNode(t, db, cfg), startNode(t, db, cfg)
 
 	s := ssetest.Open(t, a.URL+"/v1/events?topic=lean/*", "")

@@ -67,7 +67,7 @@ func (n *Node) ServeEvents(w http.ResponseWriter, r *http.Request) {
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no") // tell buffering proxies to pass bytes at once
 	topics, remote := r.URL.Query()["topic"], r.RemoteAddr
-	if n.cfg.LeanStreams {
+	if !n.cfg.PlainStreams {
 		n.streams.Add(1) // the taken stream's own place: the handler's ends as it returns
 		if n.taken.take(w, func(ctx context.Context, out streamOut) {
 			defer n.streams.Add(-1)

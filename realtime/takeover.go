@@ -9,7 +9,8 @@ import (
 	"time"
 )
 
-// Lean streams (Config.LeanStreams). An idle stream served the usual way
+// Lean streams (the default; Config.PlainStreams turns them off). An idle
+// stream served the usual way
 // keeps net/http's whole connection: the handler's goroutine with the stack
 // it grew while serving the request (16 KiB), a background reader, a 4 KiB
 // read buffer, a 4 KiB write buffer and a 2 KiB chunking buffer — about 36
