@@ -66,26 +66,28 @@ func (n *Node) ServeEvents(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no") // tell buffering proxies to pass bytes at once
-	topics, remote := r.URL.Query()["topic"], r.RemoteAddr
+	topics := r.URL.Query()["topic"]
+	// Log here, on the handler's goroutine: formatting a log line takes
+	// stack, and a lean stream's own goroutine should stay small.
+	n.metrics.streamsOpened.Inc()
+	n.log.Info("stream opened", "topics", topics, "resume", resume, "from", start, "reset", reset, "remote", r.RemoteAddr)
 	if !n.cfg.PlainStreams {
 		n.streams.Add(1) // the taken stream's own place: the handler's ends as it returns
 		if n.taken.take(w, func(ctx context.Context, out streamOut) {
 			defer n.streams.Add(-1)
-			n.serveStream(ctx, out, topics, remote, selectors, start, reset, resume)
+			n.serveStream(ctx, out, topics, selectors, start, reset)
 		}) {
 			return
 		}
 		n.streams.Add(-1)
 	}
 	w.WriteHeader(http.StatusOK)
-	n.serveStream(r.Context(), newResponseOut(w), topics, remote, selectors, start, reset, resume)
+	n.serveStream(r.Context(), newResponseOut(w), topics, selectors, start, reset)
 }
 
 // serveStream runs one stream, from its start, until it ends.
-func (n *Node) serveStream(ctx context.Context, out streamOut, topics []string, remote string, selectors []Selector, start int64, reset, resume bool) {
-	n.metrics.streamsOpened.Inc()
+func (n *Node) serveStream(ctx context.Context, out streamOut, topics []string, selectors []Selector, start int64, reset bool) {
 	opened := time.Now()
-	n.log.Info("stream opened", "topics", topics, "resume", resume, "from", start, "reset", reset, "remote", remote)
 	s := &stream{
 		node:   n,
 		out:    out,
