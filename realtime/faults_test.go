@@ -126,7 +126,7 @@ func TestPostgresRestartLosesNothing(t *testing.T) {
 		ssetest.Follow(t, nodes, "/v1/events?topic=pg", ""),
 		ssetest.Follow(t, []string{b.URL, a.URL}, "/v1/events?topic=pg", ""),
 	}
-	waitFor(t, "streams open", func() bool { return a.Streams()+b.Streams() == 2 })
+	waitFor(t, "streams open", func() bool { return followers[0].Connected() && followers[1].Connected() })
 
 	stop := writeUntil(t, db, "pg", 4)
 	time.Sleep(300 * time.Millisecond)
@@ -157,7 +157,7 @@ func TestListenerLifetimeReconnectsLoseNothing(t *testing.T) {
 	db := storetest.NewDatabase(t)
 	n := startNode(t, db, realtime.Config{ListenerMaxLifetime: 100 * time.Millisecond, PollInterval: time.Hour})
 	f := ssetest.Follow(t, []string{n.URL}, "/v1/events?topic=life", "")
-	waitFor(t, "stream open", func() bool { return n.Streams() == 1 })
+	waitFor(t, "stream open", f.Connected)
 	stop := writeUntil(t, db, "life", 2)
 	waitFor(t, "several lifetimes", func() bool { return n.Listener().Reconnects() >= 5 })
 	stop()

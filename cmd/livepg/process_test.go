@@ -152,7 +152,9 @@ func TestKilledNodeClientsResumeOnTheOther(t *testing.T) {
 	for range 3 {
 		followers = append(followers, ssetest.Follow(t, []string{b.URL, a.URL}, "/v1/events?topic=kill", ""))
 	}
-	time.Sleep(200 * time.Millisecond) // let the streams open before writing
+	waitFor(t, "streams open", func() bool {
+		return followers[0].Connected() && followers[1].Connected() && followers[2].Connected()
+	})
 	stop := publishUntil(t, db, "kill")
 	time.Sleep(300 * time.Millisecond)
 	b.signal(t, syscall.SIGKILL, 10*time.Second)
@@ -181,7 +183,7 @@ func TestRollingDeployLosesNothing(t *testing.T) {
 		ssetest.Follow(t, []string{a.URL, b.URL}, "/v1/events?topic=deploy", ""),
 		ssetest.Follow(t, []string{b.URL, a.URL}, "/v1/events?topic=deploy", ""),
 	}
-	time.Sleep(200 * time.Millisecond)
+	waitFor(t, "streams open", func() bool { return followers[0].Connected() && followers[1].Connected() })
 	stop := publishUntil(t, db, "deploy")
 	time.Sleep(200 * time.Millisecond)
 
@@ -199,5 +201,18 @@ func TestRollingDeployLosesNothing(t *testing.T) {
 		if f.Reconnects() == 0 {
 			t.Fatalf("follower %d never moved", i)
 		}
+	}
+}
+
+// waitFor polls cond until it holds, failing the test after a generous
+// deadline: it waits on a fact, it asserts no timing.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -15,6 +15,7 @@ import (
 type Follower struct {
 	events     chan Event
 	reconnects atomic.Int64
+	connects   atomic.Int64 // streams opened (response headers received)
 	cancel     context.CancelFunc
 	done       chan struct{}
 
@@ -53,6 +54,7 @@ func (f *Follower) run(ctx context.Context, path string) {
 		if err != nil {
 			continue
 		}
+		f.connects.Add(1)
 		for ev := range s.Events() {
 			f.mu.Lock()
 			f.lastID = ev.ID
@@ -76,6 +78,10 @@ func (f *Follower) SetNodes(nodes []string) {
 
 // Events delivers every event received, across reconnects.
 func (f *Follower) Events() <-chan Event { return f.events }
+
+// Connected reports whether a stream has been opened: from then on, every
+// event committed is the follower's to receive.
+func (f *Follower) Connected() bool { return f.connects.Load() > 0 }
 
 // Reconnects counts the connections made after the first.
 func (f *Follower) Reconnects() int64 { return f.reconnects.Load() }
