@@ -163,7 +163,11 @@ type result struct {
 	RSSBeforeKiB, RSSAfterKiB         int64
 	ServerCPU                         time.Duration // during publishing and delivery
 	ServerWrites                      int64         // write system calls then, -1 if unknown
-	GeneratorCPU                      time.Duration
+	// MachineBusy and MachineTotal are the whole machine's CPU time, busy
+	// and in all, over publishing and delivery; OtherCPU is what neither the
+	// servers (--pid) nor this generator used of it.
+	MachineBusy, MachineTotal, OtherCPU time.Duration
+	GeneratorCPU                        time.Duration
 }
 
 func runLoad(ctx context.Context, cfg loadConfig, out io.Writer) (*result, error) {
@@ -238,6 +242,8 @@ func runLoad(ctx context.Context, cfg loadConfig, out io.Writer) (*result, error
 		if err != nil {
 			return nil, err
 		}
+		busy0, total0, _ := machineCPU()
+		self0, _ := readProc(syscall.Getpid())
 		pubStart := time.Now()
 		r.publish(ctx, pub)
 		res.PublishTime = time.Since(pubStart)
@@ -253,6 +259,11 @@ func runLoad(ctx context.Context, cfg loadConfig, out io.Writer) (*result, error
 			return nil, err
 		}
 		res.ServerCPU = sumCPU(cpuAfter) - sumCPU(cpuBefore)
+		if busy1, total1, err := machineCPU(); err == nil && len(cfg.PIDs) > 0 {
+			self1, _ := readProc(syscall.Getpid())
+			res.MachineBusy, res.MachineTotal = busy1-busy0, total1-total0
+			res.OtherCPU = max(res.MachineBusy-res.ServerCPU-(self1.cpu-self0.cpu), 0)
+		}
 		res.ServerWrites = -1
 		if a, b := sumWrites(cpuAfter), sumWrites(cpuBefore); a >= 0 && b >= 0 {
 			res.ServerWrites = a - b
@@ -435,6 +446,10 @@ func (res *result) report(out io.Writer, cfg loadConfig) {
 	if len(cfg.PIDs) > 0 && res.Deliveries > 0 {
 		cpuPerM = res.ServerCPU.Seconds() / float64(res.Deliveries) * 1e6
 		fmt.Fprintf(w, "server cpu: %.2fs for %d deliveries: %.2fs per million\n", res.ServerCPU.Seconds(), res.Deliveries, cpuPerM)
+		if res.MachineTotal > 0 {
+			fmt.Fprintf(w, "machine: %.0f%% busy meanwhile; other processes (PostgreSQL, anything else) took %.1fs of %.1fs\n",
+				100*res.MachineBusy.Seconds()/res.MachineTotal.Seconds(), res.OtherCPU.Seconds(), res.MachineTotal.Seconds())
+		}
 		if res.ServerWrites >= 0 {
 			fmt.Fprintf(w, "server writes: %d system calls, %.3f per delivery\n", res.ServerWrites, float64(res.ServerWrites)/float64(res.Deliveries))
 		}

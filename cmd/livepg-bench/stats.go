@@ -160,6 +160,31 @@ func readProc(pid int) (procSample, error) {
 	return p, nil
 }
 
+// machineCPU reads the whole machine's busy and total CPU time from
+// /proc/stat, to tell how much of it other processes took during a run.
+func machineCPU() (busy, total time.Duration, err error) {
+	stat, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0, err
+	}
+	line, _, _ := bytes.Cut(stat, []byte("\n"))
+	f := bytes.Fields(line)
+	if len(f) < 5 || string(f[0]) != "cpu" {
+		return 0, 0, fmt.Errorf("unreadable /proc/stat")
+	}
+	var sum, idle int64
+	for i, v := range f[1:] {
+		n, _ := strconv.ParseInt(string(v), 10, 64)
+		if i < 8 { // user nice system idle iowait irq softirq steal; guest is in user
+			sum += n
+		}
+		if i == 3 || i == 4 {
+			idle += n
+		}
+	}
+	return time.Duration(sum-idle) * clockTick, time.Duration(sum) * clockTick, nil
+}
+
 // readProcs samples every pid; a pid that cannot be read is an error, since
 // figures without it would mislead.
 func readProcs(pids []int) ([]procSample, error) {
