@@ -77,30 +77,6 @@ func committed(t *testing.T, db, topic string) []int64 {
 	return seqs
 }
 
-// expectExactly reads f until it has the last of want and checks that it
-// received exactly want, in order, once.
-func expectExactly(t *testing.T, name string, f *ssetest.Follower, want []int64) {
-	t.Helper()
-	var got []int64
-	timeout := time.After(60 * time.Second)
-	for len(got) == 0 || got[len(got)-1] < want[len(want)-1] {
-		select {
-		case ev := <-f.Events():
-			got = append(got, ev.Seq())
-		case <-timeout:
-			t.Fatalf("%s: timed out with %d of %d events", name, len(got), len(want))
-		}
-	}
-	if len(got) != len(want) {
-		t.Fatalf("%s: received %d events, %d were committed", name, len(got), len(want))
-	}
-	for i := range want {
-		if got[i] != want[i] {
-			t.Fatalf("%s: event %d is seq %d, want %d", name, i, got[i], want[i])
-		}
-	}
-}
-
 func ready(t *testing.T, n *testNode) bool {
 	t.Helper()
 	resp, err := http.Get(n.URL + "/readyz")
@@ -144,7 +120,7 @@ func TestPostgresRestartLosesNothing(t *testing.T) {
 
 	want := committed(t, db, "pg")
 	for i, f := range followers {
-		expectExactly(t, fmt.Sprint("follower ", i), f, want)
+		f.Expect(t, fmt.Sprint("follower ", i), want)
 	}
 	t.Logf("one restart; %d events committed, received by each of %d followers (%d and %d reconnects)",
 		len(want), len(followers), followers[0].Reconnects(), followers[1].Reconnects())
@@ -161,5 +137,5 @@ func TestListenerLifetimeReconnectsLoseNothing(t *testing.T) {
 	stop := writeUntil(t, db, "life", 2)
 	waitFor(t, "several lifetimes", func() bool { return n.Listener().Reconnects() >= 5 })
 	stop()
-	expectExactly(t, "follower", f, committed(t, db, "life"))
+	f.Expect(t, "follower", committed(t, db, "life"))
 }

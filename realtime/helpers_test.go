@@ -3,9 +3,12 @@ package realtime_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"testing"
 	"time"
@@ -129,4 +132,21 @@ func expectNothingMore(t *testing.T, s *ssetest.Stream) {
 		t.Fatalf("unexpected event %+v", ev)
 	default:
 	}
+}
+
+// stuckClient opens a stream on path and never reads a byte of it, with a
+// small receive buffer so that the server's writes soon block.
+func stuckClient(t *testing.T, n *testNode, path string) net.Conn {
+	t.Helper()
+	u, _ := url.Parse(n.URL)
+	conn, err := net.Dial("tcp", u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if tcp, ok := conn.(*net.TCPConn); ok {
+		_ = tcp.SetReadBuffer(4096)
+	}
+	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", path, u.Host)
+	return conn
 }

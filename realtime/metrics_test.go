@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http/httptest"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -170,16 +168,8 @@ func TestMetricsCountLaggedAndCutOffSubscribers(t *testing.T) {
 	db := storetest.NewDatabase(t)
 	logs, logger := newLogBuffer(t)
 	n := startNode(t, db, realtime.Config{Logger: logger, WriteTimeout: 300 * time.Millisecond, Buffer: 4, PollInterval: time.Hour})
-	u, _ := url.Parse(n.URL)
-	conn, err := net.Dial("tcp", u.Host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if tcp, ok := conn.(*net.TCPConn); ok {
-		_ = tcp.SetReadBuffer(4096)
-	}
-	fmt.Fprintf(conn, "GET /v1/events?topic=stuck HTTP/1.1\r\nHost: %s\r\n\r\n", u.Host)
+	// The stuck client sends its request and never reads a byte.
+	stuckClient(t, n, "/v1/events?topic=stuck")
 	waitFor(t, "stream joined", func() bool { return n.Hub().Subscribers() == 1 })
 	blob := strings.Repeat("x", 256<<10)
 	for range 40 {

@@ -3,9 +3,6 @@ package realtime_test
 import (
 	"bytes"
 	"context"
-	"fmt"
-	"net"
-	"net/url"
 	"runtime/pprof"
 	"strings"
 	"testing"
@@ -27,16 +24,7 @@ func TestStuckClientIsCutOffWithoutSlowingOthers(t *testing.T) {
 	fast := ssetest.Open(t, n.URL+"/v1/events?topic=s", "")
 
 	// The stuck client sends its request and never reads a byte.
-	u, _ := url.Parse(n.URL)
-	conn, err := net.Dial("tcp", u.Host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if tcp, ok := conn.(*net.TCPConn); ok {
-		_ = tcp.SetReadBuffer(4096)
-	}
-	fmt.Fprintf(conn, "GET /v1/events?topic=s HTTP/1.1\r\nHost: %s\r\n\r\n", u.Host)
+	stuckClient(t, n, "/v1/events?topic=s")
 	waitFor(t, "both streams joined", func() bool { return n.Hub().Subscribers() == 2 })
 
 	// Far more than the socket buffers hold: 40 events of 256 KB.

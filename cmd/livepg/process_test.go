@@ -126,19 +126,7 @@ func receiveAll(t *testing.T, name string, f *ssetest.Follower, db, topic string
 	if err != nil || len(want) == 0 {
 		t.Fatalf("committed events: %d, %v", len(want), err)
 	}
-	var got []int64
-	timeout := time.After(60 * time.Second)
-	for len(got) == 0 || got[len(got)-1] < want[len(want)-1] {
-		select {
-		case ev := <-f.Events():
-			got = append(got, ev.Seq())
-		case <-timeout:
-			t.Fatalf("%s: %d of %d events after 60s", name, len(got), len(want))
-		}
-	}
-	if fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Fatalf("%s: received %d events, want the %d committed, in order, once", name, len(got), len(want))
-	}
+	f.Expect(t, name, want)
 	return len(want)
 }
 

@@ -93,6 +93,31 @@ func (f *Follower) LastEventID() string {
 	return f.lastID
 }
 
+// Expect reads events until the last of want has arrived and fails the test
+// unless exactly want arrived, in order, once: the delivery invariant, as a
+// subscriber sees it.
+func (f *Follower) Expect(t testing.TB, name string, want []int64) {
+	t.Helper()
+	var got []int64
+	timeout := time.After(60 * time.Second)
+	for len(got) == 0 || got[len(got)-1] < want[len(want)-1] {
+		select {
+		case ev := <-f.Events():
+			got = append(got, ev.Seq())
+		case <-timeout:
+			t.Fatalf("%s: timed out with %d of %d events", name, len(got), len(want))
+		}
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%s: received %d events, %d were committed", name, len(got), len(want))
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("%s: event %d is seq %d, want %d", name, i, got[i], want[i])
+		}
+	}
+}
+
 // Close stops following.
 func (f *Follower) Close() {
 	f.cancel()
