@@ -77,6 +77,8 @@ type takenStreams struct {
 	conns  map[net.Conn]struct{}
 	closed bool // wait has begun: take no more
 	wg     sync.WaitGroup
+	// watch notices clients that leave; started with the first stream.
+	watch *clientWatch
 }
 
 // take hands w's connection to a goroutine that runs serve with a writer on
@@ -93,21 +95,31 @@ func (t *takenStreams) take(w http.ResponseWriter, serve func(ctx context.Contex
 		return false
 	}
 	head.WriteString("\r\n")
+	// Before taking the connection: once taken, there is no going back to
+	// net/http.
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return false // the node is stopping: the stream ends at once the usual way
+	}
+	if t.watch == nil {
+		w, err := newClientWatch()
+		if err != nil {
+			t.mu.Unlock()
+			return false
+		}
+		t.watch = w
+	}
 	conn, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
+		t.mu.Unlock()
 		return false
 	}
 	// Drop net/http's buffers with the handler. A client has no business
 	// sending anything more on a stream's connection.
 	brw.Reader.Reset(nil)
 	brw.Writer.Reset(nil)
-
-	t.mu.Lock()
-	if t.closed {
-		t.mu.Unlock()
-		conn.Close() // the node is stopping; the client reconnects elsewhere
-		return true
-	}
+	watch := t.watch
 	if t.conns == nil {
 		t.conns = make(map[net.Conn]struct{})
 	}
@@ -116,23 +128,19 @@ func (t *takenStreams) take(w http.ResponseWriter, serve func(ctx context.Contex
 	t.mu.Unlock()
 	go func() {
 		defer t.wg.Done()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		unwatch, err := watch.watch(conn, cancel)
+		if err != nil {
+			cancel() // cannot tell when the client goes: end the stream; it reconnects
+			unwatch = func() {}
+		}
 		defer func() {
+			unwatch()
 			t.mu.Lock()
 			delete(t.conns, conn)
 			t.mu.Unlock()
-			conn.Close() // also ends the reader below
-		}()
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		go func() {
-			// The client going away is the only thing to read here.
-			var b [1]byte
-			for {
-				if _, err := conn.Read(b[:]); err != nil {
-					cancel()
-					return
-				}
-			}
+			conn.Close()
 		}()
 		out := &connOut{conn: conn}
 		_, _ = out.Write(head.Bytes())
@@ -155,13 +163,19 @@ func (t *takenStreams) wait(grace time.Duration) {
 	}()
 	select {
 	case <-done:
-		return
 	case <-time.After(grace):
+		t.mu.Lock()
+		for c := range t.conns {
+			c.Close()
+		}
+		t.mu.Unlock()
+		<-done
 	}
 	t.mu.Lock()
-	for c := range t.conns {
-		c.Close()
-	}
+	watch := t.watch
+	t.watch = nil
 	t.mu.Unlock()
-	<-done
+	if watch != nil {
+		watch.close()
+	}
 }
