@@ -21,8 +21,9 @@ import (
 const (
 	// maxBatch bounds one transaction's events.
 	maxBatch = 512
-	// maxFlushes bounds the batches committing at once; more wait.
-	maxFlushes = 4
+	// maxFlushes bounds the batches committing at once: one in its commit,
+	// one on its way to it.
+	maxFlushes = 2
 )
 
 var errNodeStopped = errors.New("node stopped")
@@ -77,8 +78,11 @@ func (b *batcher) submit(ctx context.Context, ev store.NewEvent) (int64, error) 
 }
 
 // run gathers batches until ctx ends: a batch opens with the first publish
-// and closes when the window has passed or it is full. Up to maxFlushes
-// batches commit at once, so a new batch gathers while the last one commits.
+// and stays open for the window, and after it for as long as the batches
+// before it are still committing (up to maxFlushes at once) — commits run
+// one at a time in Postgres anyway, so the publishes that arrive meanwhile
+// are better off in the next batch than in a queue of small ones. A full
+// batch waits for a free slot.
 func (b *batcher) run(ctx context.Context) {
 	defer close(b.stopped)
 	var flushes sync.WaitGroup
@@ -95,23 +99,31 @@ func (b *batcher) run(ctx context.Context) {
 			return
 		}
 		timer.Reset(b.window)
+		var slot chan struct{} // nil, so not ready, until the window has passed
+		slotTaken := false
 	gather:
 		for len(batch) < maxBatch {
 			select {
 			case p := <-b.in:
 				batch = append(batch, p)
 			case <-timer.C:
+				slot = slots
+			case slot <- struct{}{}:
+				slotTaken = true
 				break gather
 			case <-ctx.Done():
-				break gather
+				answerAll(batch, publishResult{err: errNodeStopped})
+				return
 			}
 		}
 		timer.Stop()
-		select {
-		case slots <- struct{}{}:
-		case <-ctx.Done():
-			answerAll(batch, publishResult{err: errNodeStopped})
-			return
+		if !slotTaken {
+			select {
+			case slots <- struct{}{}:
+			case <-ctx.Done():
+				answerAll(batch, publishResult{err: errNodeStopped})
+				return
+			}
 		}
 		flushes.Add(1)
 		go func() {

@@ -45,7 +45,8 @@ type writtenEvent struct {
 // TestConcurrentWritersDeliverEveryCommittedEventInOrderOnce is the delivery
 // invariant under the race that breaks a naive log: many writers whose
 // transactions take random time and sometimes abort, so that ids are taken
-// in one order and committed in another. Every subscriber on both nodes
+// in one order and committed in another; a quarter of them publish in
+// batches (livepg.publish_batch, as the HTTP publish batcher does). Every subscriber on both nodes
 // must receive exactly the committed events matching its selectors, in seq
 // order, once.
 func TestConcurrentWritersDeliverEveryCommittedEventInOrderOnce(t *testing.T) {
@@ -111,6 +112,27 @@ func TestConcurrentWritersDeliverEveryCommittedEventInOrderOnce(t *testing.T) {
 				abort := rng.IntN(5) == 0
 				var mine []writtenEvent
 				err := pgx.BeginFunc(ctx, pool, func(dbtx pgx.Tx) error {
+					if w%4 == 3 {
+						// A batch writer: livepg.publish_batch numbers its
+						// events on the way in, under the commit-order lock.
+						var evTopics, types []string
+						var datas [][]byte
+						for n := range 1 + rng.IntN(5) {
+							ev := writtenEvent{Writer: w, Tx: tx, N: n}
+							data, _ := json.Marshal(ev)
+							evTopics = append(evTopics, topics[rng.IntN(len(topics))])
+							types = append(types, "message")
+							datas = append(datas, data)
+							mine = append(mine, ev)
+						}
+						if _, err := dbtx.Exec(ctx, `SELECT livepg.publish_batch($1, $2, $3::jsonb[])`, evTopics, types, datas); err != nil {
+							return err
+						}
+						if abort {
+							return errAbort
+						}
+						return nil
+					}
 					for n := range 1 + rng.IntN(5) {
 						ev := writtenEvent{Writer: w, Tx: tx, N: n}
 						data, _ := json.Marshal(ev)

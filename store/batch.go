@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // NewEvent is an event to record: its topic, type and JSON data.
@@ -31,60 +32,71 @@ func (s *Store) PublishBatch(ctx context.Context, events []NewEvent) (seqs []int
 			data[i] = "null"
 		}
 	}
+	err = publishAll(ctx, s.Pool, topics, types, data, seqs)
+	if !errors.Is(err, ErrInvalid) {
+		if err != nil {
+			return nil, nil, fmt.Errorf("publish batch of %d: %w", len(events), err)
+		}
+		return seqs, errs, nil
+	}
+	// Some event is refused, and it spoiled the statement: record each
+	// under a savepoint of its own, so that only the refused ones fail.
 	ids := make([]int64, len(events))
 	err = s.InTx(ctx, func(tx pgx.Tx) error {
-		return publishAll(ctx, tx, topics, types, data, ids)
-	})
-	if errors.Is(err, ErrInvalid) {
-		// Some event is refused, and it spoiled the statement: record each
-		// under a savepoint of its own, so that only the refused ones fail.
-		clear(ids)
-		err = s.InTx(ctx, func(tx pgx.Tx) error {
-			for i := range events {
-				err := pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error {
-					var err error
-					ids[i], err = PublishTx(ctx, sp, topics[i], types[i], []byte(data[i]))
-					return err
-				})
-				if errors.Is(err, ErrInvalid) {
-					errs[i] = err
-					continue
-				}
-				if err != nil {
-					return err
-				}
+		for i := range events {
+			err := pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error {
+				var err error
+				ids[i], err = PublishTx(ctx, sp, topics[i], types[i], []byte(data[i]))
+				return err
+			})
+			if errors.Is(err, ErrInvalid) {
+				errs[i] = err
+				continue
 			}
-			return nil
-		})
-	}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("publish batch of %d: %w", len(events), err)
 	}
+	clear(seqs)
 	if err := s.seqsOf(ctx, ids, seqs); err != nil {
 		return nil, nil, err
 	}
 	return seqs, errs, nil
 }
 
-// publishAll records every event in one statement, in order, and fills ids.
-func publishAll(ctx context.Context, tx pgx.Tx, topics, types, data []string, ids []int64) error {
-	rows, err := tx.Query(ctx, `
-		SELECT x.i, livepg.publish(x.topic, x.data::jsonb, x.type)
-		  FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS x(topic, type, data, i)`,
+// publishAll records every event with livepg.publish_batch (one INSERT,
+// numbered on the way in; see migrations/00003_publish_batch.sql) and fills
+// seqs in order. The statement is its own transaction, committed as it
+// ends: one round trip, and the log's commit-order lock, which the call
+// takes, is held for no longer than the statement and its commit.
+func publishAll(ctx context.Context, db *pgxpool.Pool, topics, types, data []string, seqs []int64) error {
+	rows, err := db.Query(ctx, `
+		SELECT b.i, b.seq
+		  FROM livepg.publish_batch($1::text[], $2::text[], $3::text[]::jsonb[]) WITH ORDINALITY AS b(seq, i)`,
 		topics, types, data)
 	if err != nil {
 		return fmt.Errorf("publish: %w", asInvalid(err))
 	}
 	defer rows.Close()
+	n := 0
 	for rows.Next() {
-		var i, id int64
-		if err := rows.Scan(&i, &id); err != nil {
+		var i, seq int64
+		if err := rows.Scan(&i, &seq); err != nil {
 			return fmt.Errorf("publish: %w", err)
 		}
-		ids[i-1] = id
+		seqs[i-1] = seq
+		n++
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("publish: %w", asInvalid(err))
+	}
+	if n != len(seqs) {
+		return fmt.Errorf("publish: %d seqs for %d events", n, len(seqs))
 	}
 	return nil
 }

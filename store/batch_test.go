@@ -5,6 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/livepg/livepg/store"
 	"github.com/livepg/livepg/store/storetest"
@@ -94,5 +98,65 @@ func TestPublishBatchLeavesOutRefusedEventsAlone(t *testing.T) {
 		if errs[i] != nil || log[seqs[i]] != data {
 			t.Errorf("event %d: seq %d holds %q (err %v), want %q", i, seqs[i], log[seqs[i]], errs[i], data)
 		}
+	}
+}
+
+// livepg.publish_batch, called from SQL, refuses bad input with an SQL
+// error and records nothing; good input gets consecutive seqs, in order,
+// and a notification.
+func TestPublishBatchSQLRefusesBadInput(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := storetest.NewStore(t)
+	cases := []struct {
+		name, sql string
+		code      string
+	}{
+		{"lengths differ", `SELECT livepg.publish_batch(ARRAY['a','b'], ARRAY['message'], ARRAY['1','2']::jsonb[])`, "22023"},
+		{"NULL types", `SELECT livepg.publish_batch(ARRAY['a'], NULL, ARRAY['1']::jsonb[])`, "22023"},
+		{"bad topic", `SELECT livepg.publish_batch(ARRAY['a','no spaces'], ARRAY['message','message'], ARRAY['1','2']::jsonb[])`, "23514"},
+		{"bad type", `SELECT livepg.publish_batch(ARRAY['a'], ARRAY['no spaces'], ARRAY['1']::jsonb[])`, "23514"},
+		{"NULL topic", `SELECT livepg.publish_batch(ARRAY['a', NULL], ARRAY['message','message'], ARRAY['1','2']::jsonb[])`, "23502"},
+	}
+	for _, c := range cases {
+		_, err := s.Pool.Exec(ctx, c.sql)
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) || pgErr.Code != c.code {
+			t.Errorf("%s: err %v, want SQLSTATE %s", c.name, err, c.code)
+		}
+	}
+	if log, _ := logged(t, s); len(log) != 0 {
+		t.Fatalf("refused batches left %d events", len(log))
+	}
+
+	conn, err := s.Pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, `LISTEN livepg`); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := s.Pool.Query(ctx, `SELECT * FROM livepg.publish_batch(ARRAY['a','b','c'], ARRAY['x','y','z'], ARRAY['1','2',NULL]::jsonb[])`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seqs, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(seqs) != 3 || seqs[1] != seqs[0]+1 || seqs[2] != seqs[1]+1 {
+		t.Fatalf("seqs %v, want three consecutive", seqs)
+	}
+	log, _ := logged(t, s)
+	for i, want := range []string{"1", "2", "null"} {
+		if log[seqs[i]] != want {
+			t.Errorf("seq %d holds %q, want %q", seqs[i], log[seqs[i]], want)
+		}
+	}
+	waitCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := conn.Conn().WaitForNotification(waitCtx); err != nil {
+		t.Fatalf("no notification: %v", err)
 	}
 }
