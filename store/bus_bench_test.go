@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -70,11 +72,70 @@ func BenchmarkBus(b *testing.B) {
 			}
 			for _, kind := range kinds {
 				b.Run(fmt.Sprintf("sync=%s/writers=%d/%s", sync, writers, kind.name), func(b *testing.B) {
+					if os.Getenv("LIVEPG_BENCH_WAITS") != "" {
+						defer sampleWaits(b, setup, kind.sql)()
+					}
 					runWriters(b, pool, writers, kind.sql)
 				})
 			}
 			pool.Close()
 		}
+	}
+}
+
+// sampleWaits samples, every millisecond until the returned function is
+// called, what the backends running sql are waiting on (pg_stat_activity's
+// wait_event_type:wait_event; "running" when none: on a CPU or waiting for
+// one), and then logs each state's share of the samples: where the writers'
+// time goes, Postgres' side of a profile. LIVEPG_BENCH_WAITS=1 turns it on.
+func sampleWaits(b *testing.B, s *store.Store, sql string) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	counts := map[string]int{}
+	total := 0
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			rows, err := s.Pool.Query(ctx, `
+				SELECT coalesce(wait_event_type || ':' || wait_event, 'running')
+				  FROM pg_stat_activity WHERE query = $1 AND state = 'active'`, sql)
+			if err != nil {
+				return
+			}
+			for rows.Next() {
+				var w string
+				if rows.Scan(&w) == nil {
+					counts[w]++
+					total++
+				}
+			}
+			rows.Close()
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+		type share struct {
+			wait string
+			n    int
+		}
+		var shares []share
+		for w, n := range counts {
+			shares = append(shares, share{w, n})
+		}
+		slices.SortFunc(shares, func(a, b share) int { return b.n - a.n })
+		var out []string
+		for _, sh := range shares[:min(6, len(shares))] {
+			out = append(out, fmt.Sprintf("%s %.0f%%", sh.wait, 100*float64(sh.n)/float64(max(total, 1))))
+		}
+		b.Logf("waits (%d samples): %s", total, strings.Join(out, ", "))
 	}
 }
 
