@@ -3,9 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"io"
 	"log/slog"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -34,11 +37,15 @@ func checkComplete(t *testing.T, res *result, out string) {
 
 func TestLoadAgainstCeiling(t *testing.T) {
 	t.Parallel()
-	for _, hijack := range []bool{false, true} {
-		srv := httptest.NewServer(newCeiling(ceilingConfig{Buffer: 1024, Heartbeat: time.Second, Hijack: hijack}).routes())
+	// Chunked bodies (net/http) and plain ones (hijacked), read both ways.
+	for _, tc := range []struct {
+		hijack bool
+		reader string
+	}{{false, "epoll"}, {true, "epoll"}, {false, "goroutine"}, {true, "goroutine"}} {
+		srv := httptest.NewServer(newCeiling(ceilingConfig{Buffer: 1024, Heartbeat: time.Second, Hijack: tc.hijack}).routes())
 		t.Cleanup(srv.Close)
 		cfg := loadConfig{URLs: []string{srv.URL}, Streams: 30, Topics: 3, TopicBase: "c", Sources: 2, Concurrent: 8,
-			Mode: "http", Rate: 0, Events: 60, Publishers: 4, Drain: 30 * time.Second, Timeout: time.Minute}
+			Mode: "http", Rate: 0, Events: 60, Publishers: 4, Drain: 30 * time.Second, Timeout: time.Minute, Reader: tc.reader}
 		if err := cfg.check(); err != nil {
 			t.Fatal(err)
 		}
@@ -125,5 +132,53 @@ func TestHistogramQuantiles(t *testing.T) {
 	}
 	if s.maxDuration() != time.Second {
 		t.Errorf("max = %s", s.maxDuration())
+	}
+}
+
+// The parser gives the same events however the body is cut into reads,
+// chunked or not: every stamped event once, in order, resets counted, and
+// the end of a chunked body noticed.
+func TestParserIsIndifferentToReadBoundaries(t *testing.T) {
+	var body bytes.Buffer
+	body.WriteString("retry: 1000\n\n: livepg\n\n")
+	for n := range 12 {
+		fmt.Fprintf(&body, "id: %d\nevent: message\ndata: {\"topic\":\"t\",\"data\":\"%s\"}\n\n", 100+n,
+			appendStamp(nil, int64(n), time.Now()))
+		if n == 5 {
+			body.WriteString("id: 105\nevent: reset\ndata: {}\n\n: heartbeat\n\n")
+		}
+	}
+	plain := body.Bytes()
+	var chunked bytes.Buffer
+	for rest := plain; len(rest) > 0; {
+		k := min(len(rest), 37)
+		fmt.Fprintf(&chunked, "%x\r\n%s\r\n", k, rest[:k])
+		rest = rest[k:]
+	}
+	chunked.WriteString("0\r\n\r\n")
+
+	for _, tc := range []struct {
+		name    string
+		body    []byte
+		chunked bool
+	}{{"plain", plain, false}, {"chunked", chunked.Bytes(), true}} {
+		for _, size := range []int{1, 2, 3, 7, 64, 1 << 20} {
+			r := &load{published: make([]atomic.Int64, 1)}
+			s := &stream{seen: make([]uint64, 1)}
+			s.parse.chunked = tc.chunked
+			ended := false
+			for rest := tc.body; len(rest) > 0 && !ended; {
+				k := min(len(rest), size)
+				ended = !s.feed(rest[:k], time.Now(), r)
+				rest = rest[k:]
+			}
+			if s.distinct != 12 || s.dups != 0 || s.outOfOrd != 0 || s.resets != 1 || s.lastSeq != 111 {
+				t.Errorf("%s in reads of %d: distinct %d dups %d out of order %d resets %d last %d",
+					tc.name, size, s.distinct, s.dups, s.outOfOrd, s.resets, s.lastSeq)
+			}
+			if tc.chunked && (!ended || s.err != io.EOF) {
+				t.Errorf("%s in reads of %d: end not seen (err %v)", tc.name, size, s.err)
+			}
+		}
 	}
 }

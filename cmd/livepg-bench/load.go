@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"runtime"
 	"runtime/pprof"
 	"strings"
 	"sync"
@@ -26,6 +27,7 @@ type loadConfig struct {
 	TopicBase  string // topics are TopicBase/0, TopicBase/1, ...
 	Sources    int    // source addresses 127.0.0.1 .. 127.0.0.Sources
 	Concurrent int    // connection attempts in flight
+	Reader     string // epoll or goroutine
 
 	Mode        string // sql, http, table or none
 	DatabaseURL string // for sql and table
@@ -71,6 +73,7 @@ func parseLoadFlags(args []string, stderr io.Writer) (loadConfig, error) {
 	fs.StringVar(&c.TopicBase, "topic-base", "bench", "topics are <base>/0, <base>/1, ... (mode table: boards/<id> of boards it creates)")
 	fs.IntVar(&c.Sources, "sources", 4, "spread connections over source addresses 127.0.0.1 .. 127.0.0.N")
 	fs.IntVar(&c.Concurrent, "connect-concurrency", 256, "connection attempts in flight")
+	fs.StringVar(&c.Reader, "reader", defaultReader(), "how streams are read: epoll (one epoll set per core, Linux) or goroutine (one goroutine per stream)")
 	fs.StringVar(&c.Mode, "mode", "sql", "how to publish: sql (livepg.publish), http (POST /v1/publish), table (UPDATE of the demo's cards), none")
 	fs.StringVar(&c.DatabaseURL, "database-url", "", "PostgreSQL URL for modes sql and table")
 	fs.StringVar(&c.PublishURL, "publish-url", "", "base URL for mode http (default: the first --url)")
@@ -96,7 +99,12 @@ func parseLoadFlags(args []string, stderr io.Writer) (loadConfig, error) {
 }
 
 func (c *loadConfig) check() error {
+	if c.Reader == "" {
+		c.Reader = defaultReader()
+	}
 	switch {
+	case c.Reader != "epoll" && c.Reader != "goroutine":
+		return fmt.Errorf("--reader %q: want epoll or goroutine", c.Reader)
 	case c.Streams < 0 || c.Topics < 1 || c.Sources < 1 || c.Sources > 254 || c.Concurrent < 1:
 		return errors.New("want --streams >= 0, --topics >= 1, 1 <= --sources <= 254, --connect-concurrency >= 1")
 	case c.Events < 0 || c.Events > 10_000_000 || c.Rate < 0 || c.Publishers < 1:
@@ -147,6 +155,48 @@ type load struct {
 	published  []atomic.Int64 // per topic, publishes that succeeded
 	pubErrors  atomic.Int64
 	firstErr   atomic.Pointer[error]
+	pollers    []*poller // with --reader epoll
+}
+
+func defaultReader() string {
+	if runtime.GOOS == "linux" {
+		return "epoll"
+	}
+	return "goroutine"
+}
+
+// startReaders starts the pollers (--reader epoll); readers waits for them.
+func (r *load) startReaders(readers *sync.WaitGroup) error {
+	if r.cfg.Reader != "epoll" {
+		return nil
+	}
+	for range max(runtime.GOMAXPROCS(0), 1) {
+		p, err := newPoller()
+		if err != nil {
+			r.closeStreams(readers)
+			return err
+		}
+		r.pollers = append(r.pollers, p)
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			p.run(r)
+		}()
+	}
+	return nil
+}
+
+// closeStreams closes every stream and waits for the readers to end.
+func (r *load) closeStreams(readers *sync.WaitGroup) {
+	for _, p := range r.pollers {
+		p.stop()
+	}
+	for _, s := range r.streams {
+		if s.conn != nil {
+			s.conn.Close()
+		}
+	}
+	readers.Wait()
 }
 
 // result is what a run measured.
@@ -209,12 +259,10 @@ func runLoad(ctx context.Context, cfg loadConfig, out io.Writer) (*result, error
 	selfBefore, _ := readProc(syscall.Getpid())
 
 	var readers sync.WaitGroup
-	defer func() {
-		for _, s := range r.streams {
-			s.conn.Close()
-		}
-		readers.Wait()
-	}()
+	if err := r.startReaders(&readers); err != nil {
+		return nil, err
+	}
+	defer r.closeStreams(&readers)
 	start := time.Now()
 	connectErrs := r.connect(ctx, &readers)
 	res.ConnectTime = time.Since(start)
@@ -268,10 +316,7 @@ func runLoad(ctx context.Context, cfg loadConfig, out io.Writer) (*result, error
 		if a, b := sumWrites(cpuAfter), sumWrites(cpuBefore); a >= 0 && b >= 0 {
 			res.ServerWrites = a - b
 		}
-		for _, s := range r.streams {
-			s.conn.Close()
-		}
-		readers.Wait()
+		r.closeStreams(&readers)
 		var last int64
 		for _, s := range r.streams {
 			last = max(last, s.lastAt)
@@ -280,10 +325,7 @@ func runLoad(ctx context.Context, cfg loadConfig, out io.Writer) (*result, error
 			res.DeliveryTime = time.Unix(0, last).Sub(pubStart)
 		}
 	} else {
-		for _, s := range r.streams {
-			s.conn.Close()
-		}
-		readers.Wait()
+		r.closeStreams(&readers)
 	}
 	selfAfter, _ := readProc(syscall.Getpid())
 	res.GeneratorCPU = selfAfter.cpu - selfBefore.cpu
@@ -329,10 +371,19 @@ func (r *load) connect(ctx context.Context, readers *sync.WaitGroup) (errs int) 
 			s := &stream{index: i, topic: i % len(r.topics), seen: make([]uint64, words)}
 			q := "topic=" + url.QueryEscape(r.topics[s.topic])
 			dctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-			conn, br, chunked, err := dialStream(dctx, dialers[i%len(dialers)], urls[i%len(urls)], q)
+			conn, body, chunked, err := dialStream(dctx, dialers[i%len(dialers)], urls[i%len(urls)], q)
 			cancel()
 			mu.Lock()
 			defer mu.Unlock()
+			if err == nil {
+				s.conn, s.parse.chunked = conn, chunked
+				if len(r.pollers) > 0 {
+					err = r.pollers[i%len(r.pollers)].add(s, body, r)
+					if err != nil {
+						conn.Close()
+					}
+				}
+			}
 			if err != nil {
 				errCount++
 				if firstErr == nil {
@@ -340,13 +391,14 @@ func (r *load) connect(ctx context.Context, readers *sync.WaitGroup) (errs int) 
 				}
 				return
 			}
-			s.conn = conn
 			r.streams = append(r.streams, s)
-			readers.Add(1)
-			go func() {
-				defer readers.Done()
-				s.readLoop(br, chunked, r)
-			}()
+			if len(r.pollers) == 0 {
+				readers.Add(1)
+				go func() {
+					defer readers.Done()
+					s.readLoop(body, r)
+				}()
+			}
 		}()
 	}
 	wg.Wait()

@@ -4,11 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/http/httputil"
 	"net/url"
 	"strconv"
 	"time"
@@ -52,13 +50,14 @@ func parseDigits(b []byte) (int64, []byte, bool) {
 }
 
 // stream is one SSE connection of the load and what it received. Its reader
-// goroutine alone writes the fields below the line; the run reads them after
-// the reader has ended.
+// (a goroutine of its own, or the epoll poller that owns it) alone writes the
+// fields below the line; the run reads them after the reader has ended.
 type stream struct {
 	index int
 	topic int // index into the run's topics
 	conn  net.Conn
 
+	parse    sseParser
 	seen     []uint64 // bit n: event n received
 	distinct int64
 	dups     int64
@@ -69,10 +68,11 @@ type stream struct {
 	err      error
 }
 
-// dialStream connects and reads the response head; the body is read by
-// readLoop.
-func dialStream(ctx context.Context, d *net.Dialer, u *url.URL, query string) (net.Conn, *bufio.Reader, bool, error) {
-	conn, err := d.DialContext(ctx, "tcp", u.Host)
+// dialStream connects and reads the response head. It returns the body
+// bytes read along with the head, and whether the body is chunked; the rest
+// of the body is read by readLoop or a poller.
+func dialStream(ctx context.Context, d *net.Dialer, u *url.URL, query string) (conn net.Conn, body []byte, chunked bool, err error) {
+	conn, err = d.DialContext(ctx, "tcp", u.Host)
 	if err != nil {
 		return nil, nil, false, err
 	}
@@ -89,7 +89,7 @@ func dialStream(ctx context.Context, d *net.Dialer, u *url.URL, query string) (n
 		conn.Close()
 		return nil, nil, false, err
 	}
-	br := bufio.NewReaderSize(conn, 32<<10) // large: one system call takes in a whole backlog
+	br := bufio.NewReaderSize(conn, 4<<10)
 	status, err := br.ReadSlice('\n')
 	if err != nil {
 		conn.Close()
@@ -99,7 +99,6 @@ func dialStream(ctx context.Context, d *net.Dialer, u *url.URL, query string) (n
 		conn.Close()
 		return nil, nil, false, fmt.Errorf("status %q", bytes.TrimSpace(status))
 	}
-	chunked := false
 	for {
 		line, err := br.ReadSlice('\n')
 		if err != nil {
@@ -116,61 +115,159 @@ func dialStream(ctx context.Context, d *net.Dialer, u *url.URL, query string) (n
 		}
 	}
 	_ = conn.SetDeadline(time.Time{})
-	return conn, br, chunked, nil
+	body, _ = br.Peek(br.Buffered())
+	return conn, bytes.Clone(body), chunked, nil
 }
 
-// readLoop parses the stream until it ends or the connection is closed,
-// recording every stamped event. It allocates nothing per event.
-func (s *stream) readLoop(br *bufio.Reader, chunked bool, r *load) {
-	var body io.Reader = br
-	if chunked {
-		body = httputil.NewChunkedReader(br)
+// readLoop reads the stream's body on its own goroutine until it ends or
+// the connection is closed (the --reader goroutine way).
+func (s *stream) readLoop(body []byte, r *load) {
+	buf := make([]byte, 16<<10)
+	if !s.feed(body, time.Now(), r) {
+		return
 	}
-	lr := bufio.NewReaderSize(body, 16<<10)
-	var long []byte // a line longer than lr's buffer
-	var id int64
-	var n, sent int64
-	stamped, reset := false, false
 	for {
-		line, err := lr.ReadSlice('\n')
-		if errors.Is(err, bufio.ErrBufferFull) {
-			long = append(long[:0], line...)
-			for errors.Is(err, bufio.ErrBufferFull) {
-				line, err = lr.ReadSlice('\n')
-				long = append(long, line...)
-			}
-			line = long
+		n, err := s.conn.Read(buf)
+		if n > 0 && !s.feed(buf[:n], time.Now(), r) {
+			return
 		}
 		if err != nil {
 			s.err = err
 			return
 		}
-		line = bytes.TrimRight(line, "\r\n")
-		switch {
-		case len(line) == 0: // end of an event
-			now := time.Now()
-			if reset {
-				s.resets++
+	}
+}
+
+// sseParser is the state of one stream's parse between reads: where it is
+// in the chunked encoding (when the server uses it), the unfinished line and
+// the event being read.
+type sseParser struct {
+	chunked    bool
+	chunkState int   // chunkSize, chunkData or chunkEnd
+	chunkLeft  int64 // bytes of chunk data left, or of the CRLF after it
+	sizeLine   []byte
+	line       []byte // the start of a line the last read cut off
+
+	id, n, sent    int64
+	stamped, reset bool
+}
+
+const (
+	chunkSize = iota // reading a chunk-size line
+	chunkData        // chunkLeft bytes of data to go
+	chunkEnd         // the CRLF after a chunk's data
+)
+
+// feed parses the next bytes of the body, received at now, and records
+// every stamped event they complete. It allocates nothing per event. It
+// returns false when the body has ended (the last chunk of a chunked body),
+// having set s.err.
+func (s *stream) feed(p []byte, now time.Time, r *load) bool {
+	ps := &s.parse
+	if !ps.chunked {
+		s.lines(p, now, r)
+		return true
+	}
+	for len(p) > 0 {
+		switch ps.chunkState {
+		case chunkSize:
+			i := bytes.IndexByte(p, '\n')
+			if i < 0 {
+				ps.sizeLine = append(ps.sizeLine, p...)
+				return true
 			}
-			if stamped {
-				s.lastAt = now.UnixNano()
-				if id <= s.lastSeq {
-					s.outOfOrd++
-				}
-				s.lastSeq = id
-				s.record(r, n, now.Sub(time.Unix(0, sent)))
+			line := append(ps.sizeLine, p[:i]...)
+			p = p[i+1:]
+			ps.sizeLine = line[:0]
+			size, err := parseChunkSize(line)
+			if err != nil {
+				s.err = err
+				return false
 			}
-			stamped, reset = false, false
-		case line[0] == ':':
-		case bytes.HasPrefix(line, []byte("data:")):
-			if !stamped {
-				n, sent, stamped = parseStamp(line)
+			if size == 0 {
+				s.err = io.EOF
+				return false
 			}
-		case bytes.HasPrefix(line, []byte("id:")):
-			id, _, _ = parseDigits(bytes.TrimLeft(line[3:], " "))
-		case bytes.HasPrefix(line, []byte("event: reset")):
-			reset = true
+			ps.chunkState, ps.chunkLeft = chunkData, size
+		case chunkData:
+			k := min(ps.chunkLeft, int64(len(p)))
+			s.lines(p[:k], now, r)
+			p = p[k:]
+			ps.chunkLeft -= k
+			if ps.chunkLeft == 0 {
+				ps.chunkState, ps.chunkLeft = chunkEnd, 2
+			}
+		case chunkEnd:
+			k := min(ps.chunkLeft, int64(len(p)))
+			p = p[k:]
+			ps.chunkLeft -= k
+			if ps.chunkLeft == 0 {
+				ps.chunkState = chunkSize
+			}
 		}
+	}
+	return true
+}
+
+// parseChunkSize reads a chunk-size line ("1a2f" or "1a2f;ext", CRLF cut).
+func parseChunkSize(line []byte) (int64, error) {
+	line = bytes.TrimRight(line, "\r")
+	if i := bytes.IndexByte(line, ';'); i >= 0 {
+		line = line[:i]
+	}
+	size, err := strconv.ParseInt(string(bytes.TrimSpace(line)), 16, 64)
+	if err != nil || size < 0 {
+		return 0, fmt.Errorf("bad chunk size %q", line)
+	}
+	return size, nil
+}
+
+// lines splits body bytes into lines and handles each complete one.
+func (s *stream) lines(p []byte, now time.Time, r *load) {
+	ps := &s.parse
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			ps.line = append(ps.line, p...)
+			return
+		}
+		line := p[:i]
+		if len(ps.line) > 0 {
+			ps.line = append(ps.line, line...)
+			line = ps.line
+		}
+		s.line(bytes.TrimRight(line, "\r"), now, r)
+		ps.line = ps.line[:0]
+		p = p[i+1:]
+	}
+}
+
+// line handles one line of the event stream.
+func (s *stream) line(line []byte, now time.Time, r *load) {
+	ps := &s.parse
+	switch {
+	case len(line) == 0: // end of an event
+		if ps.reset {
+			s.resets++
+		}
+		if ps.stamped {
+			s.lastAt = now.UnixNano()
+			if ps.id <= s.lastSeq {
+				s.outOfOrd++
+			}
+			s.lastSeq = ps.id
+			s.record(r, ps.n, now.Sub(time.Unix(0, ps.sent)))
+		}
+		ps.stamped, ps.reset = false, false
+	case line[0] == ':':
+	case bytes.HasPrefix(line, []byte("data:")):
+		if !ps.stamped {
+			ps.n, ps.sent, ps.stamped = parseStamp(line)
+		}
+	case bytes.HasPrefix(line, []byte("id:")):
+		ps.id, _, _ = parseDigits(bytes.TrimLeft(line[3:], " "))
+	case bytes.HasPrefix(line, []byte("event: reset")):
+		ps.reset = true
 	}
 }
 
