@@ -15,16 +15,7 @@ func newClientWatch() (*clientWatch, error) { return &clientWatch{}, nil }
 // watch calls gone, once, when conn's client closes its end or conn is
 // closed. gone must not block.
 func (w *clientWatch) watch(conn net.Conn, gone func()) (unwatch func(), err error) {
-	go func() {
-		var b [1]byte
-		for {
-			if _, err := conn.Read(b[:]); err != nil {
-				gone()
-				return
-			}
-		}
-	}()
-	// The reader ends when the stream closes conn.
+	go readUntilGone(conn, gone) // it ends when the stream closes conn
 	return func() {}, nil
 }
 

@@ -34,6 +34,13 @@ type testNode struct {
 // nodes of one deployment.
 func startNode(t *testing.T, dbURL string, cfg realtime.Config) *testNode {
 	t.Helper()
+	return startNodeListening(t, dbURL, cfg, nil)
+}
+
+// startNodeListening is startNode with the server's listener passed through
+// wrap (when not nil).
+func startNodeListening(t *testing.T, dbURL string, cfg realtime.Config, wrap func(net.Listener) net.Listener) *testNode {
+	t.Helper()
 	ctx := context.Background()
 	st, err := store.Open(ctx, dbURL)
 	if err != nil {
@@ -63,7 +70,11 @@ func startNode(t *testing.T, dbURL string, cfg realtime.Config) *testNode {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		}
 	})
-	srv := httptest.NewServer(r)
+	srv := httptest.NewUnstartedServer(r)
+	if wrap != nil {
+		srv.Listener = wrap(srv.Listener)
+	}
+	srv.Start()
 	t.Cleanup(func() {
 		node.CloseStreams()
 		srv.Close()

@@ -3,6 +3,7 @@ package realtime_test
 import (
 	"context"
 	"fmt"
+	"net"
 	"testing"
 	"time"
 
@@ -71,4 +72,40 @@ func TestLeanStreams(t *testing.T) {
 	if b.Streams() != 0 {
 		t.Fatalf("%d streams after Stop", b.Streams())
 	}
+}
+
+// opaqueListener hands out connections that hide their file descriptor, as
+// a listener wrapping its connections (TLS, PROXY protocol) does.
+type opaqueListener struct{ net.Listener }
+
+type opaqueConn struct{ net.Conn }
+
+func (l opaqueListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return opaqueConn{c}, nil
+}
+
+// A lean stream on a connection the node's epoll watcher cannot take still
+// delivers, and still notices its client go.
+func TestLeanStreamsOnConnectionsWithoutDescriptor(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := storetest.NewDatabase(t)
+	n := startNodeListening(t, db, realtime.Config{PollInterval: time.Hour}, func(l net.Listener) net.Listener {
+		return opaqueListener{l}
+	})
+	s := ssetest.Open(t, n.URL+"/v1/events?topic=opaque", "")
+	seq, err := n.Store.Publish(ctx, "opaque", "message", []byte(`1`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := collect(t, s, seq); len(got) != 1 || got[0].Seq() != seq {
+		t.Fatalf("received %v, want the event %d", got, seq)
+	}
+	waitFor(t, "the stream open", func() bool { return n.Streams() == 1 })
+	s.Close()
+	waitFor(t, "the closed stream ended", func() bool { return n.Streams() == 0 && n.Hub().Subscribers() == 0 })
 }

@@ -132,7 +132,11 @@ func (t *takenStreams) take(w http.ResponseWriter, serve func(ctx context.Contex
 		defer cancel()
 		unwatch, err := watch.watch(conn, cancel)
 		if err != nil {
-			cancel() // cannot tell when the client goes: end the stream; it reconnects
+			// A connection the watcher cannot take (no descriptor, such as
+			// one wrapped by a listener of the embedding program): a reader
+			// goroutine of its own notices the client go, as closing conn
+			// ends it.
+			go readUntilGone(conn, cancel)
 			unwatch = func() {}
 		}
 		defer func() {
@@ -177,5 +181,17 @@ func (t *takenStreams) wait(grace time.Duration) {
 	t.mu.Unlock()
 	if watch != nil {
 		watch.close()
+	}
+}
+
+// readUntilGone reads conn until the client goes or conn is closed, then
+// calls gone. A client has nothing to send on a stream's connection.
+func readUntilGone(conn net.Conn, gone func()) {
+	var b [1]byte
+	for {
+		if _, err := conn.Read(b[:]); err != nil {
+			gone()
+			return
+		}
 	}
 }
