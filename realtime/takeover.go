@@ -103,12 +103,12 @@ func (t *takenStreams) take(w http.ResponseWriter, serve func(ctx context.Contex
 		return false // the node is stopping: the stream ends at once the usual way
 	}
 	if t.watch == nil {
-		w, err := newClientWatch()
+		cw, err := newClientWatch()
 		if err != nil {
 			t.mu.Unlock()
 			return false
 		}
-		t.watch = w
+		t.watch = cw
 	}
 	conn, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
