@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -19,7 +20,17 @@ import (
 	"github.com/livepg/livepg/store/storetest"
 )
 
-func TestMain(m *testing.M) { storetest.Main(m) }
+func TestMain(m *testing.M) {
+	if os.Getenv(workerEnv) != "" {
+		// A run's worker process: this binary stands in for livepg-bench.
+		if err := run(context.Background(), os.Args[1:], os.Stdout, os.Stderr); err != nil {
+			fmt.Fprintln(os.Stderr, "livepg-bench worker:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	storetest.Main(m)
+}
 
 // checkComplete fails unless every published event reached every stream on
 // its topic once, in order.
@@ -54,6 +65,7 @@ func TestLoadAgainstCeiling(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		t.Logf("hijack %v, reader %s", tc.hijack, tc.reader)
 		checkComplete(t, res, out.String())
 	}
 }
@@ -179,6 +191,40 @@ func TestParserIsIndifferentToReadBoundaries(t *testing.T) {
 			if tc.chunked && (!ended || s.err != io.EOF) {
 				t.Errorf("%s in reads of %d: end not seen (err %v)", tc.name, size, s.err)
 			}
+		}
+	}
+}
+
+// A run spread over worker processes (as one with more streams than a
+// process may hold open is) delivers and counts as one that is not.
+func TestLoadThroughWorkerProcesses(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(newCeiling(ceilingConfig{Buffer: 1024, Heartbeat: time.Second, Hijack: true}).routes())
+	t.Cleanup(srv.Close)
+	cfg := loadConfig{URLs: []string{srv.URL}, Streams: 41, Topics: 3, TopicBase: "w", Sources: 2, Concurrent: 8, Procs: 3,
+		Mode: "http", Rate: 0, Events: 60, Publishers: 4, Drain: 30 * time.Second, Timeout: time.Minute}
+	if err := cfg.check(); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	res, err := runLoad(context.Background(), cfg, &out)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	checkComplete(t, res, out.String())
+	if !strings.Contains(out.String(), "through 3 worker processes") || res.Latency.count != uint64(res.Deliveries) {
+		t.Fatalf("latencies %d for %d deliveries:\n%s", res.Latency.count, res.Deliveries, out.String())
+	}
+}
+
+func TestProcessesForTheFileLimit(t *testing.T) {
+	for _, c := range []struct {
+		streams int
+		limit   uint64
+		want    int
+	}{{100, 20000, 0}, {19800, 20000, 0}, {19801, 20000, 2}, {45000, 20000, 3}, {10, 100, 0}} {
+		if got := processesFor(c.streams, c.limit); got != c.want {
+			t.Errorf("processesFor(%d, %d) = %d, want %d", c.streams, c.limit, got, c.want)
 		}
 	}
 }

@@ -28,6 +28,7 @@ type loadConfig struct {
 	Sources    int    // source addresses 127.0.0.1 .. 127.0.0.Sources
 	Concurrent int    // connection attempts in flight
 	Reader     string // epoll or goroutine
+	Procs      int    // worker processes for the streams; 0: as many as the file limit needs
 
 	Mode        string // sql, http, table or none
 	DatabaseURL string // for sql and table
@@ -73,6 +74,7 @@ func parseLoadFlags(args []string, stderr io.Writer) (loadConfig, error) {
 	fs.StringVar(&c.TopicBase, "topic-base", "bench", "topics are <base>/0, <base>/1, ... (mode table: boards/<id> of boards it creates)")
 	fs.IntVar(&c.Sources, "sources", 4, "spread connections over source addresses 127.0.0.1 .. 127.0.0.N")
 	fs.IntVar(&c.Concurrent, "connect-concurrency", 256, "connection attempts in flight")
+	fs.IntVar(&c.Procs, "procs", 0, "worker processes to open and read the streams (0: this process, or as many as its open-file limit needs)")
 	fs.StringVar(&c.Reader, "reader", defaultReader(), "how streams are read: epoll (one epoll set per core, Linux) or goroutine (one goroutine per stream)")
 	fs.StringVar(&c.Mode, "mode", "sql", "how to publish: sql (livepg.publish), http (POST /v1/publish), table (UPDATE of the demo's cards), none")
 	fs.StringVar(&c.DatabaseURL, "database-url", "", "PostgreSQL URL for modes sql and table")
@@ -105,8 +107,8 @@ func (c *loadConfig) check() error {
 	switch {
 	case c.Reader != "epoll" && c.Reader != "goroutine":
 		return fmt.Errorf("--reader %q: want epoll or goroutine", c.Reader)
-	case c.Streams < 0 || c.Topics < 1 || c.Sources < 1 || c.Sources > 254 || c.Concurrent < 1:
-		return errors.New("want --streams >= 0, --topics >= 1, 1 <= --sources <= 254, --connect-concurrency >= 1")
+	case c.Streams < 0 || c.Topics < 1 || c.Sources < 1 || c.Sources > 254 || c.Concurrent < 1 || c.Procs < 0:
+		return errors.New("want --streams >= 0, --topics >= 1, 1 <= --sources <= 254, --connect-concurrency >= 1, --procs >= 0")
 	case c.Events < 0 || c.Events > 10_000_000 || c.Rate < 0 || c.Publishers < 1:
 		return errors.New("want 0 <= --events <= 10000000, --rate >= 0, --publishers >= 1")
 	case c.Streams > 0 && int64(c.Streams)*int64(c.Events)/int64(c.Topics) > 4_000_000_000:
@@ -156,6 +158,15 @@ type load struct {
 	pubErrors  atomic.Int64
 	firstErr   atomic.Pointer[error]
 	pollers    []*poller // with --reader epoll
+	first      int       // the run's index of this process's first stream (a worker's)
+
+	// With worker processes (see workers.go): the workers, their streams
+	// per topic, and once they have stopped, their latencies and CPU time.
+	workers          []*worker
+	remotePerTopic   []int
+	remoteLatency    []summary
+	remoteCPU        time.Duration
+	remoteDeliveries int64
 }
 
 func defaultReader() string {
@@ -223,10 +234,13 @@ type result struct {
 func runLoad(ctx context.Context, cfg loadConfig, out io.Writer) (*result, error) {
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
+	procs := cfg.Procs
 	if lim, err := raiseFileLimit(); err != nil {
 		fmt.Fprintf(out, "file limit: %v\n", err)
-	} else if cfg.Streams+100 > int(lim) {
-		return nil, fmt.Errorf("%d streams need more open files than this process may have (%d): run several generators", cfg.Streams, lim)
+	} else if need := processesFor(cfg.Streams, lim); procs == 0 {
+		procs = need
+	} else if procs == 1 && need > 0 {
+		return nil, fmt.Errorf("%d streams need more open files than one process may have (%d): leave --procs at 0, or give %d or more", cfg.Streams, lim, need)
 	}
 	if cfg.CPUProfile != "" {
 		f, err := os.Create(cfg.CPUProfile)
@@ -264,10 +278,22 @@ func runLoad(ctx context.Context, cfg loadConfig, out io.Writer) (*result, error
 	}
 	defer r.closeStreams(&readers)
 	start := time.Now()
-	connectErrs := r.connect(ctx, &readers)
+	if procs > 1 {
+		defer r.stopWorkers()
+		res.Connected, res.ConnectErrors, err = r.connectWorkers(ctx, procs)
+		if err != nil {
+			return nil, err
+		}
+	} else {
+		res.ConnectErrors = r.connect(ctx, &readers)
+		res.Connected = len(r.streams)
+	}
 	res.ConnectTime = time.Since(start)
-	res.Connected, res.ConnectErrors = len(r.streams), connectErrs
-	fmt.Fprintf(out, "connected %d/%d streams in %s (%d errors)\n", res.Connected, cfg.Streams, res.ConnectTime.Round(time.Millisecond), connectErrs)
+	fmt.Fprintf(out, "connected %d/%d streams in %s (%d errors)", res.Connected, cfg.Streams, res.ConnectTime.Round(time.Millisecond), res.ConnectErrors)
+	if len(r.workers) > 0 {
+		fmt.Fprintf(out, " through %d worker processes", len(r.workers))
+	}
+	fmt.Fprintln(out)
 
 	if len(cfg.PIDs) > 0 {
 		// Let the servers settle (and the generator's own bursts end)
@@ -299,7 +325,7 @@ func runLoad(ctx context.Context, cfg loadConfig, out io.Writer) (*result, error
 		fmt.Fprintf(out, "published %d events in %s (%d errors); waiting for %d deliveries\n",
 			r.publishedTotal(), res.PublishTime.Round(time.Millisecond), r.pubErrors.Load(), res.Expected)
 		deadline := time.Now().Add(cfg.Drain)
-		for r.deliveries.Load() < res.Expected && time.Now().Before(deadline) && ctx.Err() == nil {
+		for r.delivered() < res.Expected && time.Now().Before(deadline) && ctx.Err() == nil {
 			time.Sleep(5 * time.Millisecond)
 		}
 		cpuAfter, err := readProcs(cfg.PIDs)
@@ -317,6 +343,12 @@ func runLoad(ctx context.Context, cfg loadConfig, out io.Writer) (*result, error
 			res.ServerWrites = a - b
 		}
 		r.closeStreams(&readers)
+		if err := r.stopWorkers(); err != nil {
+			return nil, err
+		}
+		// The workers' CPU time is their whole life's, connecting included:
+		// "other" comes out a little low with workers.
+		res.OtherCPU = max(res.OtherCPU-r.remoteCPU, 0)
 		var last int64
 		for _, s := range r.streams {
 			last = max(last, s.lastAt)
@@ -326,9 +358,12 @@ func runLoad(ctx context.Context, cfg loadConfig, out io.Writer) (*result, error
 		}
 	} else {
 		r.closeStreams(&readers)
+		if err := r.stopWorkers(); err != nil {
+			return nil, err
+		}
 	}
 	selfAfter, _ := readProc(syscall.Getpid())
-	res.GeneratorCPU = selfAfter.cpu - selfBefore.cpu
+	res.GeneratorCPU = selfAfter.cpu - selfBefore.cpu + r.remoteCPU
 	r.collect(res)
 	res.report(out, cfg)
 	if p := r.firstErr.Load(); p != nil {
@@ -368,17 +403,18 @@ func (r *load) connect(ctx context.Context, readers *sync.WaitGroup) (errs int) 
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			s := &stream{index: i, topic: i % len(r.topics), seen: make([]uint64, words)}
+			g := r.first + i // the stream's index in the whole run
+			s := &stream{index: g, topic: g % len(r.topics), seen: make([]uint64, words)}
 			q := "topic=" + url.QueryEscape(r.topics[s.topic])
 			dctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-			conn, body, chunked, err := dialStream(dctx, dialers[i%len(dialers)], urls[i%len(urls)], q)
+			conn, body, chunked, err := dialStream(dctx, dialers[g%len(dialers)], urls[g%len(urls)], q)
 			cancel()
 			mu.Lock()
 			defer mu.Unlock()
 			if err == nil {
 				s.conn, s.parse.chunked = conn, chunked
 				if len(r.pollers) > 0 {
-					err = r.pollers[i%len(r.pollers)].add(s, body, r)
+					err = r.pollers[g%len(r.pollers)].add(s, body, r)
 					if err != nil {
 						conn.Close()
 					}
@@ -460,14 +496,79 @@ func (r *load) expected() (n int64) {
 	for _, s := range r.streams {
 		n += r.published[s.topic].Load()
 	}
+	for t, streams := range r.remotePerTopic {
+		n += int64(streams) * r.published[t].Load()
+	}
 	return n
+}
+
+// delivered counts the deliveries so far, the workers' included.
+func (r *load) delivered() int64 {
+	n := r.deliveries.Load()
+	for _, w := range r.workers {
+		n += w.delivered.Load()
+	}
+	return n
+}
+
+// connectWorkers starts procs workers for the streams and waits until each
+// has connected its share.
+func (r *load) connectWorkers(ctx context.Context, procs int) (connected, errs int, err error) {
+	r.workers, err = startWorkers(ctx, r.cfg, r.topics, procs)
+	if err != nil {
+		return 0, 0, err
+	}
+	r.remotePerTopic = make([]int, len(r.topics))
+	for _, w := range r.workers {
+		select {
+		case c := <-w.connected:
+			if c.err != nil {
+				return 0, 0, c.err
+			}
+			connected += c.streams
+			errs += c.errs
+			for t, n := range c.perTopic {
+				if t < len(r.remotePerTopic) {
+					r.remotePerTopic[t] += n
+				}
+			}
+		case <-ctx.Done():
+			return 0, 0, ctx.Err()
+		}
+	}
+	return connected, errs, nil
+}
+
+// stopWorkers ends the workers' streams and takes in what they measured;
+// the deliveries they counted become the run's. Once done, it does nothing.
+func (r *load) stopWorkers() error {
+	workers := r.workers
+	r.workers = nil
+	if len(workers) == 0 {
+		return nil
+	}
+	stopWorkers(workers)
+	var errs []error
+	for _, w := range workers {
+		o := <-w.result
+		if o.err != nil {
+			errs = append(errs, o.err)
+			continue
+		}
+		r.absorb(o.res)
+	}
+	r.remotePerTopic = nil // now in r.streams
+	return errors.Join(errs...)
 }
 
 func (r *load) collect(res *result) {
 	res.Published = r.publishedTotal()
 	res.PublishErrors = r.pubErrors.Load()
-	res.Deliveries = r.deliveries.Load()
+	res.Deliveries = r.deliveries.Load() + r.remoteDeliveries
 	res.Latency = r.latency.summary()
+	for _, l := range r.remoteLatency {
+		res.Latency.add(l)
+	}
 	res.PublishLatency = r.pubLatency.summary()
 	for _, s := range r.streams {
 		res.Lost += max(r.published[s.topic].Load()-s.distinct, 0)

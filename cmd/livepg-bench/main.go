@@ -43,10 +43,12 @@ func main() {
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cmd := "run"
-	if len(args) > 0 && (args[0] == "run" || args[0] == "ceiling") {
+	if len(args) > 0 && (args[0] == "run" || args[0] == "ceiling" || args[0] == "worker") {
 		cmd, args = args[0], args[1:]
 	}
 	switch cmd {
+	case "worker": // started by a run with more streams than one process holds
+		return runWorker(ctx, args, os.Stdin, stdout, stderr)
 	case "ceiling":
 		cfg, err := parseCeilingFlags(args, stderr)
 		if err != nil {

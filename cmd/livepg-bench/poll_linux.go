@@ -25,6 +25,7 @@ type poller struct {
 	mu         sync.Mutex
 	streams    map[int32]*polledStream
 	next       int32
+	closed     bool // the descriptors are closed: their numbers may be another's now
 }
 
 type polledStream struct {
@@ -144,8 +145,15 @@ func (p *poller) remove(tok int32, ps *polledStream) {
 	unix.Close(ps.fd)
 }
 
-// stop makes run return; run closes the streams as it does.
+// stop makes run return; run closes the streams as it does. Calling it
+// again, or after run has returned, does nothing: the eventfd's number may
+// belong to another file by then.
 func (p *poller) stop() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return
+	}
 	var one [8]byte
 	one[0] = 1 // any nonzero count wakes the set
 	_, _ = unix.Write(p.wake, one[:])
@@ -153,11 +161,12 @@ func (p *poller) stop() {
 
 func (p *poller) closeAll() {
 	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
 	for tok, ps := range p.streams {
 		unix.Close(ps.fd)
 		delete(p.streams, tok)
 	}
-	p.mu.Unlock()
 	unix.Close(p.wake)
 	unix.Close(p.epfd)
 }

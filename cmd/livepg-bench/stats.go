@@ -102,6 +102,15 @@ func (s summary) quantile(q float64) time.Duration {
 	return time.Duration(s.max) * time.Microsecond
 }
 
+// add merges o into s.
+func (s *summary) add(o summary) {
+	for i, n := range o.bins {
+		s.bins[i] += n
+	}
+	s.count += o.count
+	s.max = max(s.max, o.max)
+}
+
 func (s summary) maxDuration() time.Duration { return time.Duration(s.max) * time.Microsecond }
 
 // procSample is one reading of a process's memory and CPU time.
