@@ -4,7 +4,7 @@
 # bounded (--timeout) and every server this script starts is stopped at the
 # end, whatever happens.
 #
-#   cmd/livepg-bench/compare.sh [smoke|idle|saturation|latency10k|latency1k|batching|nodes3|all]
+#   cmd/livepg-bench/compare.sh [smoke|idle|saturation|latency10k|latency1k|batching|nodes3|nodes3-24k|all]
 #
 # Results go to $OUT (default ./bench-results), one file per scenario; the
 # last line of each run is its one-line summary.
@@ -81,7 +81,10 @@ batching() {
   done
 }
 
+# nodes3 [STREAMS]: three nodes on one database, STREAMS (15000) over them.
+# Above ~19,800 the generator spreads the streams over worker processes.
 nodes3() {
+  local streams=${1:-15000}
   start_livepg
   local p1=$LP
   env PORT=$((PORT + 1)) DATABASE_URL="$DB" "$WORK/livepg" >"$WORK/livepg2.log" 2>&1 &
@@ -91,9 +94,9 @@ nodes3() {
   local p3=$!
   pids+=("$p3")
   sleep 5
-  echo "== 3 nodes x 5000 streams" | tee -a "$OUT/nodes3.txt"
+  echo "== 3 nodes, $streams streams" | tee -a "$OUT/nodes3.txt"
   "$WORK/livepg-bench" run --url "http://127.0.0.1:$PORT" --url "http://127.0.0.1:$((PORT + 1))" --url "http://127.0.0.1:$((PORT + 2))" \
-    --streams 15000 --sources 6 --mode sql --database-url "$DB" --rate 10 --events 300 \
+    --streams "$streams" --sources 6 --mode sql --database-url "$DB" --rate 10 --events 300 \
     --pid "$p1" --pid "$p2" --pid "$p3" --timeout 5m --drain 60s | tee -a "$OUT/nodes3.txt"
   stop "$p2"
   stop "$p3"
@@ -108,6 +111,7 @@ latency10k) pair latency10k 10000 10 300 ;;
 latency1k) pair latency1k 1000 10 300 ;;
 batching) batching ;;
 nodes3) nodes3 ;;
+nodes3-24k) nodes3 24000 ;; # 3 x 8,000: more streams than one generator process may hold
 all)
   pair idle 10000 10 0 --mode none --idle 1s
   pair saturation 10000 100 300
@@ -117,7 +121,7 @@ all)
   nodes3
   ;;
 *)
-  echo "usage: $0 [smoke|idle|saturation|latency10k|latency1k|batching|nodes3|all]" >&2
+  echo "usage: $0 [smoke|idle|saturation|latency10k|latency1k|batching|nodes3|nodes3-24k|all]" >&2
   exit 2
   ;;
 esac

@@ -12,7 +12,9 @@
 // delivered events/s, publish-to-receipt latency, lost, duplicated and
 // out-of-order events and, given the servers' --pid, server memory per
 // stream and CPU seconds per million deliveries. It is bounded in time and
-// count, stops by itself, and prints a one-line summary last.
+// count, stops by itself, and prints a one-line summary last. More streams
+// than one process may hold open are opened and read by worker processes
+// (livepg-bench worker, started by the run itself).
 //
 // See BENCHMARKS.md beside this file for the commands and the figures.
 package main
