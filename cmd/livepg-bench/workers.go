@@ -216,6 +216,23 @@ func runWorker(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if _, err := raiseFileLimit(); err != nil {
 		return fmt.Errorf("worker: file limit: %w", err)
 	}
+	stop := make(chan struct{})
+	go func() { // ends when stdin says stop or closes (the run is gone)
+		sc := bufio.NewScanner(stdin)
+		for sc.Scan() && sc.Text() != "stop" {
+		}
+		close(stop)
+	}()
+	connectCtx, stopConnecting := context.WithCancel(ctx)
+	defer stopConnecting()
+	go func() {
+		select {
+		case <-stop: // told to stop while still connecting
+			stopConnecting()
+		case <-connectCtx.Done():
+		}
+	}()
+
 	self0, _ := readProc(syscall.Getpid())
 	r := &load{cfg: cfg, out: stderr, topics: topics, first: first}
 	var readers sync.WaitGroup
@@ -223,7 +240,7 @@ func runWorker(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		return err
 	}
 	defer r.closeStreams(&readers)
-	errs := r.connect(ctx, &readers)
+	errs := r.connect(connectCtx, &readers)
 	perTopic := make([]int, len(topics))
 	for _, s := range r.streams {
 		perTopic[s.topic]++
@@ -238,13 +255,6 @@ func runWorker(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		return err
 	}
 
-	stop := make(chan struct{})
-	go func() { // ends when stdin says stop or closes (the run is gone)
-		sc := bufio.NewScanner(stdin)
-		for sc.Scan() && sc.Text() != "stop" {
-		}
-		close(stop)
-	}()
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 wait:
