@@ -162,11 +162,10 @@ type load struct {
 
 	// With worker processes (see workers.go): the workers, their streams
 	// per topic, and once they have stopped, their latencies and CPU time.
-	workers          []*worker
-	remotePerTopic   []int
-	remoteLatency    []summary
-	remoteCPU        time.Duration
-	remoteDeliveries int64
+	workers        []*worker
+	remotePerTopic []int
+	remoteLatency  summary
+	remoteCPU      time.Duration
 }
 
 func defaultReader() string {
@@ -342,8 +341,7 @@ func runLoad(ctx context.Context, cfg loadConfig, out io.Writer) (*result, error
 		if a, b := sumWrites(cpuAfter), sumWrites(cpuBefore); a >= 0 && b >= 0 {
 			res.ServerWrites = a - b
 		}
-		r.closeStreams(&readers)
-		if err := r.stopWorkers(); err != nil {
+		if err := r.end(&readers); err != nil {
 			return nil, err
 		}
 		// The workers' CPU time is their whole life's, connecting included:
@@ -356,11 +354,8 @@ func runLoad(ctx context.Context, cfg loadConfig, out io.Writer) (*result, error
 		if last > 0 {
 			res.DeliveryTime = time.Unix(0, last).Sub(pubStart)
 		}
-	} else {
-		r.closeStreams(&readers)
-		if err := r.stopWorkers(); err != nil {
-			return nil, err
-		}
+	} else if err := r.end(&readers); err != nil {
+		return nil, err
 	}
 	selfAfter, _ := readProc(syscall.Getpid())
 	res.GeneratorCPU = selfAfter.cpu - selfBefore.cpu + r.remoteCPU
@@ -539,6 +534,12 @@ func (r *load) connectWorkers(ctx context.Context, procs int) (connected, errs i
 	return connected, errs, nil
 }
 
+// end closes the streams, this process's and the workers'.
+func (r *load) end(readers *sync.WaitGroup) error {
+	r.closeStreams(readers)
+	return r.stopWorkers()
+}
+
 // stopWorkers ends the workers' streams and takes in what they measured;
 // the deliveries they counted become the run's. Once done, it does nothing.
 func (r *load) stopWorkers() error {
@@ -547,7 +548,7 @@ func (r *load) stopWorkers() error {
 	if len(workers) == 0 {
 		return nil
 	}
-	stopWorkers(workers)
+	tellWorkersToStop(workers)
 	var errs []error
 	for _, w := range workers {
 		o := <-w.result
@@ -564,18 +565,16 @@ func (r *load) stopWorkers() error {
 func (r *load) collect(res *result) {
 	res.Published = r.publishedTotal()
 	res.PublishErrors = r.pubErrors.Load()
-	res.Deliveries = r.deliveries.Load() + r.remoteDeliveries
 	res.Latency = r.latency.summary()
-	for _, l := range r.remoteLatency {
-		res.Latency.add(l)
-	}
+	res.Latency.add(r.remoteLatency)
 	res.PublishLatency = r.pubLatency.summary()
-	for _, s := range r.streams {
+	for _, s := range r.streams { // the workers' among them, once they have stopped
+		res.Deliveries += s.distinct
 		res.Lost += max(r.published[s.topic].Load()-s.distinct, 0)
 		res.Dups += s.dups
 		res.OutOfOrder += s.outOfOrd
 		res.Resets += s.resets
-		if s.err != nil && !errors.Is(s.err, net.ErrClosed) {
+		if s.closedEarly() {
 			res.Closed++
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -66,6 +67,11 @@ type stream struct {
 	lastSeq  int64
 	lastAt   int64 // unix nanoseconds of the last stamped event
 	err      error
+}
+
+// closedEarly reports whether the stream ended before the run closed it.
+func (s *stream) closedEarly() bool {
+	return s.err != nil && !errors.Is(s.err, net.ErrClosed)
 }
 
 // dialStream connects and reads the response head. It returns the body

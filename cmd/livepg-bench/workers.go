@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"strconv"
@@ -106,7 +105,7 @@ func startWorkers(ctx context.Context, cfg loadConfig, topics []string, n int) (
 		}
 		w, err := startWorker(ctx, exe, args)
 		if err != nil {
-			stopWorkers(workers)
+			tellWorkersToStop(workers)
 			return nil, err
 		}
 		workers = append(workers, w)
@@ -179,8 +178,8 @@ func (w *worker) read(stdout io.Reader) {
 	}
 }
 
-// stopWorkers tells the workers to end their streams.
-func stopWorkers(workers []*worker) {
+// tellWorkersToStop tells the workers to end their streams.
+func tellWorkersToStop(workers []*worker) {
 	for _, w := range workers {
 		_, _ = io.WriteString(w.stdin, "stop\n")
 		w.stdin.Close()
@@ -289,11 +288,6 @@ wait:
 	return out.Flush()
 }
 
-// closedEarly reports whether the stream ended before the run closed it.
-func (s *stream) closedEarly() bool {
-	return s.err != nil && !errors.Is(s.err, net.ErrClosed)
-}
-
 // absorb adds a stopped worker's streams and latencies to the run.
 func (r *load) absorb(res workerResult) {
 	for _, ws := range res.Streams {
@@ -303,7 +297,6 @@ func (r *load) absorb(res workerResult) {
 			s.err = io.EOF
 		}
 		r.streams = append(r.streams, s)
-		r.remoteDeliveries += ws.Distinct
 	}
 	var sum summary
 	copy(sum.bins[:], res.Bins)
@@ -311,6 +304,6 @@ func (r *load) absorb(res workerResult) {
 		sum.count += n
 	}
 	sum.max = res.Max
-	r.remoteLatency = append(r.remoteLatency, sum)
+	r.remoteLatency.add(sum)
 	r.remoteCPU += res.CPU
 }
