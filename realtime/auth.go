@@ -116,9 +116,9 @@ func (a *Auth) claims(r *http.Request) (*Claims, error) {
 	return &c, nil
 }
 
-// authorizeSubscribe checks that every requested selector that can match a
+// AuthorizeSubscribe checks that every requested selector that can match a
 // private topic is covered by the token's subscribe selectors.
-func (a *Auth) authorizeSubscribe(r *http.Request, sels []Selector) error {
+func (a *Auth) AuthorizeSubscribe(r *http.Request, sels []Selector) error {
 	if a == nil {
 		return nil
 	}
@@ -149,8 +149,8 @@ func (a *Auth) authorizeSubscribe(r *http.Request, sels []Selector) error {
 	return nil
 }
 
-// authorizePublish checks that the token allows publishing on topic.
-func (a *Auth) authorizePublish(r *http.Request, topic string) error {
+// AuthorizePublish checks that the token allows publishing on topic.
+func (a *Auth) AuthorizePublish(r *http.Request, topic string) error {
 	if a == nil {
 		return nil
 	}
@@ -199,8 +199,8 @@ func coveredBy(s Selector, granted []string) bool {
 	return false
 }
 
-// writeAuthError answers a refusal.
-func writeAuthError(w http.ResponseWriter, err error) {
+// WriteAuthError answers a refusal.
+func WriteAuthError(w http.ResponseWriter, err error) {
 	var ae *authError
 	if !errors.As(err, &ae) {
 		ae = &authError{http.StatusUnauthorized, err.Error()}

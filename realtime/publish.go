@@ -30,8 +30,8 @@ func (n *Node) ServePublish(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	if err := n.cfg.Auth.authorizePublish(r, req.Topic); err != nil {
-		writeAuthError(w, err)
+	if err := n.cfg.Auth.AuthorizePublish(r, req.Topic); err != nil {
+		WriteAuthError(w, err)
 		return
 	}
 	if len(req.Data) > n.cfg.MaxEventSize {

@@ -32,8 +32,8 @@ func (n *Node) ServeEvents(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	if err := n.cfg.Auth.authorizeSubscribe(r, selectors); err != nil {
-		writeAuthError(w, err)
+	if err := n.cfg.Auth.AuthorizeSubscribe(r, selectors); err != nil {
+		WriteAuthError(w, err)
 		return
 	}
 	select {
