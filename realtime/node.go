@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/livepg/livepg/realtime/fanout"
 	"github.com/livepg/livepg/store"
 )
 
@@ -158,8 +159,8 @@ func (c Config) withDefaults() Config {
 type Node struct {
 	cfg      Config
 	store    *store.Store
-	hub      *Hub
-	started  atomic.Pointer[Hub] // hub, for metrics scraped at any time
+	hub      *fanout.Hub
+	started  atomic.Pointer[fanout.Hub] // hub, for metrics scraped at any time
 	listener *Listener
 	probe    *prober
 	metrics  *metrics
@@ -220,7 +221,7 @@ func (n *Node) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("start node: %w", err)
 	}
-	n.hub = NewHub(bounds.Head)
+	n.hub = fanout.NewHub(bounds.Head)
 	n.started.Store(n.hub)
 	runCtx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
@@ -236,7 +237,7 @@ func (n *Node) Start(ctx context.Context) error {
 }
 
 // hubIfStarted is the hub once Start has made it, or nil.
-func (n *Node) hubIfStarted() *Hub { return n.started.Load() }
+func (n *Node) hubIfStarted() *fanout.Hub { return n.started.Load() }
 
 func (n *Node) goRun(f func()) {
 	n.wg.Add(1)
@@ -279,7 +280,7 @@ func (n *Node) Wake() {
 func (n *Node) Streams() int64 { return n.streams.Load() }
 
 // Hub is the node's hub.
-func (n *Node) Hub() *Hub { return n.hub }
+func (n *Node) Hub() *fanout.Hub { return n.hub }
 
 // Listener is the node's LISTEN connection.
 func (n *Node) Listener() *Listener { return n.listener }
@@ -325,10 +326,10 @@ func (n *Node) readLog(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		events := make([]*Event, len(rows))
+		events := make([]*fanout.Event, len(rows))
 		now := time.Now()
 		for i, row := range rows {
-			events[i] = newEvent(row)
+			events[i] = fanout.NewEvent(row.Seq, row.Type, row.Topic, row.Data, row.CommittedAt)
 			// Lag is measured here, once per event, not per subscriber: the
 			// fan-out stays free of it.
 			n.metrics.lag.Observe(max(now.Sub(row.CommittedAt), 0).Seconds())

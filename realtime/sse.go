@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/livepg/livepg/realtime/fanout"
 )
 
 // Why streams end, besides write errors.
@@ -86,15 +88,15 @@ func (n *Node) ServeEvents(w http.ResponseWriter, r *http.Request) {
 }
 
 // serveStream runs one stream, from its start, until it ends.
-func (n *Node) serveStream(ctx context.Context, out streamOut, topics []string, selectors []Selector, start int64, reset bool) {
+func (n *Node) serveStream(ctx context.Context, out streamOut, topics []string, selectors []fanout.Selector, start int64, reset bool) {
 	opened := time.Now()
 	s := &stream{
 		node:   n,
 		out:    out,
-		sub:    newSubscriber(selectors, n.cfg.Buffer),
+		sub:    fanout.NewSubscriber(selectors, n.cfg.Buffer),
 		cursor: start,
 	}
-	defer n.hub.leave(s.sub)
+	defer n.hub.Leave(s.sub)
 	err := s.run(ctx, reset)
 	reason := n.metrics.closed(err)
 	n.log.Info("stream closed", "reason", reason, "err", err, "topics", topics,
@@ -105,7 +107,7 @@ func (n *Node) serveStream(ctx context.Context, out streamOut, topics []string, 
 type stream struct {
 	node *Node
 	out  streamOut
-	sub  *subscriber
+	sub  *fanout.Subscriber
 	// cursor is the seq through which the client has every matching event.
 	cursor int64
 	buf    []byte
@@ -118,9 +120,9 @@ type stream struct {
 }
 
 func (s *stream) run(ctx context.Context, reset bool) error {
-	frames := [][]byte{retryFrame(s.node.cfg.Retry), []byte(": livepg\n\n")}
+	frames := [][]byte{fanout.RetryFrame(s.node.cfg.Retry), []byte(": livepg\n\n")}
 	if reset {
-		frames = append(frames, resetFrame(s.cursor))
+		frames = append(frames, fanout.ResetFrame(s.cursor))
 	}
 	if err := s.write(frames...); err != nil {
 		return err
@@ -135,17 +137,17 @@ func (s *stream) run(ctx context.Context, reset bool) error {
 		case <-ctx.Done():
 			return errClientGone
 		case <-s.node.closing:
-			_ = s.write(retryFrame(s.node.cfg.Retry))
+			_ = s.write(fanout.RetryFrame(s.node.cfg.Retry))
 			return errShutdown
 		case <-heartbeat.C:
-			if err := s.write(heartbeatFrame); err != nil {
+			if err := s.write(fanout.HeartbeatFrame); err != nil {
 				return err
 			}
-		case ev := <-s.sub.events:
+		case ev := <-s.sub.Events():
 			if err := s.writeLive(ev); err != nil {
 				return err
 			}
-		case <-s.sub.lagged:
+		case <-s.sub.Lagged():
 			// Fallen behind the live flow: send what is queued, then read the
 			// rest from the log and join again.
 			if err := s.writeLive(nil); err != nil {
@@ -180,7 +182,7 @@ func (n *Node) position(ctx context.Context, cursor int64, resume bool) (start i
 // the stream can join the hub's live flow with nothing in between.
 func (s *stream) catchUp(ctx context.Context) error {
 	var exact, prefixes []string
-	for _, sel := range s.sub.selectors {
+	for _, sel := range s.sub.Selectors() {
 		if sel.Prefix {
 			prefixes = append(prefixes, sel.Topic)
 		} else {
@@ -189,7 +191,7 @@ func (s *stream) catchUp(ctx context.Context) error {
 	}
 	batch := s.node.cfg.BatchSize
 	for {
-		joined, head := s.node.hub.join(s.sub, s.cursor)
+		joined, head := s.node.hub.Join(s.sub, s.cursor)
 		if joined {
 			return nil
 		}
@@ -204,7 +206,7 @@ func (s *stream) catchUp(ctx context.Context) error {
 			s.node.metrics.catchUpBatch.Observe(float64(len(rows)))
 			s.buf = s.buf[:0]
 			for _, row := range rows {
-				s.buf = appendFrame(s.buf, row.Seq, row.Type, row.Topic, row.Data)
+				s.buf = fanout.AppendFrame(s.buf, row.Seq, row.Type, row.Topic, row.Data)
 				s.cursor = row.Seq
 			}
 			if len(rows) < batch {
@@ -220,7 +222,7 @@ func (s *stream) catchUp(ctx context.Context) error {
 
 // writeLive writes ev (if not nil) and every event already queued behind it,
 // then flushes once.
-func (s *stream) writeLive(ev *Event) error {
+func (s *stream) writeLive(ev *fanout.Event) error {
 	now := time.Now()
 	coalesce := s.node.cfg.WriteCoalesce
 	if wait := coalesce - now.Sub(s.wrote); wait > 0 && ev != nil && now.Sub(ev.CommittedAt) > coalesce {
@@ -246,7 +248,7 @@ func (s *stream) writeLive(ev *Event) error {
 			bytes += len(ev.Frame)
 		}
 		select {
-		case ev = <-s.sub.events:
+		case ev = <-s.sub.Events():
 			continue
 		default:
 		}
@@ -304,14 +306,14 @@ func (s *stream) write(frames ...[]byte) error {
 	return nil
 }
 
-func parseSelectors(topics []string, max int) ([]Selector, error) {
+func parseSelectors(topics []string, max int) ([]fanout.Selector, error) {
 	if len(topics) == 0 {
 		return nil, errors.New("name at least one topic: ?topic=boards/42 or ?topic=boards/*")
 	}
 	if len(topics) > max {
 		return nil, fmt.Errorf("too many topics: %d, at most %d", len(topics), max)
 	}
-	sels := make([]Selector, 0, len(topics))
+	sels := make([]fanout.Selector, 0, len(topics))
 	for _, t := range topics {
 		sel, err := ParseSelector(t)
 		if err != nil {

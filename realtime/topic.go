@@ -1,85 +1,30 @@
 package realtime
 
-import (
-	"errors"
-	"fmt"
-	"regexp"
-	"strings"
-)
+import "github.com/livepg/livepg/realtime/fanout"
+
+// The topic grammar lives in package fanout, with the hub that routes by it
+// (segment.go, issue 10 item 4, belongs there too: see fanout/topic.go).
+// These names stay here for the programs built on realtime.
 
 // TopicPattern is the grammar of a topic, the same one livepg.publish and the
-// events table's CHECK constraint enforce: segments of letters, digits and
-// _.:@=+- separated by single slashes.
-const TopicPattern = `^[A-Za-z0-9_.:@=+-]+(/[A-Za-z0-9_.:@=+-]+)*$`
+// events table's CHECK constraint enforce.
+const TopicPattern = fanout.TopicPattern
 
 // MaxTopicLen is the longest topic accepted, in bytes.
-const MaxTopicLen = 256
+const MaxTopicLen = fanout.MaxTopicLen
 
 // TypePattern is the grammar of an event type.
-const TypePattern = `^[A-Za-z0-9_.:-]{1,64}$`
-
-var (
-	topicRE = regexp.MustCompile(TopicPattern)
-	typeRE  = regexp.MustCompile(TypePattern)
-)
-
-// ValidTopic reports whether s is a topic an event may be published on.
-func ValidTopic(s string) bool {
-	return len(s) <= MaxTopicLen && topicRE.MatchString(s)
-}
-
-// ValidType reports whether s is a valid event type: it can never break the
-// SSE framing because it holds no CR, LF or other control character.
-func ValidType(s string) bool { return typeRE.MatchString(s) }
+const TypePattern = fanout.TypePattern
 
 // Selector chooses the topics a stream receives: one exact topic, or every
-// topic below a prefix ("boards/*" matches "boards/1" and "boards/1/cards"
-// but not "boards").
-type Selector struct {
-	// Topic is the exact topic, or for a prefix selector the prefix with its
-	// trailing slash ("boards/").
-	Topic  string
-	Prefix bool
-}
-
-var errSelector = errors.New("invalid topic selector")
+// topic below a prefix ("boards/*").
+type Selector = fanout.Selector
 
 // ParseSelector parses an exact topic or a prefix ending in "/*".
-func ParseSelector(s string) (Selector, error) {
-	if base, ok := strings.CutSuffix(s, "/*"); ok {
-		if !ValidTopic(base) {
-			return Selector{}, fmt.Errorf("%w %q: the part before /* must be a topic", errSelector, s)
-		}
-		return Selector{Topic: base + "/", Prefix: true}, nil
-	}
-	if !ValidTopic(s) {
-		return Selector{}, fmt.Errorf("%w %q: a topic is 1-%d characters: segments of letters, digits and _.:@=+- separated by single slashes, optionally ending in /*", errSelector, s, MaxTopicLen)
-	}
-	return Selector{Topic: s}, nil
-}
+func ParseSelector(s string) (Selector, error) { return fanout.ParseSelector(s) }
 
-// String returns the selector as it was written.
-func (s Selector) String() string {
-	if s.Prefix {
-		return s.Topic + "*"
-	}
-	return s.Topic
-}
+// ValidTopic reports whether s is a topic an event may be published on.
+func ValidTopic(s string) bool { return fanout.ValidTopic(s) }
 
-// Match reports whether topic is selected.
-func (s Selector) Match(topic string) bool {
-	if s.Prefix {
-		return strings.HasPrefix(topic, s.Topic)
-	}
-	return topic == s.Topic
-}
-
-// matchAny reports whether any of sels matches topic.
-func matchAny(sels []Selector, topic string) bool {
-	for _, s := range sels {
-		if s.Match(topic) {
-			return true
-		}
-	}
-	return false
-}
+// ValidType reports whether s is a valid event type.
+func ValidType(s string) bool { return fanout.ValidType(s) }

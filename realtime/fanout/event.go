@@ -1,11 +1,9 @@
-package realtime
+package fanout
 
 import (
 	"encoding/json"
 	"strconv"
 	"time"
-
-	"github.com/livepg/livepg/store"
 )
 
 // Event is a committed event ready to send. Its SSE frame is encoded once,
@@ -17,22 +15,23 @@ type Event struct {
 	Frame       []byte
 }
 
-// newEvent encodes a log row as an SSE frame:
+// NewEvent encodes one committed event of the log as an SSE frame:
 //
 //	id: <seq>
 //	event: <type>
 //	data: {"topic": <topic>, "data": <payload>}
-func newEvent(e store.Event) *Event {
+func NewEvent(seq int64, typ, topic string, data []byte, committedAt time.Time) *Event {
 	return &Event{
-		Seq:         e.Seq,
-		Topic:       e.Topic,
-		CommittedAt: e.CommittedAt,
-		Frame:       appendFrame(nil, e.Seq, e.Type, e.Topic, e.Data),
+		Seq:         seq,
+		Topic:       topic,
+		CommittedAt: committedAt,
+		Frame:       AppendFrame(nil, seq, typ, topic, data),
 	}
 }
 
-// appendFrame appends one event's SSE frame to b.
-func appendFrame(b []byte, seq int64, typ, topic string, data []byte) []byte {
+// AppendFrame appends one event's SSE frame to b: the frame NewEvent makes,
+// for a stream that reads the log itself (catch-up).
+func AppendFrame(b []byte, seq int64, typ, topic string, data []byte) []byte {
 	topicJSON, _ := json.Marshal(topic) // a string always marshals
 	if len(data) == 0 {
 		data = []byte("null")
@@ -88,17 +87,19 @@ func appendData(b, data []byte) []byte {
 	}
 }
 
-// resetFrame tells the client its resume point is gone (pruned, or from
+// ResetFrame tells the client its resume point is gone (pruned, or from
 // another database) and where the stream continues: the page refetches its
 // state.
-func resetFrame(head int64) []byte {
+func ResetFrame(head int64) []byte {
 	b := append([]byte("id: "), strconv.FormatInt(head, 10)...)
 	return append(b, "\nevent: reset\ndata: {}\n\n"...)
 }
 
-// retryFrame sets how long the browser waits before reconnecting.
-func retryFrame(d time.Duration) []byte {
+// RetryFrame sets how long the browser waits before reconnecting.
+func RetryFrame(d time.Duration) []byte {
 	return []byte("retry: " + strconv.FormatInt(d.Milliseconds(), 10) + "\n\n")
 }
 
-var heartbeatFrame = []byte(":\n\n")
+// HeartbeatFrame is a comment line that keeps an idle stream open through
+// proxies.
+var HeartbeatFrame = []byte(":\n\n")

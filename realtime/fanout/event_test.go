@@ -1,15 +1,14 @@
-package realtime
+package fanout
 
 import (
 	"bufio"
 	"bytes"
-	"strconv"
 	"strings"
 	"testing"
 )
 
 func TestFrameSplitsDataLines(t *testing.T) {
-	got := string(appendFrame(nil, 42, "update", "boards/1", []byte("{\"a\":\n1,\r\n\"b\":\r2}")))
+	got := string(AppendFrame(nil, 42, "update", "boards/1", []byte("{\"a\":\n1,\r\n\"b\":\r2}")))
 	want := "id: 42\nevent: update\n" +
 		"data: {\"topic\":\"boards/1\",\"data\":{\"a\":\n" +
 		"data: 1,\n" +
@@ -18,7 +17,7 @@ func TestFrameSplitsDataLines(t *testing.T) {
 	if got != want {
 		t.Fatalf("frame:\n%q\nwant:\n%q", got, want)
 	}
-	if got := string(appendFrame(nil, 1, "message", "t", nil)); got != "id: 1\nevent: message\ndata: {\"topic\":\"t\",\"data\":null}\n\n" {
+	if got := string(AppendFrame(nil, 1, "message", "t", nil)); got != "id: 1\nevent: message\ndata: {\"topic\":\"t\",\"data\":null}\n\n" {
 		t.Fatalf("empty data frame: %q", got)
 	}
 }
@@ -90,7 +89,7 @@ func FuzzFrame(f *testing.F) {
 	f.Add("", []byte{})
 	f.Add("t\x00", []byte("\x00\r"))
 	f.Fuzz(func(t *testing.T, typ string, data []byte) {
-		frame := appendFrame(nil, 7, typ, "t/1", data)
+		frame := AppendFrame(nil, 7, typ, "t/1", data)
 		events, _ := parseFrames(frame)
 		if len(events) != 1 {
 			t.Fatalf("%d events from one frame %q", len(events), frame)
@@ -174,62 +173,6 @@ func FuzzParseSelector(f *testing.F) {
 		}
 		if !sel.Prefix && !sel.Match(s) {
 			t.Fatalf("exact selector %q does not match itself", s)
-		}
-	})
-}
-
-func TestParseEventID(t *testing.T) {
-	for _, tc := range []struct {
-		in   string
-		want int64
-		ok   bool
-	}{
-		{"0", 0, true},
-		{"42", 42, true},
-		{"9223372036854775807", 9223372036854775807, true},
-		{"9223372036854775808", 0, false},
-		{"-1", 0, false},
-		{"+1", 0, false},
-		{"1.5", 0, false},
-		{" 1", 0, false},
-		{"0x10", 0, false},
-		{"abc", 0, false},
-	} {
-		got, ok, err := ParseEventID(tc.in)
-		if ok != tc.ok || got != tc.want || (err == nil) != tc.ok {
-			t.Errorf("ParseEventID(%q) = %d, %v, %v; want %d, %v", tc.in, got, ok, err, tc.want, tc.ok)
-		}
-	}
-}
-
-func FuzzParseEventID(f *testing.F) {
-	for _, s := range []string{"0", "1", "-1", "+5", "99999999999999999999", "1\n"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		seq, ok, err := ParseEventID(s)
-		if ok != (err == nil) {
-			t.Fatalf("ok=%v err=%v", ok, err)
-		}
-		if ok && (seq < 0 || strings.TrimLeft(s, "0") != strings.TrimLeft(fmtInt(seq), "0")) {
-			t.Fatalf("%q parsed as %d", s, seq)
-		}
-	})
-}
-
-func fmtInt(n int64) string { return strconv.FormatInt(n, 10) }
-
-func FuzzDecodePublish(f *testing.F) {
-	for _, s := range []string{`{"topic":"a","type":"b","data":{"x":1}}`, `{"topic":"a"}`, `{`, `[]`, `{"topic":"a","x":1}`, `{"topic":"a"} {}`, `{"topic":"a","type":"a\nb"}`} {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, body []byte) {
-		req, err := decodePublish(bytes.NewReader(body))
-		if err != nil {
-			return
-		}
-		if !ValidTopic(req.Topic) || !ValidType(req.Type) || len(req.Data) == 0 {
-			t.Fatalf("accepted %+v from %q", req, body)
 		}
 	})
 }

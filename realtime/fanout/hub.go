@@ -1,4 +1,4 @@
-package realtime
+package fanout
 
 import (
 	"strings"
@@ -7,19 +7,19 @@ import (
 
 // Hub routes each event to the subscribers whose selectors match it. It
 // never waits for a subscriber: each has a bounded buffer, and one whose
-// buffer is full is dropped from the live flow and told so; it catches up
-// from the log and joins again (see stream.catchUp).
+// buffer is full is dropped from the live flow and told so (Subscriber.Lagged);
+// its owner catches up from the log and joins again.
 type Hub struct {
 	mu     sync.Mutex
 	head   int64 // seq of the last event routed: the node's place in the log
-	exact  map[string]map[*subscriber]struct{}
-	prefix map[*subscriber][]string // prefix selectors, with trailing slash
+	exact  map[string]map[*Subscriber]struct{}
+	prefix map[*Subscriber][]string // prefix selectors, with trailing slash
 	count  int
 	lagged int64 // subscribers moved off the live flow, ever
 }
 
-// subscriber is one stream's membership in the hub.
-type subscriber struct {
+// Subscriber is one stream's membership in the hub.
+type Subscriber struct {
 	selectors []Selector
 	// events is the bounded buffer the hub fills and the stream drains.
 	events chan *Event
@@ -32,21 +32,35 @@ type subscriber struct {
 	queued int64 // seq of the last event put in events (or skipped as seen)
 }
 
-func newSubscriber(selectors []Selector, buffer int) *subscriber {
-	return &subscriber{
+// NewSubscriber returns a subscriber to the topics selectors match, with a
+// buffer of buffer events. It receives nothing until it joins a hub.
+func NewSubscriber(selectors []Selector, buffer int) *Subscriber {
+	return &Subscriber{
 		selectors: selectors,
 		events:    make(chan *Event, buffer),
 		lagged:    make(chan struct{}, 1),
 	}
 }
 
+// Selectors are the subscriber's selectors.
+func (s *Subscriber) Selectors() []Selector { return s.selectors }
+
+// Events is the subscriber's buffer: the events the hub routed to it, in
+// seq order.
+func (s *Subscriber) Events() <-chan *Event { return s.events }
+
+// Lagged receives a signal when the hub dropped the subscriber from the
+// live flow because its buffer was full. What is left in Events is still
+// in order; the rest is in the log.
+func (s *Subscriber) Lagged() <-chan struct{} { return s.lagged }
+
 // NewHub returns a hub positioned at head: the next event it routes must
 // have a greater seq.
 func NewHub(head int64) *Hub {
 	return &Hub{
 		head:   head,
-		exact:  make(map[string]map[*subscriber]struct{}),
-		prefix: make(map[*subscriber][]string),
+		exact:  make(map[string]map[*Subscriber]struct{}),
+		prefix: make(map[*Subscriber][]string),
 	}
 }
 
@@ -99,7 +113,7 @@ func (h *Hub) Publish(events []*Event) {
 // offer puts ev in sub's buffer. When the buffer is full, sub has fallen
 // behind the live flow: it leaves the hub (removing it while ranging over the
 // hub's maps is safe) and is signalled to catch up from the log.
-func (h *Hub) offer(sub *subscriber, ev *Event) {
+func (h *Hub) offer(sub *Subscriber, ev *Event) {
 	if !sub.joined || ev.Seq <= sub.queued {
 		return // already dropped, or matched by an earlier selector
 	}
@@ -116,10 +130,10 @@ func (h *Hub) offer(sub *subscriber, ev *Event) {
 	}
 }
 
-// join adds sub to the live flow if the hub has routed nothing after cursor,
+// Join adds sub to the live flow if the hub has routed nothing after cursor,
 // the seq through which sub has everything. Otherwise it returns false and
 // the head, and the caller first reads (cursor, head] from the log.
-func (h *Hub) join(sub *subscriber, cursor int64) (bool, int64) {
+func (h *Hub) Join(sub *Subscriber, cursor int64) (bool, int64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.head > cursor {
@@ -130,8 +144,8 @@ func (h *Hub) join(sub *subscriber, cursor int64) (bool, int64) {
 	return true, h.head
 }
 
-// leave removes sub from the live flow, if it is there.
-func (h *Hub) leave(sub *subscriber) {
+// Leave removes sub from the live flow, if it is there.
+func (h *Hub) Leave(sub *Subscriber) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if sub.joined {
@@ -139,7 +153,7 @@ func (h *Hub) leave(sub *subscriber) {
 	}
 }
 
-func (h *Hub) addLocked(sub *subscriber) {
+func (h *Hub) addLocked(sub *Subscriber) {
 	sub.joined = true
 	h.count++
 	for _, sel := range sub.selectors {
@@ -149,14 +163,14 @@ func (h *Hub) addLocked(sub *subscriber) {
 		}
 		set := h.exact[sel.Topic]
 		if set == nil {
-			set = make(map[*subscriber]struct{})
+			set = make(map[*Subscriber]struct{})
 			h.exact[sel.Topic] = set
 		}
 		set[sub] = struct{}{}
 	}
 }
 
-func (h *Hub) removeLocked(sub *subscriber) {
+func (h *Hub) removeLocked(sub *Subscriber) {
 	sub.joined = false
 	h.count--
 	delete(h.prefix, sub)

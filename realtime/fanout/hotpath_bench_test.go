@@ -1,4 +1,4 @@
-package realtime
+package fanout
 
 import (
 	"fmt"
@@ -18,7 +18,7 @@ func BenchmarkAppendFrame(b *testing.B) {
 			b.SetBytes(int64(len(data)))
 			var buf []byte
 			for i := range b.N {
-				buf = appendFrame(buf[:0], int64(i), "update", "boards/42", data)
+				buf = AppendFrame(buf[:0], int64(i), "update", "boards/42", data)
 			}
 		})
 	}
@@ -26,23 +26,23 @@ func BenchmarkAppendFrame(b *testing.B) {
 
 // newBenchHub returns a hub with subs subscribers on topic, each with a
 // buffer of buffer events.
-func newBenchHub(subs, buffer int, topic string) (*Hub, []*subscriber) {
+func newBenchHub(subs, buffer int, topic string) (*Hub, []*Subscriber) {
 	h := NewHub(0)
-	all := make([]*subscriber, subs)
+	all := make([]*Subscriber, subs)
 	for i := range all {
 		sel, err := ParseSelector(topic)
 		if err != nil {
 			panic(err)
 		}
-		all[i] = newSubscriber([]Selector{sel}, buffer)
-		if ok, _ := h.join(all[i], 0); !ok {
+		all[i] = NewSubscriber([]Selector{sel}, buffer)
+		if ok, _ := h.Join(all[i], 0); !ok {
 			panic("join refused")
 		}
 	}
 	return h, all
 }
 
-func drainAll(subs []*subscriber) {
+func drainAll(subs []*Subscriber) {
 	for _, s := range subs {
 		for len(s.events) > 0 {
 			<-s.events
@@ -58,7 +58,7 @@ func BenchmarkHubPublish(b *testing.B) {
 			b.Run(fmt.Sprintf("selector=%s/subscribers=%d", selector, subs), func(b *testing.B) {
 				const buffer = 256
 				h, all := newBenchHub(subs, buffer, selector)
-				ev := newEvent(benchRow(1))
+				ev := benchEvent(1)
 				events := []*Event{ev}
 				b.ReportAllocs()
 				b.ResetTimer()

@@ -1,14 +1,13 @@
-package realtime
+package fanout
 
 import (
 	"testing"
 	"time"
-
-	"github.com/livepg/livepg/store"
 )
 
-func benchRow(seq int64) store.Event {
-	return store.Event{Seq: seq, Topic: "boards/42", Type: "update", Data: []byte(`{"op":"update","new":{"id":7,"text":"hello"}}`), CommittedAt: time.Now()}
+// benchEvent is a typical tracked-table event on boards/42.
+func benchEvent(seq int64) *Event {
+	return NewEvent(seq, "update", "boards/42", []byte(`{"op":"update","new":{"id":7,"text":"hello"}}`), time.Now())
 }
 
 // TestDeliveryToOneMoreSubscriberDoesNotAllocate: the hub hands every
@@ -20,7 +19,7 @@ func TestDeliveryToOneMoreSubscriberDoesNotAllocate(t *testing.T) {
 	for _, subs := range []int{1, 2, 100, 1000} {
 		for _, selector := range []string{"boards/42", "boards/*"} {
 			h, all := newBenchHub(subs, 128, selector)
-			ev := newEvent(benchRow(1))
+			ev := benchEvent(1)
 			events := []*Event{ev}
 			seq := int64(0)
 			allocs := testing.AllocsPerRun(100, func() {
