@@ -135,7 +135,7 @@ func TestListenerLifetimeReconnectsLoseNothing(t *testing.T) {
 	f := ssetest.Follow(t, []string{n.URL}, "/v1/events?topic=life", "")
 	waitFor(t, "stream open", f.Connected)
 	stop := writeUntil(t, db, "life", 2)
-	waitFor(t, "several lifetimes", func() bool { return n.Listener().Reconnects() >= 5 })
+	waitFor(t, "several lifetimes", func() bool { return metric(t, n.Node, "livepg_listener_reconnects_total") >= 5 })
 	stop()
 	f.Expect(t, "follower", committed(t, db, "life"))
 }

@@ -81,7 +81,7 @@ func startNodeListening(t *testing.T, dbURL string, cfg realtime.Config, wrap fu
 		node.Stop()
 	})
 	tn := &testNode{Node: node, Store: st, URL: srv.URL}
-	waitFor(t, "listener connected", node.Listener().Connected)
+	waitFor(t, "listener connected", func() bool { return metric(t, node, "livepg_listener_connected") == 1 })
 	return tn
 }
 

@@ -91,10 +91,10 @@ func TestListenerLossLosesNothing(t *testing.T) {
 	}
 	const kills = 5
 	for range kills {
-		before := n.Listener().Reconnects()
+		before := metric(t, n.Node, "livepg_listener_reconnects_total")
 		kill()
 		waitFor(t, "listener reconnected", func() bool {
-			return n.Listener().Reconnects() > before && n.Listener().Connected()
+			return metric(t, n.Node, "livepg_listener_reconnects_total") > before && metric(t, n.Node, "livepg_listener_connected") == 1
 		})
 		time.Sleep(50 * time.Millisecond) // let some writes land on the new connection
 	}

@@ -113,7 +113,7 @@ func newMetrics(n *Node) *metrics {
 	}, func() float64 { return boolFloat(n.listener.Connected()) }))
 	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "livepg_listener_wiring_ok", Help: "1 while the listener has heard this node's latest wiring probe sent through the pool.",
-	}, func() float64 { return boolFloat(n.probe.err() == nil) }))
+	}, func() float64 { return boolFloat(n.listener.WiringProven()) }))
 	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "livepg_notification_queue_usage", Help: "pg_notification_queue_usage(), polled: the fraction of the cluster's NOTIFY queue in use. At 1, every notifying commit fails.",
 	}, func() float64 { return math.Float64frombits(m.queueUsageBits.Load()) }))

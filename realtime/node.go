@@ -2,7 +2,6 @@ package realtime
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -13,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/livepg/livepg/realtime/fanout"
+	"github.com/livepg/livepg/realtime/pglisten"
 	"github.com/livepg/livepg/store"
 )
 
@@ -58,7 +58,7 @@ type Config struct {
 	// ListenerPingAfter and ListenerMaxLifetime tune the LISTEN connection.
 	ListenerPingAfter, ListenerMaxLifetime time.Duration
 	// ProbeInterval is how often the node proves that its listener hears
-	// what the pool sends (see probe.go); ProbeTimeout is how long it waits
+	// what the pool sends (see pglisten/probe.go); ProbeTimeout is how long it waits
 	// to hear a probe before it reports itself not ready.
 	ProbeInterval, ProbeTimeout time.Duration
 	// StatsInterval is how often the node polls database-side figures for
@@ -161,8 +161,7 @@ type Node struct {
 	store    *store.Store
 	hub      *fanout.Hub
 	started  atomic.Pointer[fanout.Hub] // hub, for metrics scraped at any time
-	listener *Listener
-	probe    *prober
+	listener *pglisten.Listener
 	metrics  *metrics
 	batcher  *batcher // nil when publish batching is off
 	bounds   sharedBounds
@@ -193,20 +192,19 @@ func NewNode(st *store.Store, cfg Config) (*Node, error) {
 		wake:    make(chan struct{}, 1),
 		closing: make(chan struct{}),
 	}
-	n.probe = newProber(cfg.ProbeInterval, cfg.ProbeTimeout, st.Notify, n.wiringChanged)
-	n.listener = &Listener{
+	n.listener = pglisten.New(pglisten.Config{
 		Connect: func(ctx context.Context) (*pgx.Conn, error) {
 			return pgx.ConnectConfig(ctx, listenCfg.Copy())
 		},
-		Wake:        n.Wake,
-		OnNotify:    n.notified,
-		OnListen:    n.probe.listened,
-		PingAfter:   cfg.ListenerPingAfter,
-		MaxLifetime: cfg.ListenerMaxLifetime,
-		MinBackoff:  100 * time.Millisecond,
-		MaxBackoff:  5 * time.Second,
-		Logger:      cfg.Logger,
-	}
+		Channel:       store.NotifyChannel,
+		Handle:        func(string) { n.wakeReader() }, // every notification is a wake-up: the log is the truth
+		SendProbe:     st.Notify,
+		ProbeInterval: cfg.ProbeInterval,
+		ProbeTimeout:  cfg.ProbeTimeout,
+		PingAfter:     cfg.ListenerPingAfter,
+		MaxLifetime:   cfg.ListenerMaxLifetime,
+		Logger:        cfg.Logger,
+	})
 	n.metrics = newMetrics(n)
 	if cfg.PublishBatchWindow > 0 {
 		n.batcher = newBatcher(cfg.PublishBatchWindow, st, cfg.Logger)
@@ -228,7 +226,6 @@ func (n *Node) Start(ctx context.Context) error {
 	n.goRun(func() { n.listener.Run(runCtx) })
 	n.goRun(func() { n.readLoop(runCtx) })
 	n.goRun(func() { n.pruneLoop(runCtx) })
-	n.goRun(func() { n.probe.run(runCtx) })
 	n.goRun(func() { n.statsLoop(runCtx) })
 	if n.batcher != nil {
 		n.goRun(func() { n.batcher.run(runCtx) })
@@ -268,8 +265,8 @@ func (n *Node) Stop() {
 	})
 }
 
-// Wake asks the node to read the log now. It never blocks.
-func (n *Node) Wake() {
+// wakeReader asks the reader to read the log now. It never blocks.
+func (n *Node) wakeReader() {
 	select {
 	case n.wake <- struct{}{}:
 	default:
@@ -282,17 +279,11 @@ func (n *Node) Streams() int64 { return n.streams.Load() }
 // Hub is the node's hub.
 func (n *Node) Hub() *fanout.Hub { return n.hub }
 
-// Listener is the node's LISTEN connection.
-func (n *Node) Listener() *Listener { return n.listener }
-
 // Ready reports why the node cannot serve live events, or nil: the
 // listener is down, or has not proven that it hears what the pool sends
-// (see probe.go), or the database does not answer.
+// (see pglisten/probe.go), or the database does not answer.
 func (n *Node) Ready(ctx context.Context) error {
-	if !n.listener.Connected() {
-		return errors.New("listener not connected")
-	}
-	if err := n.probe.err(); err != nil {
+	if err := n.listener.Ready(); err != nil {
 		return err
 	}
 	if err := n.store.Ping(ctx); err != nil {
@@ -355,24 +346,6 @@ func (n *Node) pruneLoop(ctx context.Context) {
 			n.log.Warn("prune log", "err", err)
 		}
 	}
-}
-
-// notified is the listener's OnNotify hook: wiring probes go to the prober,
-// anything else (events notify with an empty payload) wakes the reader.
-func (n *Node) notified(payload string) {
-	if !n.probe.notified(payload) {
-		n.Wake()
-	}
-}
-
-// wiringChanged logs a failed wiring probe (with its cause and fix) or the
-// recovery after one.
-func (n *Node) wiringChanged(err error) {
-	if err != nil {
-		n.log.Error("not ready: wiring probe failed", "err", err, "node_probe_id", n.probe.id)
-		return
-	}
-	n.log.Info("ready again: the listener hears the pool's wiring probes", "node_probe_id", n.probe.id)
 }
 
 // statsLoop polls database-side figures for the metrics.

@@ -79,7 +79,7 @@ func TestListenerThatDoesNotHearThePoolKeepsNodeUnready(t *testing.T) {
 		Logger:        logger,
 	})
 	// The listener is connected: only the probe can tell.
-	if !n.Listener().Connected() {
+	if metric(t, n.Node, "livepg_listener_connected") != 1 {
 		t.Fatal("listener not connected")
 	}
 	// Several probes fail, one after another; the node is never ready.

@@ -92,7 +92,7 @@ func TestLoadAgainstLivepgInEveryMode(t *testing.T) {
 		srv := httptest.NewServer(r)
 		t.Cleanup(func() { node.CloseStreams(); srv.Close(); node.Stop() })
 		deadline := time.Now().Add(30 * time.Second)
-		for !node.Listener().Connected() && time.Now().Before(deadline) {
+		for node.Ready(context.Background()) != nil && time.Now().Before(deadline) {
 			time.Sleep(10 * time.Millisecond)
 		}
 		urls = append(urls, srv.URL)

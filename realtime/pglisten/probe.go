@@ -1,4 +1,4 @@
-package realtime
+package pglisten
 
 import (
 	"context"
@@ -19,10 +19,10 @@ import (
 // receive a live event. Nothing else would tell: the slow timer would
 // still deliver every event, late.
 //
-// So the node proves its wiring itself. After every LISTEN is in place, and
-// periodically after that, it sends a notification through the pool with a
-// payload only it knows ("probe:<node id>:<n>") and waits for its own
-// listener to hear it. Until one is heard on the current LISTEN session, or
+// So the listener proves its wiring itself. After every LISTEN is in place,
+// and periodically after that, it sends a notification through the pool
+// (Config.SendProbe) with a payload only it knows ("probe:<id>:<n>") and
+// waits to hear it. Until one is heard on the current LISTEN session, or
 // after one is not heard in time, the node is not ready (/readyz fails) and
 // says why in the log.
 
@@ -34,8 +34,8 @@ var errWiring = errors.New("the LISTEN connection does not hear notifications se
 	"(it reaches a read replica, a transaction-pooling PgBouncer or another database); " +
 	"set LISTEN_DATABASE_URL to a direct session on the primary")
 
-// prober keeps the wiring state. Its notify and listen hooks run on the
-// listener's goroutine; run runs on a goroutine of its own.
+// prober keeps the wiring state. Its notified and listened methods run on
+// the listener's goroutine; run runs on a goroutine of its own (Run's).
 type prober struct {
 	id       string
 	interval time.Duration
@@ -82,7 +82,7 @@ func (p *prober) err() error {
 	return nil
 }
 
-// listened is the listener's OnListen hook: a new session must be proven.
+// listened says a new LISTEN session is in place: it must be proven.
 func (p *prober) listened() {
 	p.mu.Lock()
 	p.session++
@@ -150,7 +150,7 @@ func (p *prober) probe(ctx context.Context) (again bool) {
 	p.mu.Lock()
 	if p.session == 0 {
 		p.mu.Unlock()
-		return false // no LISTEN yet: its OnListen kicks
+		return false // no LISTEN yet: its listened kicks
 	}
 	p.sent++
 	n, session := p.sent, p.session
