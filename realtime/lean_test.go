@@ -56,7 +56,7 @@ func TestLeanStreams(t *testing.T) {
 	// A client that goes is noticed.
 	waitFor(t, "both streams on a", func() bool { return a.Streams() == 1 })
 	s.Close()
-	waitFor(t, "the closed stream ended", func() bool { return a.Streams() == 0 && a.Hub().Subscribers() == 0 })
+	waitFor(t, "the closed stream ended", func() bool { return a.Streams() == 0 && metric(t, a.Node, "livepg_subscribers_live") == 0 })
 
 	// Shutdown ends the stream after a retry hint; Stop waits for it.
 	b.CloseStreams()
@@ -107,5 +107,5 @@ func TestLeanStreamsOnConnectionsWithoutDescriptor(t *testing.T) {
 	}
 	waitFor(t, "the stream open", func() bool { return n.Streams() == 1 })
 	s.Close()
-	waitFor(t, "the closed stream ended", func() bool { return n.Streams() == 0 && n.Hub().Subscribers() == 0 })
+	waitFor(t, "the closed stream ended", func() bool { return n.Streams() == 0 && metric(t, n.Node, "livepg_subscribers_live") == 0 })
 }

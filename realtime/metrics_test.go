@@ -86,7 +86,7 @@ func TestMetricsAndLogsFollowStreams(t *testing.T) {
 	}
 
 	live := ssetest.Open(t, n.URL+"/v1/events?topic=m/*", "")
-	waitFor(t, "stream joined", func() bool { return n.Hub().Subscribers() == 1 })
+	waitFor(t, "stream joined", func() bool { return metric(t, n.Node, "livepg_subscribers_live") == 1 })
 	var last int64
 	for i := range 3 {
 		seq, err := n.Store.Publish(ctx, fmt.Sprintf("m/%d", i), "message", []byte(`{"n":1}`))
@@ -170,7 +170,7 @@ func TestMetricsCountLaggedAndCutOffSubscribers(t *testing.T) {
 	n := startNode(t, db, realtime.Config{Logger: logger, WriteTimeout: 300 * time.Millisecond, Buffer: 4, PollInterval: time.Hour})
 	// The stuck client sends its request and never reads a byte.
 	stuckClient(t, n, "/v1/events?topic=stuck")
-	waitFor(t, "stream joined", func() bool { return n.Hub().Subscribers() == 1 })
+	waitFor(t, "stream joined", func() bool { return metric(t, n.Node, "livepg_subscribers_live") == 1 })
 	blob := strings.Repeat("x", 256<<10)
 	for range 40 {
 		if _, err := n.Store.Publish(ctx, "stuck", "message", []byte(`"`+blob+`"`)); err != nil {

@@ -12,163 +12,28 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/livepg/livepg/realtime/fanout"
+	"github.com/livepg/livepg/realtime/internal/stream"
 	"github.com/livepg/livepg/realtime/pglisten"
 	"github.com/livepg/livepg/store"
 )
 
-// Config tunes a node. Zero fields take the defaults in DefaultConfig.
-type Config struct {
-	// ListenURL is the connection string of the dedicated LISTEN connection:
-	// a direct session on the primary (not a replica, not a transaction
-	// pooler).
-	ListenURL string
-	// Buffer is how many events each subscriber may have queued before it is
-	// moved off the live flow to catch up from the log.
-	Buffer int
-	// BatchSize is how many events one log read returns at most.
-	BatchSize int
-	// PollInterval is the slow timer that reads the log even without a
-	// notification, in case one was lost.
-	PollInterval time.Duration
-	// Heartbeat is the interval of comment lines on idle streams, well inside
-	// proxies' idle timeouts.
-	Heartbeat time.Duration
-	// WriteTimeout cuts off a stream that accepts no bytes for this long
-	// (and at most a quarter longer: see stream.extendDeadline).
-	WriteTimeout time.Duration
-	// Retry is the reconnect delay suggested to browsers.
-	Retry time.Duration
-	// Retention is how long events stay in the log; older resume points get
-	// a reset. PruneInterval is how often a node prunes.
-	Retention, PruneInterval time.Duration
-	// MaxTopics is the most selectors one stream may name.
-	MaxTopics int
-	// MaxBody is the largest publish request body, in bytes.
-	MaxBody int64
-	// MaxEventSize is the largest event data published over HTTP, in bytes.
-	MaxEventSize int
-	// MaxStreams is the most streams the node holds at once; beyond it a
-	// stream request gets 503 with Retry-After.
-	MaxStreams int
-	// Auth authorises private topics and publishing; nil allows everything.
-	Auth *Auth
-	// CORSOrigins may use the stream and publish endpoints from pages of
-	// theirs, with credentials; other origins get no CORS headers.
-	CORSOrigins []string
-	// ListenerPingAfter and ListenerMaxLifetime tune the LISTEN connection.
-	ListenerPingAfter, ListenerMaxLifetime time.Duration
-	// ProbeInterval is how often the node proves that its listener hears
-	// what the pool sends (see pglisten/probe.go); ProbeTimeout is how long it waits
-	// to hear a probe before it reports itself not ready.
-	ProbeInterval, ProbeTimeout time.Duration
-	// StatsInterval is how often the node polls database-side figures for
-	// its metrics (the notification queue's usage).
-	StatsInterval time.Duration
-	// PublishBatchWindow is how long POST /v1/publish waits for more
-	// publishes to commit together in one transaction (see batch.go);
-	// negative commits each publish alone.
-	PublishBatchWindow time.Duration
-	// WriteCoalesce: when the node is behind (the next event committed
-	// longer ago than this), a stream that wrote less than this long ago
-	// waits out the rest before it writes again, so that events coming fast
-	// share one system call. A node keeping up, or a quiet stream, writes at
-	// once. Negative: never wait.
-	WriteCoalesce time.Duration
-	// PlainStreams serves every stream through net/http to its end. By
-	// default an HTTP/1.1 stream takes its connection from net/http once it
-	// starts, which costs about 15 KiB less per idle stream (see
-	// takeover.go).
-	PlainStreams bool
-	Logger       *slog.Logger
-}
-
-// DefaultConfig holds the defaults documented in the README.
-var DefaultConfig = Config{
-	Buffer:              256,
-	BatchSize:           1000,
-	PollInterval:        5 * time.Second,
-	Heartbeat:           15 * time.Second,
-	WriteTimeout:        30 * time.Second,
-	Retry:               2 * time.Second,
-	Retention:           24 * time.Hour,
-	PruneInterval:       time.Minute,
-	MaxTopics:           32,
-	MaxBody:             1 << 20,
-	MaxEventSize:        512 << 10,
-	MaxStreams:          20_000,
-	ListenerPingAfter:   10 * time.Second,
-	ListenerMaxLifetime: 10 * time.Minute,
-	ProbeInterval:       30 * time.Second,
-	ProbeTimeout:        10 * time.Second,
-	StatsInterval:       15 * time.Second,
-	PublishBatchWindow:  time.Millisecond,
-	WriteCoalesce:       25 * time.Millisecond,
-}
-
-func (c Config) withDefaults() Config {
-	d := DefaultConfig
-	set := func(v *time.Duration, def time.Duration) {
-		if *v <= 0 {
-			*v = def
-		}
-	}
-	if c.Buffer <= 0 {
-		c.Buffer = d.Buffer
-	}
-	if c.BatchSize <= 0 {
-		c.BatchSize = d.BatchSize
-	}
-	if c.MaxTopics <= 0 {
-		c.MaxTopics = d.MaxTopics
-	}
-	if c.MaxBody <= 0 {
-		c.MaxBody = d.MaxBody
-	}
-	if c.MaxEventSize <= 0 {
-		c.MaxEventSize = d.MaxEventSize
-	}
-	if c.MaxStreams <= 0 {
-		c.MaxStreams = d.MaxStreams
-	}
-	set(&c.PollInterval, d.PollInterval)
-	set(&c.Heartbeat, d.Heartbeat)
-	set(&c.WriteTimeout, d.WriteTimeout)
-	set(&c.Retry, d.Retry)
-	set(&c.Retention, d.Retention)
-	set(&c.PruneInterval, d.PruneInterval)
-	set(&c.ListenerPingAfter, d.ListenerPingAfter)
-	set(&c.ListenerMaxLifetime, d.ListenerMaxLifetime)
-	set(&c.ProbeInterval, d.ProbeInterval)
-	set(&c.ProbeTimeout, d.ProbeTimeout)
-	set(&c.StatsInterval, d.StatsInterval)
-	if c.PublishBatchWindow == 0 {
-		c.PublishBatchWindow = d.PublishBatchWindow
-	}
-	if c.WriteCoalesce == 0 {
-		c.WriteCoalesce = d.WriteCoalesce
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
-	return c
-}
-
-// Node is one livepg server's real-time machinery: the LISTEN connection,
-// the reader that moves new log rows into the hub, the pruner and the HTTP
-// handlers for streams and publishing.
+// Node is one livepg server's real-time machinery: the LISTEN connection
+// (package pglisten), the reader that moves new log rows into the hub
+// (package fanout), the streams (package stream), publishing, the pruner
+// and the metrics. Handler (or Routes) serves its HTTP interface.
 type Node struct {
 	cfg      Config
 	store    *store.Store
-	hub      *fanout.Hub
-	started  atomic.Pointer[fanout.Hub] // hub, for metrics scraped at any time
 	listener *pglisten.Listener
 	metrics  *metrics
 	batcher  *batcher // nil when publish batching is off
-	bounds   sharedBounds
-	taken    takenStreams // streams on connections taken from net/http
 	log      *slog.Logger
 
-	streams atomic.Int64  // open streams
+	// Made by Start; nil before. Atomic: requests and metric scrapes may
+	// come at any time.
+	hub    atomic.Pointer[fanout.Hub]
+	engine atomic.Pointer[stream.Engine]
+
 	wake    chan struct{} // cap 1: "read the log now"
 	closing chan struct{} // closed when streams must end (shutdown)
 	closeMu sync.Once
@@ -178,7 +43,11 @@ type Node struct {
 	stop   sync.Once
 }
 
-// NewNode builds a node on st. Start runs it.
+// NewNode builds a node on st, the pool its streams read the log with and
+// its HTTP publishes write through; cfg.ListenURL names the database of its
+// one LISTEN connection (the primary that st writes to). Zero fields of cfg
+// take DefaultConfig's values. Start runs the node; Handler serves it; Stop
+// stops it.
 func NewNode(st *store.Store, cfg Config) (*Node, error) {
 	cfg = cfg.withDefaults()
 	listenCfg, err := pgx.ParseConfig(cfg.ListenURL)
@@ -205,7 +74,11 @@ func NewNode(st *store.Store, cfg Config) (*Node, error) {
 		MaxLifetime:   cfg.ListenerMaxLifetime,
 		Logger:        cfg.Logger,
 	})
-	n.metrics = newMetrics(n)
+	n.metrics = newMetrics(metricSources{
+		openStreams: n.Streams,
+		hub:         n.hub.Load,
+		listener:    n.listener,
+	})
 	if cfg.PublishBatchWindow > 0 {
 		n.batcher = newBatcher(cfg.PublishBatchWindow, st, cfg.Logger)
 	}
@@ -219,12 +92,27 @@ func (n *Node) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("start node: %w", err)
 	}
-	n.hub = fanout.NewHub(bounds.Head)
-	n.started.Store(n.hub)
+	hub := fanout.NewHub(bounds.Head)
+	n.hub.Store(hub)
+	n.engine.Store(stream.New(stream.Config{
+		Log:           n.store,
+		Hub:           hub,
+		Done:          n.closing,
+		Metrics:       n.metrics.streams,
+		Logger:        n.log,
+		MaxStreams:    n.cfg.MaxStreams,
+		Buffer:        n.cfg.Buffer,
+		BatchSize:     n.cfg.BatchSize,
+		Heartbeat:     n.cfg.Heartbeat,
+		WriteTimeout:  n.cfg.WriteTimeout,
+		Retry:         n.cfg.Retry,
+		WriteCoalesce: n.cfg.WriteCoalesce,
+		PlainStreams:  n.cfg.PlainStreams,
+	}))
 	runCtx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	n.goRun(func() { n.listener.Run(runCtx) })
-	n.goRun(func() { n.readLoop(runCtx) })
+	n.goRun(func() { n.readLoop(runCtx, hub) })
 	n.goRun(func() { n.pruneLoop(runCtx) })
 	n.goRun(func() { n.statsLoop(runCtx) })
 	if n.batcher != nil {
@@ -232,9 +120,6 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	return nil
 }
-
-// hubIfStarted is the hub once Start has made it, or nil.
-func (n *Node) hubIfStarted() *fanout.Hub { return n.started.Load() }
 
 func (n *Node) goRun(f func()) {
 	n.wg.Add(1)
@@ -257,7 +142,9 @@ func (n *Node) Stop() {
 	n.stop.Do(func() {
 		// Streams on taken connections end on their own once told, unless
 		// a client stopped reading: those are cut after a grace period.
-		n.taken.wait(5 * time.Second)
+		if e := n.engine.Load(); e != nil {
+			e.Shutdown(5 * time.Second)
+		}
 		if n.cancel != nil {
 			n.cancel()
 		}
@@ -274,10 +161,12 @@ func (n *Node) wakeReader() {
 }
 
 // Streams is the number of open event streams.
-func (n *Node) Streams() int64 { return n.streams.Load() }
-
-// Hub is the node's hub.
-func (n *Node) Hub() *fanout.Hub { return n.hub }
+func (n *Node) Streams() int64 {
+	if e := n.engine.Load(); e != nil {
+		return e.Open()
+	}
+	return 0
+}
 
 // Ready reports why the node cannot serve live events, or nil: the
 // listener is down, or has not proven that it hears what the pool sends
@@ -294,7 +183,7 @@ func (n *Node) Ready(ctx context.Context) error {
 
 // readLoop moves new log rows into the hub: on every wake-up, and on a slow
 // timer in case a notification was lost.
-func (n *Node) readLoop(ctx context.Context) {
+func (n *Node) readLoop(ctx context.Context, hub *fanout.Hub) {
 	tick := time.NewTicker(n.cfg.PollInterval)
 	defer tick.Stop()
 	for {
@@ -304,16 +193,16 @@ func (n *Node) readLoop(ctx context.Context) {
 		case <-n.wake:
 		case <-tick.C:
 		}
-		if err := n.readLog(ctx); err != nil && ctx.Err() == nil {
+		if err := n.readLog(ctx, hub); err != nil && ctx.Err() == nil {
 			n.log.Warn("read log", "err", err)
 		}
 	}
 }
 
 // readLog reads everything after the hub's head, in batches.
-func (n *Node) readLog(ctx context.Context) error {
+func (n *Node) readLog(ctx context.Context, hub *fanout.Hub) error {
 	for {
-		rows, err := n.store.ReadAfter(ctx, n.hub.Head(), n.cfg.BatchSize)
+		rows, err := n.store.ReadAfter(ctx, hub.Head(), n.cfg.BatchSize)
 		if err != nil {
 			return err
 		}
@@ -326,7 +215,7 @@ func (n *Node) readLog(ctx context.Context) error {
 			n.metrics.lag.Observe(max(now.Sub(row.CommittedAt), 0).Seconds())
 		}
 		n.metrics.publishedEvents.Add(float64(len(events)))
-		n.hub.Publish(events)
+		hub.Publish(events)
 		if len(rows) < n.cfg.BatchSize {
 			return nil
 		}

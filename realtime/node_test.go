@@ -193,7 +193,7 @@ func TestSubscriberThatFallsBehindCatchesUpFromTheLog(t *testing.T) {
 		ssetest.Open(t, n.URL+"/v1/events?topic=burst", ""),
 		ssetest.Open(t, n.URL+"/v1/events?topic=burst&topic=burst/*", ""),
 	}
-	waitFor(t, "streams joined", func() bool { return n.Hub().Subscribers() == 2 })
+	waitFor(t, "streams joined", func() bool { return metric(t, n.Node, "livepg_subscribers_live") == 2 })
 	const events = 3000
 	var first, last int64
 	err := n.Store.InTx(ctx, func(tx pgx.Tx) error {
@@ -217,10 +217,10 @@ func TestSubscriberThatFallsBehindCatchesUpFromTheLog(t *testing.T) {
 			}
 		}
 	}
-	if n.Hub().Lagged() == 0 {
+	if metric(t, n.Node, "livepg_subscribers_lagged_total") == 0 {
 		t.Fatal("no subscriber fell behind: the test did not exercise catch-up")
 	}
-	waitFor(t, "streams rejoined the live flow", func() bool { return n.Hub().Subscribers() == 2 })
+	waitFor(t, "streams rejoined the live flow", func() bool { return metric(t, n.Node, "livepg_subscribers_live") == 2 })
 }
 
 func TestResumePointOutsideTheLogGetsReset(t *testing.T) {

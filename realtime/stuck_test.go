@@ -25,7 +25,7 @@ func TestStuckClientIsCutOffWithoutSlowingOthers(t *testing.T) {
 
 	// The stuck client sends its request and never reads a byte.
 	stuckClient(t, n, "/v1/events?topic=s")
-	waitFor(t, "both streams joined", func() bool { return n.Hub().Subscribers() == 2 })
+	waitFor(t, "both streams joined", func() bool { return metric(t, n.Node, "livepg_subscribers_live") == 2 })
 
 	// Far more than the socket buffers hold: 40 events of 256 KB.
 	blob := strings.Repeat("x", 256<<10)
@@ -46,8 +46,8 @@ func TestStuckClientIsCutOffWithoutSlowingOthers(t *testing.T) {
 		// The fast stream's alone remain: its stream, and either its
 		// net/http connection or (a lean stream) its taken connection's
 		// goroutine and reader.
-		return goroutinesIn("realtime.(*Node).serveStream") == 1 &&
-			goroutinesIn("net/http.(*conn).serve") <= 1 && goroutinesIn("realtime.(*takenStreams).take") <= 2
+		return goroutinesIn("stream.(*Engine).run(") == 1 &&
+			goroutinesIn("net/http.(*conn).serve") <= 1 && goroutinesIn("stream.(*takenStreams).take") <= 2
 	})
 }
 

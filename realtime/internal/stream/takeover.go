@@ -1,4 +1,4 @@
-package realtime
+package stream
 
 import (
 	"bytes"
@@ -21,54 +21,6 @@ import (
 // buffer per stream. The body ends when the connection closes, which
 // HTTP/1.1 allows and EventSource expects; HTTP/2 cannot hand its
 // connection over, so such a stream is served the usual way.
-
-// streamOut is where a stream writes: the ResponseWriter (with its
-// controller), or a taken connection.
-type streamOut interface {
-	// Write queues p. A taken connection keeps p itself, not a copy, until
-	// the next Flush: callers do not change p before flushing.
-	Write(p []byte) (int, error)
-	Flush() error
-	SetWriteDeadline(t time.Time) error
-}
-
-// responseOut writes through net/http.
-type responseOut struct {
-	http.ResponseWriter
-	*http.ResponseController
-}
-
-func newResponseOut(w http.ResponseWriter) responseOut {
-	return responseOut{w, http.NewResponseController(w)}
-}
-
-// Write resolves the ambiguity between the two embedded types' methods.
-func (o responseOut) Write(p []byte) (int, error) { return o.ResponseWriter.Write(p) }
-
-// connOut writes to a connection taken from net/http: Write collects the
-// frames and Flush sends them in one writev.
-type connOut struct {
-	conn net.Conn
-	bufs net.Buffers
-}
-
-func (c *connOut) Write(p []byte) (int, error) {
-	c.bufs = append(c.bufs, p)
-	return len(p), nil
-}
-
-func (c *connOut) Flush() error {
-	if len(c.bufs) == 0 {
-		return nil
-	}
-	b := c.bufs // WriteTo consumes its receiver; keep the backing array
-	_, err := b.WriteTo(c.conn)
-	clear(c.bufs) // let the frames go
-	c.bufs = c.bufs[:0]
-	return err
-}
-
-func (c *connOut) SetWriteDeadline(t time.Time) error { return c.conn.SetWriteDeadline(t) }
 
 // takenStreams are the node's streams on taken connections: net/http no
 // longer knows them, so the node waits for them when it stops.

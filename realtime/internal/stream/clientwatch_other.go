@@ -1,6 +1,6 @@
 //go:build !linux
 
-package realtime
+package stream
 
 import "net"
 

@@ -1,0 +1,143 @@
+package realtime
+
+import (
+	"log/slog"
+	"time"
+)
+
+// Config tunes a node. Zero fields take the defaults in DefaultConfig.
+type Config struct {
+	// ListenURL is the connection string of the dedicated LISTEN connection:
+	// a direct session on the primary (not a replica, not a transaction
+	// pooler).
+	ListenURL string
+	// Buffer is how many events each subscriber may have queued before it is
+	// moved off the live flow to catch up from the log.
+	Buffer int
+	// BatchSize is how many events one log read returns at most.
+	BatchSize int
+	// PollInterval is the slow timer that reads the log even without a
+	// notification, in case one was lost.
+	PollInterval time.Duration
+	// Heartbeat is the interval of comment lines on idle streams, well inside
+	// proxies' idle timeouts.
+	Heartbeat time.Duration
+	// WriteTimeout cuts off a stream that accepts no bytes for this long
+	// (and at most a quarter longer: see stream.extendDeadline).
+	WriteTimeout time.Duration
+	// Retry is the reconnect delay suggested to browsers.
+	Retry time.Duration
+	// Retention is how long events stay in the log; older resume points get
+	// a reset. PruneInterval is how often a node prunes.
+	Retention, PruneInterval time.Duration
+	// MaxTopics is the most selectors one stream may name.
+	MaxTopics int
+	// MaxBody is the largest publish request body, in bytes.
+	MaxBody int64
+	// MaxEventSize is the largest event data published over HTTP, in bytes.
+	MaxEventSize int
+	// MaxStreams is the most streams the node holds at once; beyond it a
+	// stream request gets 503 with Retry-After.
+	MaxStreams int
+	// Auth authorises private topics and publishing; nil allows everything.
+	Auth *Auth
+	// CORSOrigins may use the stream and publish endpoints from pages of
+	// theirs, with credentials; other origins get no CORS headers.
+	CORSOrigins []string
+	// ListenerPingAfter and ListenerMaxLifetime tune the LISTEN connection.
+	ListenerPingAfter, ListenerMaxLifetime time.Duration
+	// ProbeInterval is how often the node proves that its listener hears
+	// what the pool sends (see pglisten/probe.go); ProbeTimeout is how long it waits
+	// to hear a probe before it reports itself not ready.
+	ProbeInterval, ProbeTimeout time.Duration
+	// StatsInterval is how often the node polls database-side figures for
+	// its metrics (the notification queue's usage).
+	StatsInterval time.Duration
+	// PublishBatchWindow is how long POST /v1/publish waits for more
+	// publishes to commit together in one transaction (see batch.go);
+	// negative commits each publish alone.
+	PublishBatchWindow time.Duration
+	// WriteCoalesce: when the node is behind (the next event committed
+	// longer ago than this), a stream that wrote less than this long ago
+	// waits out the rest before it writes again, so that events coming fast
+	// share one system call. A node keeping up, or a quiet stream, writes at
+	// once. Negative: never wait.
+	WriteCoalesce time.Duration
+	// PlainStreams serves every stream through net/http to its end. By
+	// default an HTTP/1.1 stream takes its connection from net/http once it
+	// starts, which costs about 15 KiB less per idle stream (see
+	// takeover.go).
+	PlainStreams bool
+	Logger       *slog.Logger
+}
+
+// DefaultConfig holds the defaults documented in the README.
+var DefaultConfig = Config{
+	Buffer:              256,
+	BatchSize:           1000,
+	PollInterval:        5 * time.Second,
+	Heartbeat:           15 * time.Second,
+	WriteTimeout:        30 * time.Second,
+	Retry:               2 * time.Second,
+	Retention:           24 * time.Hour,
+	PruneInterval:       time.Minute,
+	MaxTopics:           32,
+	MaxBody:             1 << 20,
+	MaxEventSize:        512 << 10,
+	MaxStreams:          20_000,
+	ListenerPingAfter:   10 * time.Second,
+	ListenerMaxLifetime: 10 * time.Minute,
+	ProbeInterval:       30 * time.Second,
+	ProbeTimeout:        10 * time.Second,
+	StatsInterval:       15 * time.Second,
+	PublishBatchWindow:  time.Millisecond,
+	WriteCoalesce:       25 * time.Millisecond,
+}
+
+func (c Config) withDefaults() Config {
+	d := DefaultConfig
+	set := func(v *time.Duration, def time.Duration) {
+		if *v <= 0 {
+			*v = def
+		}
+	}
+	if c.Buffer <= 0 {
+		c.Buffer = d.Buffer
+	}
+	if c.BatchSize <= 0 {
+		c.BatchSize = d.BatchSize
+	}
+	if c.MaxTopics <= 0 {
+		c.MaxTopics = d.MaxTopics
+	}
+	if c.MaxBody <= 0 {
+		c.MaxBody = d.MaxBody
+	}
+	if c.MaxEventSize <= 0 {
+		c.MaxEventSize = d.MaxEventSize
+	}
+	if c.MaxStreams <= 0 {
+		c.MaxStreams = d.MaxStreams
+	}
+	set(&c.PollInterval, d.PollInterval)
+	set(&c.Heartbeat, d.Heartbeat)
+	set(&c.WriteTimeout, d.WriteTimeout)
+	set(&c.Retry, d.Retry)
+	set(&c.Retention, d.Retention)
+	set(&c.PruneInterval, d.PruneInterval)
+	set(&c.ListenerPingAfter, d.ListenerPingAfter)
+	set(&c.ListenerMaxLifetime, d.ListenerMaxLifetime)
+	set(&c.ProbeInterval, d.ProbeInterval)
+	set(&c.ProbeTimeout, d.ProbeTimeout)
+	set(&c.StatsInterval, d.StatsInterval)
+	if c.PublishBatchWindow == 0 {
+		c.PublishBatchWindow = d.PublishBatchWindow
+	}
+	if c.WriteCoalesce == 0 {
+		c.WriteCoalesce = d.WriteCoalesce
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}

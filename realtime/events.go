@@ -1,0 +1,122 @@
+package realtime
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+
+	"github.com/livepg/livepg/realtime/internal/stream"
+)
+
+// ServeEvents is GET /v1/events?topic=<selector>&topic=...: a Server-Sent
+// Events stream of the events matching the selectors. With a resume point
+// (the Last-Event-ID header, or the lastEventId query parameter) it first
+// replays what the client missed from the log, then continues live, with no
+// gap and no duplicate.
+//
+// This is admission — parse, authorise, count against MaxStreams, find the
+// start — each refusal a clear 4xx or 503 before any work; running the
+// stream is package stream's.
+func (n *Node) ServeEvents(w http.ResponseWriter, r *http.Request) {
+	topics := r.URL.Query()["topic"]
+	selectors, err := parseSelectors(topics, n.cfg.MaxTopics)
+	if err != nil {
+		WriteError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	cursor, resume, err := parseResumePoint(r)
+	if err != nil {
+		WriteError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if err := n.cfg.Auth.AuthorizeSubscribe(r, selectors); err != nil {
+		WriteAuthError(w, err)
+		return
+	}
+	engine := n.engine.Load()
+	select {
+	case <-n.closing:
+		w.Header().Set("Retry-After", "1")
+		WriteError(w, http.StatusServiceUnavailable, "node is shutting down")
+		return
+	default:
+		if engine == nil {
+			w.Header().Set("Retry-After", "1")
+			WriteError(w, http.StatusServiceUnavailable, "node is not started")
+			return
+		}
+	}
+	// Take a place among the node's streams, or send the client elsewhere.
+	if !engine.Reserve() {
+		w.Header().Set("Retry-After", "2")
+		WriteError(w, http.StatusServiceUnavailable, fmt.Sprintf("this node holds its maximum of %d streams", n.cfg.MaxStreams))
+		return
+	}
+	defer engine.Release()
+
+	// Find the start before answering, so that a client that has the
+	// response headers gets every event committed after it had them.
+	start, reset, err := engine.Position(r.Context(), cursor, resume)
+	if err != nil {
+		n.log.Error("stream start", "err", err)
+		w.Header().Set("Retry-After", "1")
+		WriteError(w, http.StatusServiceUnavailable, "event log unavailable")
+		return
+	}
+	engine.Serve(w, r, stream.Request{Topics: topics, Selectors: selectors, Resume: resume, Start: start, Reset: reset})
+}
+
+func parseSelectors(topics []string, max int) ([]Selector, error) {
+	if len(topics) == 0 {
+		return nil, errors.New("name at least one topic: ?topic=boards/42 or ?topic=boards/*")
+	}
+	if len(topics) > max {
+		return nil, fmt.Errorf("too many topics: %d, at most %d", len(topics), max)
+	}
+	sels := make([]Selector, 0, len(topics))
+	for _, t := range topics {
+		sel, err := ParseSelector(t)
+		if err != nil {
+			return nil, err
+		}
+		sels = append(sels, sel)
+	}
+	return sels, nil
+}
+
+// parseResumePoint reads the Last-Event-ID header, which a reconnecting
+// EventSource sends, or else the lastEventId query parameter, which a page
+// sets on its first connect.
+func parseResumePoint(r *http.Request) (seq int64, ok bool, err error) {
+	v := r.Header.Get("Last-Event-ID")
+	if v == "" {
+		v = r.URL.Query().Get("lastEventId")
+	}
+	if v == "" {
+		return 0, false, nil
+	}
+	return ParseEventID(v)
+}
+
+// ParseEventID parses a resume point: a seq, a decimal integer >= 0.
+func ParseEventID(v string) (seq int64, ok bool, err error) {
+	digits := v != ""
+	for i := 0; i < len(v); i++ {
+		digits = digits && '0' <= v[i] && v[i] <= '9'
+	}
+	if digits {
+		seq, err = strconv.ParseInt(v, 10, 64)
+	}
+	if !digits || err != nil {
+		return 0, false, fmt.Errorf("invalid Last-Event-ID %q: want the id of an event, a decimal integer >= 0", truncate(v, 40))
+	}
+	return seq, true, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}

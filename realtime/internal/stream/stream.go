@@ -1,0 +1,482 @@
+// Package stream runs livepg's event streams: it answers an admitted
+// request with a Server-Sent Events response, replays what the client
+// missed from the log, joins it to the hub's live flow with no gap and no
+// duplicate, and writes until the client goes, the connection stalls past
+// the write timeout, or the node shuts down.
+//
+// The engine gets everything it needs passed in (Config): a reader of the
+// log (Log), the hub, the channel that closes at shutdown, its counters and
+// its limits. Admitting a request — parsing it, authorising it, counting it
+// against the node's cap — is the caller's (package realtime); running the
+// stream is this package's. Every wait of a stream is a case of one select
+// with client-gone and shutdown.
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/livepg/livepg/realtime/fanout"
+	"github.com/livepg/livepg/store"
+)
+
+// Log is what a stream reads from the event log (a *store.Store is one).
+type Log interface {
+	// Bounds is where the log begins and ends now.
+	Bounds(ctx context.Context) (store.LogBounds, error)
+	// ReadMatching returns up to limit events with after < seq <= through
+	// whose topic is one of exact or starts with one of prefixes, in seq
+	// order.
+	ReadMatching(ctx context.Context, after, through int64, exact, prefixes []string, limit int) ([]store.Event, error)
+}
+
+// Config is the engine's dependencies and limits. Every field is required.
+type Config struct {
+	Log Log
+	Hub *fanout.Hub
+	// Done closes when streams must end (the node shuts down): each writes
+	// a retry hint and ends, so that its browser resumes elsewhere.
+	Done    <-chan struct{}
+	Metrics Metrics
+	Logger  *slog.Logger
+
+	// MaxStreams is the most places Reserve hands out.
+	MaxStreams int
+	// Buffer is each subscriber's buffer in the hub; BatchSize the most
+	// events one catch-up read returns.
+	Buffer, BatchSize int
+	// Heartbeat, WriteTimeout, Retry and WriteCoalesce are as documented
+	// on realtime.Config.
+	Heartbeat, WriteTimeout, Retry, WriteCoalesce time.Duration
+	// PlainStreams serves every stream through net/http to its end
+	// instead of taking HTTP/1.1 connections (see takeover.go).
+	PlainStreams bool
+}
+
+// Metrics are the counters the engine adds to.
+type Metrics struct {
+	Opened       prometheus.Counter
+	Closed       map[string]prometheus.Counter // by reason: one for each of CloseReasons
+	CutOff       prometheus.Counter            // streams closed for write_timeout
+	Delivered    prometheus.Counter            // events written
+	BytesWritten prometheus.Counter
+	CatchUpBatch prometheus.Observer // events per catch-up read
+}
+
+// Why a stream ended, as its log line and livepg_streams_closed_total name
+// it.
+const (
+	ReasonClientGone   = "client_gone"   // the client closed the connection
+	ReasonShutdown     = "shutdown"      // the node is shutting down
+	ReasonWriteTimeout = "write_timeout" // no bytes accepted for the write timeout: cut off
+	ReasonWriteError   = "write_error"   // the connection failed
+	ReasonLogError     = "log_error"     // reading the event log failed during catch-up
+)
+
+// CloseReasons lists every reason a stream ends for.
+var CloseReasons = []string{ReasonClientGone, ReasonShutdown, ReasonWriteTimeout, ReasonWriteError, ReasonLogError}
+
+// Why streams end, besides write errors.
+var (
+	errShutdown   = errors.New("node shutting down")
+	errClientGone = errors.New("client gone")
+	errLogRead    = errors.New("read the event log")
+)
+
+// Engine runs a node's streams.
+type Engine struct {
+	cfg    Config
+	bounds sharedBounds
+	taken  takenStreams // streams on connections taken from net/http
+	open   atomic.Int64 // places taken: open streams, and requests on their way to be
+}
+
+// New returns an engine on cfg's log and hub.
+func New(cfg Config) *Engine { return &Engine{cfg: cfg} }
+
+// Open is the number of streams open (or being opened) now.
+func (e *Engine) Open() int64 { return e.open.Load() }
+
+// Reserve takes one of the MaxStreams places for a stream about to be
+// served, or reports false when every place is taken. Release gives it back.
+func (e *Engine) Reserve() bool {
+	if e.open.Add(1) > int64(e.cfg.MaxStreams) {
+		e.open.Add(-1)
+		return false
+	}
+	return true
+}
+
+// Release gives back a place taken by Reserve.
+func (e *Engine) Release() { e.open.Add(-1) }
+
+// Request is an admitted stream request.
+type Request struct {
+	Topics    []string // the selectors as the client wrote them, for the log
+	Selectors []fanout.Selector
+	Resume    bool  // the client sent a resume point
+	Start     int64 // the seq through which the client has every event (see Position)
+	Reset     bool  // the resume point was outside the log: send event: reset first
+}
+
+// Position is where a stream starts: the log's head for a new stream (it
+// gets the events committed from now on), or the client's resume point. A
+// resume point outside the log (pruned, or from another database) moves to
+// the head, and reset says the client must refetch its state. Streams that
+// ask together share one read of the log's bounds (see bounds.go).
+func (e *Engine) Position(ctx context.Context, cursor int64, resume bool) (start int64, reset bool, err error) {
+	bounds, err := e.bounds.get(ctx, e.cfg.Log.Bounds)
+	if err != nil {
+		return 0, false, err
+	}
+	switch {
+	case !resume:
+		return bounds.Head, false, nil
+	case cursor < bounds.PrunedThrough || cursor > bounds.Head:
+		return bounds.Head, true, nil
+	}
+	return cursor, false, nil
+}
+
+// Serve answers an admitted request with its stream and runs it until it
+// ends. The caller holds a place (Reserve) for the length of the call; a
+// stream that goes on on a taken connection after Serve returns takes a
+// place of its own.
+func (e *Engine) Serve(w http.ResponseWriter, r *http.Request, req Request) {
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no") // tell buffering proxies to pass bytes at once
+	// Log here, on the handler's goroutine: formatting a log line takes
+	// stack, and a lean stream's own goroutine should stay small.
+	e.cfg.Metrics.Opened.Inc()
+	e.cfg.Logger.Info("stream opened", "topics", req.Topics, "resume", req.Resume, "from", req.Start, "reset", req.Reset, "remote", r.RemoteAddr)
+	if !e.cfg.PlainStreams {
+		e.open.Add(1) // the taken stream's own place: the handler's ends as it returns
+		if e.taken.take(w, func(ctx context.Context, out streamOut) {
+			defer e.open.Add(-1)
+			e.run(ctx, out, req)
+		}) {
+			return
+		}
+		e.open.Add(-1)
+	}
+	w.WriteHeader(http.StatusOK)
+	e.run(r.Context(), newResponseOut(w), req)
+}
+
+// Shutdown waits for the streams on taken connections to end (Done must be
+// closed: they end on their own once told), at most grace; then it closes
+// the connections of those still writing to stuck clients and waits for
+// them. Streams served through net/http end with their server.
+func (e *Engine) Shutdown(grace time.Duration) { e.taken.wait(grace) }
+
+// run runs one stream, from its start, until it ends.
+func (e *Engine) run(ctx context.Context, out streamOut, req Request) {
+	opened := time.Now()
+	s := &stream{
+		e:      e,
+		out:    out,
+		sub:    fanout.NewSubscriber(req.Selectors, e.cfg.Buffer),
+		cursor: req.Start,
+	}
+	defer e.cfg.Hub.Leave(s.sub)
+	err := s.run(ctx, req.Reset)
+	reason := e.closed(err)
+	e.cfg.Logger.Info("stream closed", "reason", reason, "err", err, "topics", req.Topics,
+		"last_event_id", s.cursor, "events", s.delivered, "duration", time.Since(opened).Round(time.Millisecond))
+}
+
+// closed counts a stream's end and returns its reason.
+func (e *Engine) closed(err error) string {
+	r := closeReason(err)
+	e.cfg.Metrics.Closed[r].Inc()
+	if r == ReasonWriteTimeout {
+		e.cfg.Metrics.CutOff.Inc()
+	}
+	return r
+}
+
+func closeReason(err error) string {
+	switch {
+	case errors.Is(err, errShutdown):
+		return ReasonShutdown
+	case errors.Is(err, errClientGone):
+		return ReasonClientGone
+	case errors.Is(err, errLogRead):
+		return ReasonLogError
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return ReasonWriteTimeout
+	}
+	return ReasonWriteError
+}
+
+// stream is one open SSE response.
+type stream struct {
+	e   *Engine
+	out streamOut
+	sub *fanout.Subscriber
+	// cursor is the seq through which the client has every matching event.
+	cursor int64
+	buf    []byte
+	// delivered counts the events written, for the stream's closing log line.
+	delivered int64
+	// wrote is when writeLive last wrote (see Config.WriteCoalesce).
+	wrote time.Time
+	// deadlineSet is when the write deadline was last moved (see extendDeadline).
+	deadlineSet time.Time
+	// pauseTimer times writeLive's coalescing waits; made on the first.
+	pauseTimer *time.Timer
+}
+
+func (s *stream) run(ctx context.Context, reset bool) error {
+	cfg := &s.e.cfg
+	frames := [][]byte{fanout.RetryFrame(cfg.Retry), []byte(": livepg\n\n")}
+	if reset {
+		frames = append(frames, fanout.ResetFrame(s.cursor))
+	}
+	if err := s.write(frames...); err != nil {
+		return err
+	}
+	if err := s.catchUp(ctx); err != nil {
+		return err
+	}
+	heartbeat := time.NewTicker(cfg.Heartbeat)
+	defer heartbeat.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return errClientGone
+		case <-cfg.Done:
+			_ = s.write(fanout.RetryFrame(cfg.Retry))
+			return errShutdown
+		case <-heartbeat.C:
+			if err := s.write(fanout.HeartbeatFrame); err != nil {
+				return err
+			}
+		case ev := <-s.sub.Events():
+			if err := s.writeLive(ctx, ev); err != nil {
+				return err
+			}
+		case <-s.sub.Lagged():
+			// Fallen behind the live flow: send what is queued, then read the
+			// rest from the log and join again.
+			if err := s.writeLive(ctx, nil); err != nil {
+				return err
+			}
+			if err := s.catchUp(ctx); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// catchUp reads the events after the cursor from the log, in batches, until
+// the stream can join the hub's live flow with nothing in between.
+func (s *stream) catchUp(ctx context.Context) error {
+	var exact, prefixes []string
+	for _, sel := range s.sub.Selectors() {
+		if sel.Prefix {
+			prefixes = append(prefixes, sel.Topic)
+		} else {
+			exact = append(exact, sel.Topic)
+		}
+	}
+	cfg := &s.e.cfg
+	batch := cfg.BatchSize
+	for {
+		joined, head := cfg.Hub.Join(s.sub, s.cursor)
+		if joined {
+			return nil
+		}
+		for s.cursor < head {
+			rows, err := cfg.Log.ReadMatching(ctx, s.cursor, head, exact, prefixes, batch)
+			if err != nil {
+				if ctx.Err() != nil {
+					return errClientGone
+				}
+				return fmt.Errorf("catch up: %w: %w", errLogRead, err)
+			}
+			cfg.Metrics.CatchUpBatch.Observe(float64(len(rows)))
+			s.buf = s.buf[:0]
+			for _, row := range rows {
+				s.buf = fanout.AppendFrame(s.buf, row.Seq, row.Type, row.Topic, row.Data)
+				s.cursor = row.Seq
+			}
+			if len(rows) < batch {
+				s.cursor = head
+			}
+			if err := s.write(s.buf); err != nil {
+				return err
+			}
+			s.counted(len(rows), 0)
+		}
+	}
+}
+
+// writeLive writes ev (if not nil) and every event already queued behind it,
+// then flushes once.
+func (s *stream) writeLive(ctx context.Context, ev *fanout.Event) error {
+	now := time.Now()
+	coalesce := s.e.cfg.WriteCoalesce
+	if wait := coalesce - now.Sub(s.wrote); wait > 0 && ev != nil && now.Sub(ev.CommittedAt) > coalesce {
+		// Events come fast and the node is behind them (this one committed
+		// a while ago): let those behind ev arrive and go out in the same
+		// write. At saturation this keeps the system calls per event down;
+		// a node keeping up, or a quiet stream, never waits.
+		if err := s.pause(ctx, wait); err != nil {
+			return err
+		}
+		now = time.Now()
+	}
+	s.wrote = now
+	if err := s.extendDeadline(now); err != nil {
+		return err
+	}
+	events, bytes := 0, 0
+	for {
+		if ev != nil && ev.Seq > s.cursor {
+			if _, err := s.out.Write(ev.Frame); err != nil {
+				return err
+			}
+			s.cursor = ev.Seq
+			events++
+			bytes += len(ev.Frame)
+		}
+		select {
+		case ev = <-s.sub.Events():
+			continue
+		default:
+		}
+		if err := s.out.Flush(); err != nil {
+			return err
+		}
+		s.counted(events, bytes)
+		return nil
+	}
+}
+
+// pause waits d before a coalesced write. A client that goes ends the
+// stream at once; a shutdown ends the wait (what is queued goes out, then
+// the stream ends with its retry hint).
+func (s *stream) pause(ctx context.Context, d time.Duration) error {
+	if s.pauseTimer == nil {
+		s.pauseTimer = time.NewTimer(d)
+	} else {
+		s.pauseTimer.Reset(d)
+	}
+	select {
+	case <-s.pauseTimer.C:
+		return nil
+	case <-ctx.Done():
+		s.pauseTimer.Stop()
+		return errClientGone
+	case <-s.e.cfg.Done:
+		s.pauseTimer.Stop()
+		return nil
+	}
+}
+
+// extendDeadline keeps the write deadline at least WriteTimeout ahead of
+// now, moving it (to 1.25 WriteTimeout ahead) only when a quarter of the
+// timeout has passed since the last move: a stream that accepts no bytes is
+// cut off after between WriteTimeout and 1.25 times it, and a busy stream
+// does not pay for moving a timer on every write.
+func (s *stream) extendDeadline(now time.Time) error {
+	timeout := s.e.cfg.WriteTimeout
+	if !s.deadlineSet.IsZero() && now.Sub(s.deadlineSet) < timeout/4 {
+		return nil
+	}
+	s.deadlineSet = now
+	return s.out.SetWriteDeadline(now.Add(timeout + timeout/4))
+}
+
+// counted adds one write batch to the metrics: an atomic add per counter,
+// never per event. Catch-up batches pass 0 bytes, having counted them in
+// write.
+func (s *stream) counted(events, bytes int) {
+	m := &s.e.cfg.Metrics
+	if events > 0 {
+		s.delivered += int64(events)
+		m.Delivered.Add(float64(events))
+	}
+	if bytes > 0 {
+		m.BytesWritten.Add(float64(bytes))
+	}
+}
+
+// write writes frames and flushes them, giving up after the write timeout.
+func (s *stream) write(frames ...[]byte) error {
+	if err := s.extendDeadline(time.Now()); err != nil {
+		return err
+	}
+	bytes := 0
+	for _, f := range frames {
+		if _, err := s.out.Write(f); err != nil {
+			return err
+		}
+		bytes += len(f)
+	}
+	if err := s.out.Flush(); err != nil {
+		return err
+	}
+	s.counted(0, bytes)
+	return nil
+}
+
+// streamOut is where a stream writes: the ResponseWriter (with its
+// controller), or a taken connection.
+type streamOut interface {
+	// Write queues p. A taken connection keeps p itself, not a copy, until
+	// the next Flush: callers do not change p before flushing.
+	Write(p []byte) (int, error)
+	Flush() error
+	SetWriteDeadline(t time.Time) error
+}
+
+// responseOut writes through net/http.
+type responseOut struct {
+	http.ResponseWriter
+	*http.ResponseController
+}
+
+func newResponseOut(w http.ResponseWriter) responseOut {
+	return responseOut{w, http.NewResponseController(w)}
+}
+
+// Write resolves the ambiguity between the two embedded types' methods.
+func (o responseOut) Write(p []byte) (int, error) { return o.ResponseWriter.Write(p) }
+
+// connOut writes to a connection taken from net/http: Write collects the
+// frames and Flush sends them in one writev.
+type connOut struct {
+	conn net.Conn
+	bufs net.Buffers
+}
+
+func (c *connOut) Write(p []byte) (int, error) {
+	c.bufs = append(c.bufs, p)
+	return len(p), nil
+}
+
+func (c *connOut) Flush() error {
+	if len(c.bufs) == 0 {
+		return nil
+	}
+	b := c.bufs // WriteTo consumes its receiver; keep the backing array
+	_, err := b.WriteTo(c.conn)
+	clear(c.bufs) // let the frames go
+	c.bufs = c.bufs[:0]
+	return err
+}
+
+func (c *connOut) SetWriteDeadline(t time.Time) error { return c.conn.SetWriteDeadline(t) }
