@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -354,5 +355,34 @@ func TestPublishOverHTTP(t *testing.T) {
 	var count int
 	if err := n.Store.Pool.QueryRow(ctx, `SELECT count(*) FROM livepg.events`).Scan(&count); err != nil || count != 2 {
 		t.Fatalf("log holds %d events (%v), want 2", count, err)
+	}
+}
+
+// The handler an application mounts answers what is not livepg's with a
+// JSON error, as every other refusal.
+func TestHandlerRefusesOtherPathsAndMethodsWithJSON(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, storetest.NewDatabase(t), realtime.Config{})
+	srv := httptest.NewServer(n.Handler())
+	defer srv.Close()
+	for _, tc := range []struct {
+		method, path string
+		want         int
+	}{
+		{http.MethodGet, "/v1/nothing", http.StatusNotFound},
+		{http.MethodDelete, "/v1/publish", http.StatusMethodNotAllowed},
+		{http.MethodGet, "/v1/events", http.StatusBadRequest}, // no topic
+	} {
+		req, _ := http.NewRequest(tc.method, srv.URL+tc.path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body struct{ Error string }
+		err = json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.want || err != nil || body.Error == "" || resp.Header.Get("Content-Type") != "application/json" {
+			t.Errorf("%s %s: %d %q (%v), want %d with a JSON error", tc.method, tc.path, resp.StatusCode, body.Error, err, tc.want)
+		}
 	}
 }

@@ -7,9 +7,32 @@ import (
 	"github.com/go-chi/cors"
 )
 
-// Routes mounts the node's HTTP interface: the event stream and publishing.
-// With CORSOrigins set, pages on those origins (and only those) may use both
-// from the browser, with credentials (the token cookie).
+// Handler is the engine's HTTP interface for a Go application to mount in
+// its own router: GET /v1/events (the event streams) and POST /v1/publish.
+// It answers other paths with 404 and other methods with 405, each with a
+// JSON error body. With plain net/http:
+//
+//	mux := http.NewServeMux()
+//	mux.Handle("/v1/", node.Handler())
+//
+// Serve it from an http.Server without a WriteTimeout (streams set a
+// deadline per write) and register node.CloseStreams with its
+// RegisterOnShutdown, so that Shutdown does not wait for streams.
+func (n *Node) Handler() http.Handler {
+	r := chi.NewRouter()
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		WriteError(w, http.StatusNotFound, "not found: livepg serves GET /v1/events and POST /v1/publish")
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		WriteError(w, http.StatusMethodNotAllowed, "method not allowed")
+	})
+	n.Routes(r)
+	return r
+}
+
+// Routes mounts the node's HTTP interface (the event stream and publishing)
+// on a chi router. With CORSOrigins set, pages on those origins (and only
+// those) may use both from the browser, with credentials (the token cookie).
 func (n *Node) Routes(r chi.Router) {
 	r.Group(func(r chi.Router) {
 		if len(n.cfg.CORSOrigins) > 0 {

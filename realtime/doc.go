@@ -1,0 +1,35 @@
+// Package realtime is livepg's engine: a Node that LISTENs on PostgreSQL,
+// reads every committed event of the log (schema livepg) in commit order,
+// fans it out to Server-Sent Events streams, and records events published
+// over HTTP. A Go application mounts it in its own router:
+//
+//	st, _ := store.Open(ctx, databaseURL)
+//	node, _ := realtime.NewNode(st, realtime.Config{ListenURL: databaseURL})
+//	_ = node.Start(ctx)
+//	defer node.Stop()
+//	mux.Handle("/v1/", node.Handler()) // GET /v1/events, POST /v1/publish
+//
+// Its guarantee: every subscriber receives exactly the committed events
+// matching its topics, in commit order, each once — across reconnects,
+// node switches, listener reconnects and PostgreSQL restarts — or, when its
+// resume point is gone, event: reset before anything else.
+//
+// The node is built from parts that each own one job:
+//
+//   - pglisten: the one LISTEN connection, and the wiring probe that proves
+//     it hears what the pool sends (Ready);
+//   - fanout: the hub that routes events to subscribers' bounded buffers,
+//     the SSE framing, the topic grammar and selectors;
+//   - internal/stream: running one stream — catch-up from the log, the live
+//     flow, coalesced writes, lean streams on taken connections;
+//   - this package: wiring them (node.go), the configuration and its
+//     defaults (config.go), admitting stream requests (events.go),
+//     publishing (publish.go, batch.go), tokens (auth.go) and metrics.
+//
+// One event's path from NOTIFY to a socket, file by file:
+// pglisten/listener.go (a notification calls the node's handler, a
+// wake-up) → node.go (the reader reads the log after the hub's head) →
+// fanout/event.go (each row framed once) → fanout/hub.go (routed to each
+// matching subscriber's buffer) → internal/stream/stream.go (the stream's
+// select takes it and writes it, with those queued behind it, in one write).
+package realtime
