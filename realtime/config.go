@@ -3,6 +3,8 @@ package realtime
 import (
 	"log/slog"
 	"time"
+
+	"github.com/livepg/livepg/realtime/pglisten"
 )
 
 // Config tunes a node. Zero fields take the defaults in DefaultConfig.
@@ -23,7 +25,7 @@ type Config struct {
 	// proxies' idle timeouts.
 	Heartbeat time.Duration
 	// WriteTimeout cuts off a stream that accepts no bytes for this long
-	// (and at most a quarter longer: see stream.extendDeadline).
+	// (and at most a quarter longer: see internal/stream).
 	WriteTimeout time.Duration
 	// Retry is the reconnect delay suggested to browsers.
 	Retry time.Duration
@@ -47,8 +49,8 @@ type Config struct {
 	// ListenerPingAfter and ListenerMaxLifetime tune the LISTEN connection.
 	ListenerPingAfter, ListenerMaxLifetime time.Duration
 	// ProbeInterval is how often the node proves that its listener hears
-	// what the pool sends (see pglisten/probe.go); ProbeTimeout is how long it waits
-	// to hear a probe before it reports itself not ready.
+	// what the pool sends (see pglisten/probe.go); ProbeTimeout is how
+	// long it waits to hear a probe before it reports itself not ready.
 	ProbeInterval, ProbeTimeout time.Duration
 	// StatsInterval is how often the node polls database-side figures for
 	// its metrics (the notification queue's usage).
@@ -66,12 +68,14 @@ type Config struct {
 	// PlainStreams serves every stream through net/http to its end. By
 	// default an HTTP/1.1 stream takes its connection from net/http once it
 	// starts, which costs about 15 KiB less per idle stream (see
-	// takeover.go).
+	// internal/stream/takeover.go).
 	PlainStreams bool
 	Logger       *slog.Logger
 }
 
-// DefaultConfig holds the defaults documented in the README.
+// DefaultConfig holds the node's defaults: the one place they are written.
+// NewNode gives every zero field of a Config its value here, and
+// cmd/livepg's help text and settings table show them from here.
 var DefaultConfig = Config{
 	Buffer:              256,
 	BatchSize:           1000,
@@ -85,10 +89,10 @@ var DefaultConfig = Config{
 	MaxBody:             1 << 20,
 	MaxEventSize:        512 << 10,
 	MaxStreams:          20_000,
-	ListenerPingAfter:   10 * time.Second,
-	ListenerMaxLifetime: 10 * time.Minute,
-	ProbeInterval:       30 * time.Second,
-	ProbeTimeout:        10 * time.Second,
+	ListenerPingAfter:   pglisten.DefaultPingAfter,
+	ListenerMaxLifetime: pglisten.DefaultMaxLifetime,
+	ProbeInterval:       pglisten.DefaultProbeInterval,
+	ProbeTimeout:        pglisten.DefaultProbeTimeout,
 	StatsInterval:       15 * time.Second,
 	PublishBatchWindow:  time.Millisecond,
 	WriteCoalesce:       25 * time.Millisecond,

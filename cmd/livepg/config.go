@@ -33,62 +33,98 @@ type Config struct {
 	Node                     realtime.Config
 }
 
-// envVar documents one setting; the README's table is written from the same
-// facts.
+// The program's own defaults; the node's are realtime.DefaultConfig's.
+const (
+	defaultPort            = "8080"
+	defaultDataDir         = ".livepg"
+	defaultShutdownTimeout = 10 * time.Second
+	defaultTokenAlg        = "HS256"
+)
+
+// defaultConfig is the configuration with no variable set.
+func defaultConfig() Config {
+	return Config{
+		Port:            defaultPort,
+		DataDir:         defaultDataDir,
+		ShutdownTimeout: defaultShutdownTimeout,
+		Node:            realtime.DefaultConfig,
+	}
+}
+
+// envVar documents one setting; `livepg help` and the README's table are
+// written from the same facts. A default that is a value is shown from
+// defaultConfig, never written here again.
 type envVar struct {
 	name, def, help string
 }
 
-var envVars = []envVar{
-	{"DATABASE_URL", "(none: start a local PostgreSQL)", "PostgreSQL connection string for the pool"},
-	{"LISTEN_DATABASE_URL", "DATABASE_URL", "direct connection to the primary for LISTEN (not a replica, not a transaction-pooling PgBouncer)"},
-	{"PORT", "8080", "HTTP port"},
-	{"LIVEPG_DATA_DIR", ".livepg", "where the local PostgreSQL keeps its data when DATABASE_URL is unset"},
-	{"LIVEPG_RETENTION", "24h", "how long events stay in the log; older resume points get event: reset"},
-	{"LIVEPG_BUFFER", "256", "events queued per stream before it catches up from the log instead"},
-	{"LIVEPG_HEARTBEAT", "15s", "comment line interval on idle streams"},
-	{"LIVEPG_WRITE_TIMEOUT", "30s", "a stream that accepts no bytes for this long is cut off"},
-	{"LIVEPG_POLL_INTERVAL", "5s", "read the log this often even without a notification"},
-	{"LIVEPG_LISTENER_MAX_LIFETIME", "10m", "reconnect the LISTEN connection after this long"},
-	{"LIVEPG_SHUTDOWN_TIMEOUT", "10s", "how long a graceful shutdown may take"},
-	{"LIVEPG_MAX_TOPICS", "32", "most topic selectors per stream"},
-	{"LIVEPG_MAX_BODY", "1048576", "largest publish request body, bytes"},
-	{"LIVEPG_PPROF_ADDR", "(off)", "serve Go's profiler (net/http/pprof) on this address, e.g. 127.0.0.1:6060, for load tests"},
-	{"LIVEPG_WRITE_COALESCE", "25ms", "when the node is behind, a stream that wrote less than this long ago waits out the rest before writing again, so that fast events share a write; 0 never waits"},
-	{"LIVEPG_LEAN_STREAMS", "on", "serve each HTTP/1.1 stream on its connection taken from net/http (about 15 KiB less per idle stream); off: through net/http to the end"},
-	{"LIVEPG_PUBLISH_BATCH_WINDOW", "1ms", "POST /v1/publish requests arriving within this window commit in one transaction; 0 commits each alone"},
-	{"LIVEPG_MAX_EVENT_SIZE", "524288", "largest event data published over HTTP, bytes"},
-	{"LIVEPG_MAX_STREAMS", "20000", "most open streams per node; beyond it 503 with Retry-After"},
-	{"LIVEPG_TOKEN_ALG", "HS256", "signing algorithm tokens must use: HS256, RS256 or ES256"},
-	{"LIVEPG_TOKEN_KEY", "(none)", "HS256 secret (32+ bytes), or the PEM public key for RS256/ES256"},
-	{"LIVEPG_TOKEN_KEY_FILE", "(none)", "a file holding the token key, instead of LIVEPG_TOKEN_KEY"},
-	{"LIVEPG_PRIVATE_TOPICS", "(none)", "comma-separated selectors whose topics need a token to subscribe"},
-	{"LIVEPG_CORS_ORIGINS", "(none)", "comma-separated origins whose pages may stream and publish, with credentials"},
-	{"FLY_REGION", "(set by Fly.io)", "the region this machine runs in"},
-	{"PRIMARY_REGION", "(set by Fly.io from primary_region)", "the primary database's region; elsewhere, writes are replayed there with fly-replay"},
+func envVars() []envVar {
+	d := defaultConfig()
+	n := d.Node
+	return []envVar{
+		{"DATABASE_URL", "(none: start a local PostgreSQL)", "PostgreSQL connection string for the pool"},
+		{"LISTEN_DATABASE_URL", "DATABASE_URL", "direct connection to the primary for LISTEN (not a replica, not a transaction-pooling PgBouncer)"},
+		{"PORT", d.Port, "HTTP port"},
+		{"LIVEPG_DATA_DIR", d.DataDir, "where the local PostgreSQL keeps its data when DATABASE_URL is unset"},
+		{"LIVEPG_RETENTION", showDuration(n.Retention), "how long events stay in the log; older resume points get event: reset"},
+		{"LIVEPG_BUFFER", strconv.Itoa(n.Buffer), "events queued per stream before it catches up from the log instead"},
+		{"LIVEPG_HEARTBEAT", showDuration(n.Heartbeat), "comment line interval on idle streams"},
+		{"LIVEPG_WRITE_TIMEOUT", showDuration(n.WriteTimeout), "a stream that accepts no bytes for this long is cut off"},
+		{"LIVEPG_POLL_INTERVAL", showDuration(n.PollInterval), "read the log this often even without a notification"},
+		{"LIVEPG_LISTENER_MAX_LIFETIME", showDuration(n.ListenerMaxLifetime), "reconnect the LISTEN connection after this long"},
+		{"LIVEPG_SHUTDOWN_TIMEOUT", showDuration(d.ShutdownTimeout), "how long a graceful shutdown may take"},
+		{"LIVEPG_MAX_TOPICS", strconv.Itoa(n.MaxTopics), "most topic selectors per stream"},
+		{"LIVEPG_MAX_BODY", strconv.FormatInt(n.MaxBody, 10), "largest publish request body, bytes"},
+		{"LIVEPG_PPROF_ADDR", "(off)", "serve Go's profiler (net/http/pprof) on this address, e.g. 127.0.0.1:6060, for load tests"},
+		{"LIVEPG_WRITE_COALESCE", showDuration(n.WriteCoalesce), "when the node is behind, a stream that wrote less than this long ago waits out the rest before writing again, so that fast events share a write; 0 never waits"},
+		{"LIVEPG_LEAN_STREAMS", onOff(!n.PlainStreams), "serve each HTTP/1.1 stream on its connection taken from net/http (about 15 KiB less per idle stream); off: through net/http to the end"},
+		{"LIVEPG_PUBLISH_BATCH_WINDOW", showDuration(n.PublishBatchWindow), "POST /v1/publish requests arriving within this window commit in one transaction; 0 commits each alone"},
+		{"LIVEPG_MAX_EVENT_SIZE", strconv.Itoa(n.MaxEventSize), "largest event data published over HTTP, bytes"},
+		{"LIVEPG_MAX_STREAMS", strconv.Itoa(n.MaxStreams), "most open streams per node; beyond it 503 with Retry-After"},
+		{"LIVEPG_TOKEN_ALG", defaultTokenAlg, "signing algorithm tokens must use: HS256, RS256 or ES256"},
+		{"LIVEPG_TOKEN_KEY", "(none)", "HS256 secret (32+ bytes), or the PEM public key for RS256/ES256"},
+		{"LIVEPG_TOKEN_KEY_FILE", "(none)", "a file holding the token key, instead of LIVEPG_TOKEN_KEY"},
+		{"LIVEPG_PRIVATE_TOPICS", "(none)", "comma-separated selectors whose topics need a token to subscribe"},
+		{"LIVEPG_CORS_ORIGINS", "(none)", "comma-separated origins whose pages may stream and publish, with credentials"},
+		{"FLY_REGION", "(set by Fly.io)", "the region this machine runs in"},
+		{"PRIMARY_REGION", "(set by Fly.io from primary_region)", "the primary database's region; elsewhere, writes are replayed there with fly-replay"},
+	}
+}
+
+// showDuration writes d as one would set it: 24h, 10m, 25ms.
+func showDuration(d time.Duration) string {
+	s := d.String()
+	if t, ok := strings.CutSuffix(s, "m0s"); ok {
+		s = t + "m"
+	}
+	if t, ok := strings.CutSuffix(s, "h0m"); ok {
+		s = t + "h"
+	}
+	return s
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
 }
 
 func loadConfig(getenv func(string) string) (Config, error) {
-	d := realtime.DefaultConfig
-	c := Config{
-		DatabaseURL:     getenv("DATABASE_URL"),
-		ListenURL:       getenv("LISTEN_DATABASE_URL"),
-		Port:            getenv("PORT"),
-		DataDir:         getenv("LIVEPG_DATA_DIR"),
-		ShutdownTimeout: 10 * time.Second,
-		PprofAddr:       getenv("LIVEPG_PPROF_ADDR"),
-		FlyRegion:       getenv("FLY_REGION"),
-		PrimaryRegion:   getenv("PRIMARY_REGION"),
-		Node:            d,
-	}
-	if c.Port == "" {
-		c.Port = "8080"
+	c := defaultConfig()
+	c.DatabaseURL = getenv("DATABASE_URL")
+	c.ListenURL = getenv("LISTEN_DATABASE_URL")
+	c.PprofAddr = getenv("LIVEPG_PPROF_ADDR")
+	c.FlyRegion = getenv("FLY_REGION")
+	c.PrimaryRegion = getenv("PRIMARY_REGION")
+	if s := getenv("PORT"); s != "" {
+		c.Port = s
 	}
 	if p, err := strconv.Atoi(c.Port); err != nil || p < 0 || p > 65535 {
 		return c, fmt.Errorf("PORT=%q: want a port number", c.Port)
 	}
-	if c.DataDir == "" {
-		c.DataDir = ".livepg"
+	if s := getenv("LIVEPG_DATA_DIR"); s != "" {
+		c.DataDir = s
 	}
 	durations := []struct {
 		name string
@@ -196,7 +232,7 @@ func loadAuth(getenv func(string) string, local bool) (*realtime.Auth, error) {
 		return nil, nil
 	}
 	if alg == "" {
-		alg = "HS256"
+		alg = defaultTokenAlg
 	}
 	var sels []realtime.Selector
 	for _, p := range splitList(private) {

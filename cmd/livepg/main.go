@@ -81,7 +81,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "help", "-h", "--help":
 		fmt.Fprintln(stdout, usage)
 		fmt.Fprintln(stdout, "\nenvironment:")
-		for _, v := range envVars {
+		for _, v := range envVars() {
 			fmt.Fprintf(stdout, "  %-30s %s (default %s)\n", v.name, v.help, v.def)
 		}
 		return nil

@@ -34,7 +34,7 @@ import (
 )
 
 // Config configures a Listener. Connect, Channel and Handle are required;
-// zero durations take the defaults named on each field.
+// zero durations take the Default... values below.
 type Config struct {
 	// Connect opens a new dedicated connection (not one from a pool): a
 	// session on the primary.
@@ -51,24 +51,34 @@ type Config struct {
 	// writers do (through its pool), for the wiring probe. Nil: no probe,
 	// and Ready answers for the connection only.
 	SendProbe func(ctx context.Context, payload string) error
-	// ProbeInterval is how often the wiring is proven again (default 30s);
+	// ProbeInterval is how often the wiring is proven again;
 	// ProbeTimeout how long a probe may take to be heard before the
-	// listener reports itself not ready (default 10s).
+	// listener reports itself not ready.
 	ProbeInterval, ProbeTimeout time.Duration
 	// PingAfter is how long the connection may stay quiet before a ping
-	// checks that it is still alive (default 10s).
+	// checks that it is still alive.
 	PingAfter time.Duration
 	// MaxLifetime ends a connection after this long and opens a new one
-	// (default 10m); managed Postgres proxies cut long-lived connections
+	// managed Postgres proxies cut long-lived connections
 	// anyway.
 	MaxLifetime time.Duration
 	// MinBackoff and MaxBackoff bound the wait between failed connects
-	// (defaults 100ms and 5s).
+	//.
 	MinBackoff, MaxBackoff time.Duration
 	// Logger receives disconnections and wiring changes (default
 	// slog.Default()).
 	Logger *slog.Logger
 }
+
+// The defaults of Config's durations.
+const (
+	DefaultProbeInterval = 30 * time.Second
+	DefaultProbeTimeout  = 10 * time.Second
+	DefaultPingAfter     = 10 * time.Second
+	DefaultMaxLifetime   = 10 * time.Minute
+	DefaultMinBackoff    = 100 * time.Millisecond
+	DefaultMaxBackoff    = 5 * time.Second
+)
 
 func (c Config) withDefaults() Config {
 	def := func(v *time.Duration, d time.Duration) {
@@ -76,12 +86,12 @@ func (c Config) withDefaults() Config {
 			*v = d
 		}
 	}
-	def(&c.ProbeInterval, 30*time.Second)
-	def(&c.ProbeTimeout, 10*time.Second)
-	def(&c.PingAfter, 10*time.Second)
-	def(&c.MaxLifetime, 10*time.Minute)
-	def(&c.MinBackoff, 100*time.Millisecond)
-	def(&c.MaxBackoff, 5*time.Second)
+	def(&c.ProbeInterval, DefaultProbeInterval)
+	def(&c.ProbeTimeout, DefaultProbeTimeout)
+	def(&c.PingAfter, DefaultPingAfter)
+	def(&c.MaxLifetime, DefaultMaxLifetime)
+	def(&c.MinBackoff, DefaultMinBackoff)
+	def(&c.MaxBackoff, DefaultMaxBackoff)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
