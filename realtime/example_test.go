@@ -101,11 +101,16 @@ func exampleDatabase() (url string, drop func()) {
 }
 
 type exampleTB struct {
-	testing.TB // nil: only the methods below are called
+	testing.TB // nil: storetest calls only the methods below
 	cleanups   []func()
 }
 
 func (*exampleTB) Helper()                      {}
+func (*exampleTB) Name() string                 { return "ExampleNode_Handler" }
+func (*exampleTB) Log(args ...any)              {}
+func (*exampleTB) Logf(string, ...any)          {}
+func (*exampleTB) Error(args ...any)            { panic(fmt.Sprint(args...)) }
+func (*exampleTB) Errorf(f string, args ...any) { panic(fmt.Sprintf(f, args...)) }
 func (*exampleTB) Fatal(args ...any)            { panic(fmt.Sprint(args...)) }
 func (*exampleTB) Fatalf(f string, args ...any) { panic(fmt.Sprintf(f, args...)) }
 func (tb *exampleTB) Cleanup(f func())          { tb.cleanups = append(tb.cleanups, f) }
