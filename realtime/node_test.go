@@ -16,6 +16,7 @@ import (
 
 	"github.com/livepg/livepg/realtime"
 	"github.com/livepg/livepg/realtime/ssetest"
+	"github.com/livepg/livepg/store"
 	"github.com/livepg/livepg/store/storetest"
 )
 
@@ -384,5 +385,48 @@ func TestHandlerRefusesOtherPathsAndMethodsWithJSON(t *testing.T) {
 		if resp.StatusCode != tc.want || err != nil || body.Error == "" || resp.Header.Get("Content-Type") != "application/json" {
 			t.Errorf("%s %s: %d %q (%v), want %d with a JSON error", tc.method, tc.path, resp.StatusCode, body.Error, err, tc.want)
 		}
+	}
+}
+
+// A handler mounted before the node starts (an application wires its
+// router first) turns streams away with 503 and a retry hint; once the node
+// starts, the same handler serves them.
+func TestHandlerBeforeStartRefusesStreams(t *testing.T) {
+	t.Parallel()
+	db := storetest.NewDatabase(t)
+	st, err := store.Open(context.Background(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	node, err := realtime.NewNode(st, realtime.Config{ListenURL: db})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(node.Handler())
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/v1/events?topic=early")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body struct{ Error string }
+	_ = json.NewDecoder(resp.Body).Decode(&body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || !strings.Contains(body.Error, "not started") {
+		t.Fatalf("before Start: %d %q (Retry-After %q)", resp.StatusCode, body.Error, resp.Header.Get("Retry-After"))
+	}
+
+	if err := node.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer node.Stop()
+	defer node.CloseStreams() // before srv.Close, which waits for streams served through net/http
+	s := ssetest.Open(t, srv.URL+"/v1/events?topic=early", "")
+	seq, err := st.Publish(context.Background(), "early", "message", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := collect(t, s, seq); got[len(got)-1].Seq() != seq {
+		t.Fatalf("after Start: got %+v, want seq %d", got, seq)
 	}
 }
