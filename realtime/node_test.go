@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -399,7 +400,7 @@ func TestHandlerBeforeStartRefusesStreams(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(st.Close)
-	node, err := realtime.NewNode(st, realtime.Config{ListenURL: db})
+	node, err := realtime.NewNode(st, realtime.Config{ListenURL: db, Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
