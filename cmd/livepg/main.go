@@ -202,7 +202,7 @@ func openStore(ctx context.Context, cfg *Config, stdout io.Writer) (st *store.St
 	if err != nil {
 		stopDB()
 		if errors.Is(err, store.ErrReplica) {
-			err = fmt.Errorf("DATABASE_URL points at a read replica: point it at the primary (LISTEN_DATABASE_URL too, if set): %w", err)
+			err = fmt.Errorf("DATABASE_URL points at a read replica: point it at the primary: %w", err)
 		}
 		return nil, nil, err
 	}
