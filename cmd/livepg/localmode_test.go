@@ -286,4 +286,3 @@ func publishLocal(t *testing.T, base, topic string, n int) {
 		t.Fatalf("publish: %s", resp.Status)
 	}
 }
-
