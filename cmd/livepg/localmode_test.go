@@ -24,7 +24,8 @@ import (
 // localNode is the real livepg binary in the no-configuration local mode.
 type localNode struct {
 	*process
-	out *syncBuffer // its standard output
+	out    *syncBuffer // its standard output and error
+	output *os.File    // the read end of their pipe
 }
 
 // startLocal runs livepg with no DATABASE_URL on dataDir and waits until it
@@ -40,16 +41,21 @@ func startLocal(t *testing.T, dataDir string) *localNode {
 		cmd.Env = append(cmd.Env, kv)
 	}
 	cmd.Env = append(cmd.Env, "PORT=0", "LIVEPG_DATA_DIR="+dataDir, "LIVEPG_SHUTDOWN_TIMEOUT=5s")
-	stdout, err := cmd.StdoutPipe()
+	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
+	cmd.Stdout, cmd.Stderr = w, w
+	err = cmd.Start()
+	w.Close()
+	if err != nil {
+		r.Close()
 		t.Fatal(err)
 	}
-	n := &localNode{process: &process{cmd: cmd, done: make(chan struct{})}, out: &syncBuffer{}}
+	n := &localNode{process: &process{cmd: cmd, done: make(chan struct{})}, out: &syncBuffer{}, output: r}
 	go func() {
-		sc := bufio.NewScanner(stdout)
+		defer r.Close()
+		sc := bufio.NewScanner(r)
 		for sc.Scan() {
 			fmt.Fprintln(n.out, sc.Text())
 		}
@@ -284,5 +290,20 @@ func publishLocal(t *testing.T, base, topic string, n int) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("publish: %s", resp.Status)
+	}
+}
+
+// Ctrl-C in a pipeline (livepg 2>&1 | tee log) ends the reader first: a
+// node whose output has gone still shuts down in order and stops its
+// PostgreSQL, rather than dying of SIGPIPE on its next log line.
+func TestLocalNodeWithItsOutputGoneStillStopsItsPostgres(t *testing.T) {
+	t.Parallel()
+	dataDir := localDataDir(t)
+	n := startLocal(t, dataDir)
+	pid, _, _ := postmaster(t, dataDir)
+	n.output.Close()
+	n.signal(t, syscall.SIGTERM, 30*time.Second)
+	if alive(pid) {
+		t.Fatalf("the local PostgreSQL still runs after its node stopped (%v)", n.err)
 	}
 }

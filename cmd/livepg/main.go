@@ -38,6 +38,10 @@ import (
 )
 
 func main() {
+	// A closed stdout or stderr (the reader of `livepg | tee log` gone at
+	// Ctrl-C) must not kill livepg before it has stopped in order, its
+	// local PostgreSQL included: writes there fail instead.
+	signal.Ignore(syscall.SIGPIPE)
 	ctx, stop := signal.NotifyContext(context.Background(), shutdownSignals...)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
