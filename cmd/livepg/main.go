@@ -237,7 +237,7 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, stdout io.Write
 	// work.
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+		return fmt.Errorf("listen on %s (PORT or LIVEPG_ADDR chooses another): %w", cfg.Addr, err)
 	}
 	defer ln.Close()
 	local := cfg.DatabaseURL == ""
