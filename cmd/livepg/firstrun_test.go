@@ -158,7 +158,7 @@ func TestMigrateInTheLocalMode(t *testing.T) {
 }
 
 // Connection errors say what to do: a server without TLS when the URL
-// requires it, a database that does not exist, a read replica.
+// requires it, a database that does not exist, no server at the address.
 func TestConnectionErrorsSayWhatToDo(t *testing.T) {
 	t.Parallel()
 	db := storetest.OverTCP(t, storetest.NewDatabase(t))
@@ -170,6 +170,14 @@ func TestConnectionErrorsSayWhatToDo(t *testing.T) {
 	withTLS.RawQuery = "sslmode=require"
 	missing := *u
 	missing.Path = "/no_such_db"
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedPort := l.Addr().String()
+	l.Close()
+	nobody := *u
+	nobody.Host = closedPort
 
 	for _, tc := range []struct {
 		name, url string
@@ -177,6 +185,7 @@ func TestConnectionErrorsSayWhatToDo(t *testing.T) {
 	}{
 		{"TLS required", withTLS.String(), []string{"does not offer TLS", "sslmode=disable"}},
 		{"missing database", missing.String(), []string{`"no_such_db" does not exist`, "createdb", "no_such_db"}},
+		{"nothing listening", nobody.String(), []string{"nothing accepts connections at " + closedPort, "is PostgreSQL running"}},
 	} {
 		out, err := runWith(map[string]string{"DATABASE_URL": tc.url}, "migrate", "status")
 		if err == nil {
