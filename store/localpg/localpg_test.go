@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -278,4 +279,38 @@ func TestTCPWantsThePassword(t *testing.T) {
 	}
 	refusesTCP(t, c.Port)
 	checkPrivate(t, c.SocketDir)
+}
+
+// Two users starting on a new folder at the same moment get one cluster:
+// one initialises and starts it, the other reuses it.
+func TestSimultaneousFirstStartsShareOneCluster(t *testing.T) {
+	t.Parallel()
+	dir := testDir(t) + "/data"
+	clusters := make([]*Cluster, 2)
+	errs := make(chan error, 2)
+	for i := range clusters {
+		go func() {
+			var err error
+			clusters[i], err = Start(context.Background(), dir, Options{})
+			errs <- err
+		}()
+	}
+	for range clusters {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range clusters {
+		t.Cleanup(func() { _ = c.Stop(context.Background()) })
+	}
+	if clusters[0].Reused == clusters[1].Reused {
+		t.Fatalf("Reused: %v and %v, want one started and one reused", clusters[0].Reused, clusters[1].Reused)
+	}
+	for _, c := range clusters {
+		query(t, c.URL(), `SELECT 'ok'`)
+	}
+	leftovers, _ := filepath.Glob(filepath.Join(filepath.Dir(dir), ".data.initdb-*"))
+	if len(leftovers) != 0 {
+		t.Fatalf("initdb folders left behind: %v", leftovers)
+	}
 }
