@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -19,8 +20,12 @@ type Config struct {
 	// ListenURL is the LISTEN connection's database (default DatabaseURL):
 	// it must reach the primary directly, not a replica or a transaction
 	// pooler.
-	ListenURL       string
-	Port            string
+	ListenURL string
+	Port      string
+	// Addr is the HTTP server's address: LIVEPG_ADDR, else 127.0.0.1:PORT
+	// in the local mode (loopback only: the demo and publishing are open)
+	// and :PORT with a DATABASE_URL (all interfaces, as Fly needs).
+	Addr            string
 	DataDir         string
 	ShutdownTimeout time.Duration
 	// PprofAddr, when set, serves Go's profiler there (see pprof.go).
@@ -43,6 +48,7 @@ var envVars = []envVar{
 	{"DATABASE_URL", "(none: start a local PostgreSQL)", "PostgreSQL connection string for the pool"},
 	{"LISTEN_DATABASE_URL", "DATABASE_URL", "direct connection to the primary for LISTEN (not a replica, not a transaction-pooling PgBouncer)"},
 	{"PORT", "8080", "HTTP port"},
+	{"LIVEPG_ADDR", "127.0.0.1:PORT without DATABASE_URL, :PORT with it", "address the HTTP server listens on, such as 0.0.0.0:8080 (all interfaces) or 127.0.0.1:9000"},
 	{"LIVEPG_DATA_DIR", ".livepg", "where the local PostgreSQL keeps its data when DATABASE_URL is unset"},
 	{"LIVEPG_RETENTION", "24h", "how long events stay in the log; older resume points get event: reset"},
 	{"LIVEPG_BUFFER", "256", "events queued per stream before it catches up from the log instead"},
@@ -86,6 +92,17 @@ func loadConfig(getenv func(string) string) (Config, error) {
 	}
 	if p, err := strconv.Atoi(c.Port); err != nil || p < 0 || p > 65535 {
 		return c, fmt.Errorf("PORT=%q: want a port number", c.Port)
+	}
+	switch c.Addr = getenv("LIVEPG_ADDR"); {
+	case c.Addr != "":
+		_, port, err := net.SplitHostPort(c.Addr)
+		if p, perr := strconv.Atoi(port); err != nil || perr != nil || p < 0 || p > 65535 {
+			return c, fmt.Errorf("LIVEPG_ADDR=%q: want host:port, such as 127.0.0.1:8080 or 0.0.0.0:8080", c.Addr)
+		}
+	case c.DatabaseURL == "":
+		c.Addr = net.JoinHostPort("127.0.0.1", c.Port)
+	default:
+		c.Addr = ":" + c.Port
 	}
 	if c.DataDir == "" {
 		c.DataDir = ".livepg"

@@ -21,12 +21,16 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/livepg/livepg/realtime"
 	"github.com/livepg/livepg/store"
@@ -34,6 +38,10 @@ import (
 )
 
 func main() {
+	// A closed stdout or stderr (the reader of `livepg | tee log` gone at
+	// Ctrl-C) must not kill livepg before it has stopped in order, its
+	// local PostgreSQL included: writes there fail instead.
+	signal.Ignore(syscall.SIGPIPE)
 	ctx, stop := signal.NotifyContext(context.Background(), shutdownSignals...)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
@@ -74,8 +82,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		return serve(ctx, cfg, logger, stdout)
 	case "migrate":
+		// Arguments first: a typo must not start a local PostgreSQL.
 		if len(args) != 1 {
 			return errors.New(usage)
+		}
+		switch args[0] {
+		case "up", "down", "status":
+		default:
+			return fmt.Errorf("unknown migrate direction %q\n%s", args[0], usage)
 		}
 		return migrate(ctx, cfg, args[0], stdout)
 	case "help", "-h", "--help":
@@ -90,13 +104,31 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 }
 
+// newLogger logs text to a terminal and JSON lines elsewhere.
 func newLogger(w io.Writer) *slog.Logger {
 	if f, ok := w.(*os.File); ok {
 		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
-			return slog.New(slog.NewTextHandler(w, nil))
+			return newLoggerFor(w, true)
 		}
 	}
-	return slog.New(slog.NewJSONHandler(w, nil))
+	return newLoggerFor(w, false)
+}
+
+func newLoggerFor(w io.Writer, text bool) *slog.Logger {
+	opts := &slog.HandlerOptions{ReplaceAttr: durationsAsText}
+	if text {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// durationsAsText writes durations as people read them ("1.5s"), where
+// JSON would give nanoseconds.
+func durationsAsText(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		a.Value = slog.StringValue(a.Value.Duration().String())
+	}
+	return a
 }
 
 // database resolves the database to use: DATABASE_URL's, or a local
@@ -108,10 +140,14 @@ func database(ctx context.Context, cfg *Config, stdout io.Writer) (stop func(), 
 		}
 		return func() {}, nil
 	}
-	fmt.Fprintf(stdout, "DATABASE_URL is not set: starting a local PostgreSQL in %s\n", cfg.DataDir)
-	cluster, err := localpg.Start(ctx, cfg.DataDir+"/pgdata", localpg.Options{})
+	cluster, err := localpg.Start(ctx, filepath.Join(cfg.DataDir, "pgdata"), localpg.Options{})
 	if err != nil {
 		return nil, err
+	}
+	if cluster.Reused {
+		fmt.Fprintf(stdout, "DATABASE_URL is not set: using the local PostgreSQL already running in %s\n", cfg.DataDir)
+	} else {
+		fmt.Fprintf(stdout, "DATABASE_URL is not set: started a local PostgreSQL in %s\n", cfg.DataDir)
 	}
 	stop = func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -126,8 +162,14 @@ func database(ctx context.Context, cfg *Config, stdout io.Writer) (stop func(), 
 	}
 	cfg.DatabaseURL = cluster.DatabaseURL("livepg")
 	cfg.ListenURL = cfg.DatabaseURL
-	fmt.Fprintf(stdout, "local PostgreSQL: psql %s\n", cfg.DatabaseURL)
+	fmt.Fprintf(stdout, "local PostgreSQL: psql %s\n", shellQuote(cfg.DatabaseURL))
 	return stop, nil
+}
+
+// shellQuote quotes s for bash and zsh alike (a URL's ? and & are special
+// to both).
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 func ensureDatabase(ctx context.Context, adminURL, name string) error {
@@ -141,7 +183,12 @@ func ensureDatabase(ctx context.Context, adminURL, name string) error {
 		return fmt.Errorf("local postgres: %w", err)
 	}
 	if !exists {
-		if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		_, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "42P04" {
+			err = nil // another node, starting at the same time, created it
+		}
+		if err != nil {
 			return fmt.Errorf("local postgres: create database: %w", err)
 		}
 	}
@@ -158,6 +205,9 @@ func openStore(ctx context.Context, cfg *Config, stdout io.Writer) (st *store.St
 	st, err = store.Open(ctx, cfg.DatabaseURL)
 	if err != nil {
 		stopDB()
+		if errors.Is(err, store.ErrReplica) {
+			err = fmt.Errorf("DATABASE_URL points at a read replica: point it at the primary: %w", err)
+		}
 		return nil, nil, err
 	}
 	return st, func() { st.Close(); stopDB() }, nil
@@ -174,10 +224,8 @@ func migrate(ctx context.Context, cfg Config, direction string, stdout io.Writer
 		return st.MigrateUp(ctx)
 	case "down":
 		return st.MigrateDown(ctx)
-	case "status":
+	default: // "status": run checked the direction
 		return st.MigrateStatus(ctx, stdout)
-	default:
-		return fmt.Errorf("unknown migrate direction %q\n%s", direction, usage)
 	}
 }
 
@@ -185,6 +233,14 @@ func migrate(ctx context.Context, cfg Config, direction string, stdout io.Writer
 // accepting and end streams with a retry hint (browsers resume on another
 // node), stop the listener, close the pool, stop the local database.
 func serve(ctx context.Context, cfg Config, logger *slog.Logger, stdout io.Writer) error {
+	// The address first: a port in use is reported before any database
+	// work.
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s (PORT or LIVEPG_ADDR chooses another): %w", cfg.Addr, err)
+	}
+	defer ln.Close()
+	local := cfg.DatabaseURL == ""
 	st, closeAll, err := openStore(ctx, &cfg, stdout)
 	if err != nil {
 		return err
@@ -209,10 +265,6 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, stdout io.Write
 	}
 	defer stopPprof()
 
-	ln, err := net.Listen("tcp", ":"+cfg.Port)
-	if err != nil {
-		return fmt.Errorf("listen on port %s: %w", cfg.Port, err)
-	}
 	srv := &http.Server{
 		Handler:           newRouter(node, st, logger),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -223,9 +275,16 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, stdout io.Write
 	srv.RegisterOnShutdown(node.CloseStreams)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
-	port := ln.Addr().(*net.TCPAddr).Port
-	fmt.Fprintf(stdout, "livepg serving on http://localhost:%d\n", port)
-	logger.Info("serving", "port", port)
+	addr := ln.Addr().(*net.TCPAddr)
+	host := "localhost"
+	if !addr.IP.IsLoopback() && !addr.IP.IsUnspecified() {
+		host = addr.IP.String()
+	}
+	fmt.Fprintf(stdout, "livepg serving on http://%s\n", net.JoinHostPort(host, strconv.Itoa(addr.Port)))
+	logger.Info("serving", "addr", addr.String())
+	if local && cfg.Node.Auth == nil && !addr.IP.IsLoopback() {
+		logger.Warn("the local mode (no DATABASE_URL) serves publishing and the demo with no token, and LIVEPG_ADDR opens them beyond this machine", "addr", addr.String())
+	}
 
 	select {
 	case err := <-serveErr:
