@@ -13,7 +13,17 @@
 -- The schema may exist already: livepg creates it before goose creates its
 -- version table in it (livepg.goose_db_version), and a database's owner may
 -- have created it for livepg's owner role (see README, On your own database).
-CREATE SCHEMA IF NOT EXISTS livepg;
+-- CREATE SCHEMA IF NOT EXISTS would still need the CREATE privilege on the
+-- database, so look first.
+-- +goose StatementBegin
+DO $$
+BEGIN
+    IF to_regnamespace('livepg') IS NULL THEN
+        CREATE SCHEMA livepg;
+    END IF;
+END
+$$;
+-- +goose StatementEnd
 
 CREATE TABLE livepg.events (
     -- Provisional id, taken at insert time; only used to find the row again.
