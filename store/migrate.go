@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
@@ -131,11 +132,19 @@ func versionTableExists(ctx context.Context, db database.DBTxConn) (bool, error)
 }
 
 // needsOwner turns a permission error into ErrNotOwner, keeping the
-// database's message.
+// database's error (and its hint, which pgx leaves out of the message) in
+// the chain. livepg's migrations raise their own permission errors, which say
+// what to do: those are not ErrNotOwner.
 func needsOwner(err error) error {
 	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "42501" {
-		return fmt.Errorf("%w (%s)", ErrNotOwner, pgErr.Message)
+	if !errors.As(err, &pgErr) {
+		return err
+	}
+	if pgErr.Hint != "" {
+		err = fmt.Errorf("%w (hint: %s)", err, pgErr.Hint)
+	}
+	if pgErr.Code == "42501" && !strings.HasPrefix(pgErr.Message, "livepg") {
+		return fmt.Errorf("%w: %w", ErrNotOwner, err)
 	}
 	return err
 }

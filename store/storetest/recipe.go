@@ -80,7 +80,7 @@ func RecipeSQL(t testing.TB) string {
 func NewRecipe(t testing.TB) *Recipe {
 	t.Helper()
 	c := NewCluster(t)
-	r := &Recipe{Cluster: c, Admin: newEmptyDatabaseOn(t, c.URL())}
+	r := &Recipe{Cluster: c, Admin: NewEmptyDatabaseOn(t, c.URL())}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, r.Admin)

@@ -234,10 +234,13 @@ func withDatabase(u, db string) string {
 func NewEmptyDatabase(t testing.TB) string {
 	t.Helper()
 	setup(t)
-	return newEmptyDatabaseOn(t, adminURL)
+	return NewEmptyDatabaseOn(t, adminURL)
 }
 
-func newEmptyDatabaseOn(t testing.TB, admin string) string {
+// NewEmptyDatabaseOn creates an empty database on the server behind admin (a
+// URL of any database there) and returns its URL; it is dropped when the
+// test ends.
+func NewEmptyDatabaseOn(t testing.TB, admin string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
