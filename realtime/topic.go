@@ -54,7 +54,7 @@ func ParseSelector(s string) (Selector, error) {
 		return Selector{Topic: base + "/", Prefix: true}, nil
 	}
 	if !ValidTopic(s) {
-		return Selector{}, fmt.Errorf("%w %q: a topic is 1-%d characters: segments of letters, digits and _.:@=+-% separated by single slashes, optionally ending in /*", errSelector, s, MaxTopicLen)
+		return Selector{}, fmt.Errorf("%w %q: a topic is 1-%d characters: segments of letters, digits and _.:@=+-%% separated by single slashes, optionally ending in /*", errSelector, s, MaxTopicLen)
 	}
 	return Selector{Topic: s}, nil
 }
