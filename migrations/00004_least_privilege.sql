@@ -15,7 +15,8 @@
 --   livepg_writer  publish, publish_batch, head; track and untrack its own
 --                  tables (PostgreSQL checks its TRIGGER privilege and
 --                  ownership of the table); its writes to tracked tables
---                  produce events. It cannot read the log, nor change it
+--                  produce events (every role that writes to a tracked
+--                  table needs it). It cannot read the log, nor change it
 --                  but through those functions.
 --   livepg_node    what a livepg node needs: read the log, its state and
 --                  the version table, prune, and (as a member of
@@ -119,7 +120,11 @@ SELECT t.tgrelid::pg_catalog.regclass AS tbl,
 -- The functions that write the log run as its owner. livepg.sequence is the
 -- deferred constraint trigger: it fires at commit as whoever commits.
 ALTER FUNCTION livepg.sequence() SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
-ALTER FUNCTION livepg.capture() SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+-- The capture trigger runs as the writer and records through livepg.publish:
+-- to_jsonb(NEW) runs the application's own code (a cast to json of a type of
+-- its own), which must never run with the owner's rights. So a role that
+-- writes to a tracked table needs livepg_writer.
+ALTER FUNCTION livepg.capture() SECURITY INVOKER SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION livepg.publish(text, jsonb, text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION livepg.publish_batch(text[], text[], jsonb[]) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION livepg.head() SECURITY DEFINER SET search_path = pg_catalog, pg_temp;

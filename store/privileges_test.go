@@ -90,6 +90,20 @@ func TestLeastPrivilegeRoles(t *testing.T) {
 	for _, sql := range Tampering {
 		refused(t, app, sql)
 	}
+	// Code of the application's own that the capture trigger might run (a
+	// cast to json of its own type, used by to_jsonb) runs as the
+	// application, not as livepg's owner.
+	mustExec(t, app, `CREATE TYPE myapp.sneaky AS ENUM ('harmless')`)
+	mustExec(t, app, `CREATE FUNCTION myapp.sneaky_json(myapp.sneaky) RETURNS json LANGUAGE plpgsql AS $$
+		BEGIN
+			UPDATE livepg.events SET data = '{"rewritten": true}';
+			RETURN '{}'::json;
+		END $$`)
+	mustExec(t, app, `CREATE CAST (myapp.sneaky AS json) WITH FUNCTION myapp.sneaky_json(myapp.sneaky)`)
+	mustExec(t, app, `CREATE TABLE myapp.traps (id int, s myapp.sneaky)`)
+	mustExec(t, app, `SELECT livepg.track('myapp.traps', 'traps/{id}')`)
+	refused(t, app, `INSERT INTO myapp.traps VALUES (1, 'harmless')`)
+	mustExec(t, app, `SELECT livepg.untrack('myapp.traps')`)
 
 	// Afterwards every way of writing still produces consecutive events.
 	mustExec(t, app, `UPDATE myapp.notes SET body = 'second' WHERE id = 1`)
@@ -127,6 +141,9 @@ func TestLeastPrivilegeRoles(t *testing.T) {
 			t.Errorf("event %d has seq %d", i, e.Seq)
 		}
 		got = append(got, fmt.Sprintf("%s %s", e.Topic, e.Type))
+		if strings.Contains(string(e.Data), "rewritten") {
+			t.Errorf("event %d was rewritten: %s", e.Seq, e.Data)
+		}
 	}
 	want := []string{"notes/1 insert", "notes/1 message", "notes/1 update", "notes/1 message", "notes/2 message",
 		"notes/1 delete", "notes/9 message", "notes/9 message"}
