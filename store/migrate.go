@@ -39,8 +39,9 @@ var legacyVersions = []struct {
 	version int64
 	proof   string
 }{
-	{1, `to_regclass('livepg.events') IS NOT NULL`},
-	{3, `to_regprocedure('livepg.publish_batch(text[],text[],jsonb[])') IS NOT NULL`},
+	{1, `EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = 'livepg' AND tablename = 'events')`},
+	{3, `EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+	              WHERE n.nspname = 'livepg' AND p.proname = 'publish_batch')`},
 }
 
 // migrator builds a goose provider over the pool. The session locker holds a
@@ -82,7 +83,7 @@ func (s *Store) prepare(ctx context.Context, db *sql.DB) error {
 		return err
 	}
 	var schemaExists bool
-	if err := tx.QueryRowContext(ctx, `SELECT to_regnamespace($1) IS NOT NULL`, Schema).Scan(&schemaExists); err != nil {
+	if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)`, Schema).Scan(&schemaExists); err != nil {
 		return fmt.Errorf("prepare schema %s: %w", Schema, err)
 	}
 	if !schemaExists {
@@ -123,9 +124,13 @@ func (s *Store) prepare(ctx context.Context, db *sql.DB) error {
 	return nil
 }
 
+// versionTableExists reads the catalog's tables rather than calling
+// to_regclass, whose cache may not yet know of a table another session has
+// just created (an advisory lock, unlike a table's, does not refresh it).
 func versionTableExists(ctx context.Context, db database.DBTxConn) (bool, error) {
 	var ok bool
-	if err := db.QueryRowContext(ctx, `SELECT to_regclass($1) IS NOT NULL`, VersionTable).Scan(&ok); err != nil {
+	schema, table, _ := strings.Cut(VersionTable, ".")
+	if err := db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = $2)`, schema, table).Scan(&ok); err != nil {
 		return false, fmt.Errorf("look for %s: %w", VersionTable, err)
 	}
 	return ok, nil
