@@ -54,10 +54,13 @@ BEGIN
     IF NOT pg_catalog.pg_has_role('livepg_node', 'livepg_writer', 'MEMBER') THEN
         BEGIN
             GRANT livepg_writer TO livepg_node;
-        EXCEPTION WHEN insufficient_privilege THEN
-            RAISE EXCEPTION 'livepg: role livepg_node must be a member of livepg_writer, and role % may not grant it', current_user
-                USING ERRCODE = '42501',
-                      HINT = 'Run GRANT livepg_writer TO livepg_node; as a superuser, then run livepg migrate up again.';
+        EXCEPTION
+            WHEN insufficient_privilege THEN
+                RAISE EXCEPTION 'livepg: role livepg_node must be a member of livepg_writer, and role % may not grant it', current_user
+                    USING ERRCODE = '42501',
+                          HINT = 'Run GRANT livepg_writer TO livepg_node; as a superuser, then run livepg migrate up again.';
+            WHEN unique_violation THEN
+                NULL; -- a migration of another database granted it meanwhile
         END;
     END IF;
 END
