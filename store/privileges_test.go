@@ -16,10 +16,10 @@ import (
 	"github.com/livepg/livepg/store/storetest"
 )
 
-// Tampering is every way the issue found for an application role to break
+// tampering is every way the issue found for an application role to break
 // the log for everyone, each of which PostgreSQL must refuse with a
 // permission error.
-var Tampering = []string{
+var tampering = []string{
 	`INSERT INTO livepg.events (seq, topic, type, data, committed_at) VALUES (9000000000000000000, 'notes/1', 'insert', '{}', now())`,
 	`INSERT INTO livepg.events (topic, type, data) VALUES ('notes/1', 'insert', '{}')`,
 	`SELECT setval('livepg.events_seq', 1)`,
@@ -87,7 +87,7 @@ func TestLeastPrivilegeRoles(t *testing.T) {
 		t.Fatalf("livepg.head() as the application: %d, %v", head, err)
 	}
 
-	for _, sql := range Tampering {
+	for _, sql := range tampering {
 		refused(t, app, sql)
 	}
 	// Code of the application's own that the capture trigger might run (a
