@@ -7,8 +7,9 @@ import (
 )
 
 // NullTopicSegment is what a NULL placeholder value (SQL NULL, JSON null, a
-// missing column) renders as in a tracked table's topic. No text value
-// encodes to it: PostgreSQL text cannot hold a NUL byte.
+// missing column) renders as in a tracked table's topic. No value from the
+// database encodes to it: PostgreSQL text cannot hold a NUL byte (a Go string
+// can: TopicSegment("\x00") is NullTopicSegment too).
 const NullTopicSegment = "%00"
 
 // maxPlainSegment is the longest encoding kept whole; a longer one is
