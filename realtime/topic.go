@@ -9,8 +9,9 @@ import (
 
 // TopicPattern is the grammar of a topic, the same one livepg.publish and the
 // events table's CHECK constraint enforce: segments of letters, digits and
-// _.:@=+- separated by single slashes.
-const TopicPattern = `^[A-Za-z0-9_.:@=+-]+(/[A-Za-z0-9_.:@=+-]+)*$`
+// _.:@=+-% separated by single slashes. (% is there for the values a tracked
+// table's template fills in, encoded: see TopicSegment.)
+const TopicPattern = `^[A-Za-z0-9_.:@=+%-]+(/[A-Za-z0-9_.:@=+%-]+)*$`
 
 // MaxTopicLen is the longest topic accepted, in bytes.
 const MaxTopicLen = 256
@@ -53,7 +54,7 @@ func ParseSelector(s string) (Selector, error) {
 		return Selector{Topic: base + "/", Prefix: true}, nil
 	}
 	if !ValidTopic(s) {
-		return Selector{}, fmt.Errorf("%w %q: a topic is 1-%d characters: segments of letters, digits and _.:@=+- separated by single slashes, optionally ending in /*", errSelector, s, MaxTopicLen)
+		return Selector{}, fmt.Errorf("%w %q: a topic is 1-%d characters: segments of letters, digits and _.:@=+-%% separated by single slashes, optionally ending in /*", errSelector, s, MaxTopicLen)
 	}
 	return Selector{Topic: s}, nil
 }

@@ -253,3 +253,44 @@ func withDatabase(u, db string) string {
 	parsed.Path = "/" + db
 	return parsed.String()
 }
+
+// NewEmptyDatabase creates a database for this test with nothing of livepg in
+// it (for tests of migrating) and returns its URL. It is dropped when the
+// test ends.
+func NewEmptyDatabase(t testing.TB) string {
+	t.Helper()
+	setup(t)
+	return NewEmptyDatabaseOn(t, adminURL)
+}
+
+// NewEmptyDatabaseOn creates an empty database on the server behind admin (a
+// URL of any database there) and returns its URL; it is dropped when the
+// test ends.
+func NewEmptyDatabaseOn(t testing.TB, admin string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	db := "livepg_test_" + hex.EncodeToString(b[:])
+	conn, err := pgx.Connect(ctx, admin)
+	if err != nil {
+		t.Fatalf("test database: %v", err)
+	}
+	defer conn.Close(ctx)
+	name := pgx.Identifier{db}.Sanitize()
+	if _, err := conn.Exec(ctx, `CREATE DATABASE `+name); err != nil {
+		t.Fatalf("create test database: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, admin)
+		if err != nil {
+			return // the server is gone with its cluster
+		}
+		defer conn.Close(ctx)
+		_, _ = conn.Exec(ctx, `DROP DATABASE IF EXISTS `+name+` WITH (FORCE)`)
+	})
+	return withDatabase(admin, db)
+}
