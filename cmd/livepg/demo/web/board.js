@@ -2,6 +2,7 @@
 
 const boardId = Number(location.pathname.split("/")[2]);
 const COLUMNS = ["todo", "doing", "done"];
+const MAX_TEXT = 500;       // characters, as the server counts them (trimmed)
 const cards = new Map();    // card id -> card row
 const elements = new Map(); // card id -> its <li>
 const errorEl = document.getElementById("error");
@@ -11,15 +12,24 @@ function showError(msg) {
   errorEl.hidden = !msg;
 }
 
-async function api(method, path, body) {
-  const res = await fetch("/api/boards/" + boardId + path, {
-    method,
-    headers: { "Content-Type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
+// api sends a change and says whether it was made. On failure it shows what
+// failed and why (the server's answer, or that it could not be reached); the
+// caller keeps what the user typed.
+async function api(what, method, path, body) {
+  let res;
+  try {
+    res = await fetch("/api/boards/" + boardId + path, {
+      method,
+      headers: body === undefined ? {} : { "Content-Type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  } catch {
+    showError(`Could not ${what}: the server did not answer. Nothing was changed; try again when it is back.`);
+    return false;
+  }
   if (!res.ok) {
     const err = await res.json().catch(() => ({}));
-    showError(err.error || res.statusText);
+    showError(`Could not ${what}: ${err.error || res.statusText}`);
     return false;
   }
   showError("");
@@ -28,7 +38,30 @@ async function api(method, path, body) {
 
 // The page never applies its own requests' answers: every change, its own
 // or anyone's, arrives once through the stream and is applied there.
-const changeCard = (id, change) => api("PATCH", "/cards/" + id, change);
+const changeCard = (what, id, change) => api(what, "PATCH", "/cards/" + id, change);
+
+// textLength counts as the server does: characters, not UTF-16 units, of
+// the trimmed text.
+const textLength = (s) => [...s.trim()].length;
+
+// sameText compares texts as a textarea holds them (line breaks as \n).
+const sameText = (a, b) => a.replace(/\r\n?/g, "\n") === b.replace(/\r\n?/g, "\n");
+
+// limit ties a text field to a counter and a submit button: past the limit
+// the counter says by how much and the button is disabled; nothing is cut.
+function limit(field, counter, submit) {
+  const update = () => {
+    const n = textLength(field.value);
+    const over = n > MAX_TEXT;
+    counter.textContent = over ? `${n} / ${MAX_TEXT}: ${n - MAX_TEXT} too many characters` : `${n} / ${MAX_TEXT}`;
+    counter.classList.toggle("over", over);
+    field.setAttribute("aria-invalid", over ? "true" : "false");
+    submit.disabled = over;
+  };
+  field.addEventListener("input", update);
+  update();
+  return () => textLength(field.value) <= MAX_TEXT;
+}
 
 function button(label, title, onClick) {
   const b = document.createElement("button");
@@ -50,42 +83,84 @@ function fillCard(li, card) {
   const actions = document.createElement("div");
   actions.className = "actions";
   const col = COLUMNS.indexOf(card.col);
-  if (col > 0) actions.append(button("←", "Move to " + COLUMNS[col - 1], () => changeCard(card.id, { col: COLUMNS[col - 1] })));
-  if (col < COLUMNS.length - 1) actions.append(button("→", "Move to " + COLUMNS[col + 1], () => changeCard(card.id, { col: COLUMNS[col + 1] })));
+  const move = (to) => changeCard("move the card", card.id, { col: to });
+  if (col > 0) actions.append(button("←", "Move to " + COLUMNS[col - 1], () => move(COLUMNS[col - 1])));
+  if (col < COLUMNS.length - 1) actions.append(button("→", "Move to " + COLUMNS[col + 1], () => move(COLUMNS[col + 1])));
   actions.append(button("Edit", "Edit card", () => startEdit(li, card)));
-  actions.append(button("Delete", "Delete card", () => api("DELETE", "/cards/" + card.id)));
+  actions.append(button("Delete", "Delete card", () => api("delete the card", "DELETE", "/cards/" + card.id)));
   li.replaceChildren(text, actions);
 }
 
+let editCount = 0;
+
+// startEdit edits a card's text in a textarea, which keeps line breaks:
+// Enter saves, Shift+Enter starts a new line, Escape cancels.
 function startEdit(li, card) {
   li.dataset.editing = "1";
-  const input = document.createElement("input");
-  input.value = card.text;
-  input.maxLength = 500;
-  input.setAttribute("aria-label", "Card text");
+  const field = document.createElement("textarea");
+  field.value = card.text;
+  field.rows = Math.min(8, Math.max(2, card.text.split("\n").length));
+  field.setAttribute("aria-label", "Card text");
+  const counter = document.createElement("span");
+  counter.className = "counter";
+  counter.id = "edit-counter-" + ++editCount;
+  field.setAttribute("aria-describedby", counter.id);
   const done = () => {
     delete li.dataset.editing;
     fillCard(li, cards.get(card.id) || card);
   };
+  const saveButton = button("Save", "Save card", () => save());
+  const fits = limit(field, counter, saveButton);
   const save = async () => {
-    if (input.value !== card.text && !(await changeCard(card.id, { text: input.value }))) return;
+    if (!fits()) return;
+    // An unchanged text sends nothing.
+    const current = cards.get(card.id) || card;
+    if (!sameText(field.value, current.text) && !(await changeCard("save the card", card.id, { text: field.value }))) return;
     done();
-    li.querySelector("button")?.focus();
+    li.querySelector('button[aria-label="Edit card"]')?.focus();
   };
-  input.addEventListener("keydown", (e) => {
-    if (e.key === "Enter") save();
-    if (e.key === "Escape") done();
+  field.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      save();
+    }
+    if (e.key === "Escape") {
+      done();
+      li.querySelector('button[aria-label="Edit card"]')?.focus();
+    }
   });
   const actions = document.createElement("div");
   actions.className = "actions";
-  actions.append(button("Save", "Save card", save), button("Cancel", "Cancel edit", done));
-  li.replaceChildren(input, actions);
-  input.focus();
+  actions.append(saveButton, button("Cancel", "Cancel edit", done), counter);
+  li.replaceChildren(field, actions);
+  field.focus();
+  field.setSelectionRange(field.value.length, field.value.length);
+}
+
+// focusWithin returns what to restore focus to after li is redrawn: the
+// button with the same label, else the move button in the same direction,
+// else the card's Edit button.
+function refocus(li, label) {
+  const buttons = [...li.querySelectorAll("button")];
+  const same = buttons.find((b) => b.getAttribute("aria-label") === label);
+  if (same) return same;
+  if (label && label.startsWith("Move to ")) {
+    const from = COLUMNS.indexOf(label.slice("Move to ".length));
+    const forward = from > COLUMNS.indexOf(li.dataset.col);
+    const again = buttons.find((b) => b.textContent === (forward ? "→" : "←"));
+    if (again) return again;
+  }
+  return buttons.find((b) => b.getAttribute("aria-label") === "Edit card") || li;
 }
 
 // render brings the DOM in line with the cards, touching only what changed,
 // so a card being edited or a focused button survives other people's edits.
+// A card redrawn or moved while one of its buttons has focus (a keyboard
+// move) gets the focus back on its own buttons.
 function render() {
+  const active = document.activeElement;
+  const activeCard = active && active.closest ? active.closest("li.card") : null;
+  const activeLabel = active && active.getAttribute ? active.getAttribute("aria-label") : null;
   for (const [id, li] of elements) {
     if (!cards.has(id)) {
       li.remove();
@@ -102,19 +177,38 @@ function render() {
       if (!li) {
         li = document.createElement("li");
         li.className = "card";
+        li.tabIndex = -1;
         elements.set(card.id, li);
       }
       if (!li.dataset.editing && (li.dataset.text !== card.text || li.dataset.col !== card.col)) fillCard(li, card);
       if (ul.children[i] !== li) ul.insertBefore(li, ul.children[i] || null);
     });
   }
+  if (activeCard && activeCard.isConnected && !activeCard.contains(document.activeElement)) {
+    refocus(activeCard, activeLabel).focus();
+  }
 }
+
+const statusEl = document.getElementById("status");
 
 loadAndFollow({
   stateURL: "/api/boards/" + boardId,
   topic: "boards/" + boardId,
-  statusEl: document.getElementById("status"),
+  statusEl,
   onState(state, err) {
+    if (err && err.status === 404) {
+      document.getElementById("board-name").textContent = "No such board";
+      document.title = "No such board · livepg";
+      document.getElementById("new-card").hidden = true;
+      document.querySelector(".columns").hidden = true;
+      errorEl.replaceChildren(`Board ${location.pathname.split("/")[2]} does not exist: it may have been deleted, or the address is wrong. `);
+      const back = document.createElement("a");
+      back.href = "/";
+      back.textContent = "See all boards";
+      errorEl.append(back);
+      errorEl.hidden = false;
+      return;
+    }
     if (err) return showError("Could not load the board: " + err.message);
     showError("");
     document.getElementById("board-name").textContent = state.board.name;
@@ -132,14 +226,20 @@ loadAndFollow({
   },
 });
 
-document.getElementById("new-card").addEventListener("submit", async (e) => {
+const newCard = document.getElementById("new-card");
+const newText = document.getElementById("card-text");
+const newFits = limit(newText, document.getElementById("card-counter"), newCard.querySelector('button[type="submit"]'));
+
+newCard.addEventListener("submit", async (e) => {
   e.preventDefault();
-  const input = document.getElementById("card-text");
+  if (!newFits()) return;
   // Clear at once, so typing the next card while this one is saved loses
   // nothing; on failure, put the text back if the field is still empty.
-  const text = input.value;
-  input.value = "";
-  if (!(await api("POST", "/cards", { text, col: document.getElementById("card-col").value })) && !input.value) {
-    input.value = text;
+  const text = newText.value;
+  newText.value = "";
+  newText.dispatchEvent(new Event("input"));
+  if (!(await api("add the card", "POST", "/cards", { text, col: document.getElementById("card-col").value })) && !newText.value) {
+    newText.value = text;
+    newText.dispatchEvent(new Event("input"));
   }
 });
