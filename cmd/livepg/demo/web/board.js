@@ -137,16 +137,17 @@ function startEdit(li, card) {
   field.setSelectionRange(field.value.length, field.value.length);
 }
 
-// focusWithin returns what to restore focus to after li is redrawn: the
-// button with the same label, else the move button in the same direction,
-// else the card's Edit button.
-function refocus(li, label) {
+// refocus returns what to give the focus back to after li is redrawn: the
+// button with the same label, else after a move the move button in the
+// same direction (so that Enter moves the card on), else its Edit button.
+// label and fromCol are the focused button's label and the card's column
+// before the redraw.
+function refocus(li, label, fromCol) {
   const buttons = [...li.querySelectorAll("button")];
   const same = buttons.find((b) => b.getAttribute("aria-label") === label);
   if (same) return same;
   if (label && label.startsWith("Move to ")) {
-    const from = COLUMNS.indexOf(label.slice("Move to ".length));
-    const forward = from > COLUMNS.indexOf(li.dataset.col);
+    const forward = COLUMNS.indexOf(label.slice("Move to ".length)) > COLUMNS.indexOf(fromCol);
     const again = buttons.find((b) => b.textContent === (forward ? "→" : "←"));
     if (again) return again;
   }
@@ -161,6 +162,7 @@ function render() {
   const active = document.activeElement;
   const activeCard = active && active.closest ? active.closest("li.card") : null;
   const activeLabel = active && active.getAttribute ? active.getAttribute("aria-label") : null;
+  const activeCol = activeCard ? activeCard.dataset.col : null;
   for (const [id, li] of elements) {
     if (!cards.has(id)) {
       li.remove();
@@ -185,7 +187,7 @@ function render() {
     });
   }
   if (activeCard && activeCard.isConnected && !activeCard.contains(document.activeElement)) {
-    refocus(activeCard, activeLabel).focus();
+    refocus(activeCard, activeLabel, activeCol).focus();
   }
 }
 
