@@ -162,7 +162,7 @@ func TestBoardPageEditing(t *testing.T) {
 		p.run(t,
 			chromedp.SendKeys(chromedp.CSS(card+" textarea"), kb.End),
 			chromedp.KeyEvent(kb.Enter, chromedp.KeyModifiers(chromedp.ModifierShift)), // a new line
-			chromedp.KeyEvent("line three"+kb.Enter))                                  // save
+			chromedp.KeyEvent("line three"+kb.Enter))                                   // save
 		p.waitColumns(t, [][]string{{"line one\nline two\nline three"}, {}, {}})
 		if got := cardText(cardID); got != "line one\nline two\nline three" {
 			t.Fatalf("an edit stored %q", got)
