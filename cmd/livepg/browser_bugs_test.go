@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -35,6 +37,16 @@ func (p *page) waitError(t *testing.T, want string) string {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// shoot saves a screenshot of p for a person to look at, and logs where.
+func (p *page) shoot(t *testing.T) {
+	t.Helper()
+	dir := filepath.Join(os.TempDir(), "livepg-browser-test")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot: %s", p.screenshot(t, dir))
 }
 
 func (p *page) noScriptErrors(t *testing.T) {
@@ -94,6 +106,7 @@ func TestBoardPageKeepsWorkWhileItsNodeIsDown(t *testing.T) {
 		t.Fatalf("after a failed add the field holds %q", got)
 	}
 	p.waitColumns(t, [][]string{{"Existing card"}, {}, {}})
+	p.shoot(t)
 	p.noScriptErrors(t)
 
 	// The node comes back: the kept text is added with one Enter.
@@ -237,6 +250,7 @@ func TestBoardPageEditing(t *testing.T) {
 		if got := eval[string](t, p, `document.querySelector('`+card+` .counter').textContent`); !strings.Contains(got, "3 too many") {
 			t.Fatalf("editor counter says %q", got)
 		}
+		p.shoot(t)
 		p.noScriptErrors(t)
 	})
 
@@ -257,9 +271,10 @@ func TestBoardPageEditing(t *testing.T) {
 		if n := eval[int](t, p, `performance.getEntriesByType("resource").filter(e => e.name.endsWith("/api/boards/999999")).length`); n != 1 {
 			t.Fatalf("the page asked for the unknown board %d times", n)
 		}
-		if eval[bool](t, p, `document.querySelector(".columns").hidden === false`) {
-			t.Fatal("an unknown board still shows empty columns")
+		if eval[bool](t, p, `document.querySelector(".columns").checkVisibility() || document.getElementById("new-card").checkVisibility()`) {
+			t.Fatal("an unknown board still shows empty columns or the new card form")
 		}
+		p.shoot(t)
 		p.noScriptErrors(t)
 	})
 }

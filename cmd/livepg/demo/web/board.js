@@ -53,7 +53,7 @@ function limit(field, counter, submit) {
   const update = () => {
     const n = textLength(field.value);
     const over = n > MAX_TEXT;
-    counter.textContent = over ? `${n} / ${MAX_TEXT}: ${n - MAX_TEXT} too many characters` : `${n} / ${MAX_TEXT}`;
+    counter.textContent = over ? `${n} / ${MAX_TEXT}: ${n - MAX_TEXT} too many characters` : n ? `${n} / ${MAX_TEXT}` : "";
     counter.classList.toggle("over", over);
     field.setAttribute("aria-invalid", over ? "true" : "false");
     submit.disabled = over;
