@@ -230,3 +230,27 @@ func TestUpgradeKeepsTheBoardsOfAnEarlierLivepg(t *testing.T) {
 		t.Fatalf("%d cards in public.cards, want 3", n)
 	}
 }
+
+// Nodes that start together on a fresh database migrate the demo once
+// between them, and every one of them succeeds.
+func TestConcurrentMigrationsAllSucceed(t *testing.T) {
+	t.Parallel()
+	db := storetest.NewDatabase(t)
+	pool := openPool(t, db)
+	errs := make(chan error, 4)
+	for range cap(errs) {
+		go func() { errs <- demo.Migrate(context.Background(), pool) }()
+	}
+	for range cap(errs) {
+		if err := <-errs; err != nil {
+			t.Errorf("a concurrent migration: %v", err)
+		}
+	}
+	var applied int
+	if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM livepg_demo.goose_db_version WHERE version_id = 1`).Scan(&applied); err != nil {
+		t.Fatal(err)
+	}
+	if applied != 1 {
+		t.Fatalf("version 1 recorded %d times", applied)
+	}
+}
