@@ -8,6 +8,7 @@ import (
 	"io/fs"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
@@ -31,13 +32,35 @@ var migrationFiles embed.FS
 
 // Migrate creates the demo's schema and applies its pending migrations. The
 // engine's migrations (schema livepg) must have run first: the demo's tables
-// are tracked with livepg.track.
+// are tracked with livepg.track. When nothing is pending it only reads the
+// version table, so a node whose role may not create anything starts on a
+// database where the demo is already migrated.
+//
+// The connected role needs the right to create schema livepg_demo in the
+// database, or the schema made beforehand and owned by it (CREATE SCHEMA
+// livepg_demo AUTHORIZATION <role>).
 func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
-	p, done, err := migrator(ctx, pool)
+	p, done, err := migrator(pool)
 	if err != nil {
 		return err
 	}
 	defer done()
+	ready, err := versionTableExists(ctx, pool)
+	if err != nil {
+		return fmt.Errorf("demo migrate up: %w", err)
+	}
+	if ready {
+		pending, err := p.HasPending(ctx)
+		if err != nil {
+			return fmt.Errorf("demo migrate up: %w", err)
+		}
+		if !pending {
+			return nil
+		}
+	}
+	if err := createSchema(ctx, pool); err != nil {
+		return fmt.Errorf("demo migrate up: %w", err)
+	}
 	if _, err := p.Up(ctx); err != nil {
 		return fmt.Errorf("demo migrate up: %w", err)
 	}
@@ -48,7 +71,7 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
 // database it drops the demo's tables; tables adopted from an earlier
 // livepg (in public) stay.
 func MigrateDown(ctx context.Context, pool *pgxpool.Pool) error {
-	p, done, err := migrator(ctx, pool)
+	p, done, err := migrator(pool)
 	if err != nil {
 		return err
 	}
@@ -59,20 +82,7 @@ func MigrateDown(ctx context.Context, pool *pgxpool.Pool) error {
 	return nil
 }
 
-func migrator(ctx context.Context, pool *pgxpool.Pool) (*goose.Provider, func(), error) {
-	// goose creates its version table but not the schema it is in. Two nodes
-	// starting at once would race on CREATE SCHEMA IF NOT EXISTS (it can fail
-	// with a unique violation), so they take turns.
-	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(migrationLockID)); err != nil {
-			return err
-		}
-		_, err := tx.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+pgx.Identifier{Schema}.Sanitize())
-		return err
-	})
-	if err != nil {
-		return nil, nil, fmt.Errorf("demo migrate: create schema %s: %w", Schema, err)
-	}
+func migrator(pool *pgxpool.Pool) (*goose.Provider, func(), error) {
 	locker, err := lock.NewPostgresSessionLocker(lock.WithLockID(migrationLockID))
 	if err != nil {
 		return nil, nil, fmt.Errorf("demo migrate: %w", err)
@@ -89,6 +99,44 @@ func migrator(ctx context.Context, pool *pgxpool.Pool) (*goose.Provider, func(),
 		return nil, nil, fmt.Errorf("demo migrate: %w", err)
 	}
 	return p, func() { db.Close() }, nil
+}
+
+// versionTableExists reads the catalog's tables (not to_regclass, whose
+// cache may not yet know of a table another session has just created).
+func versionTableExists(ctx context.Context, pool *pgxpool.Pool) (bool, error) {
+	var ok bool
+	err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = 'goose_db_version')`, Schema).Scan(&ok)
+	if err != nil {
+		return false, fmt.Errorf("look for %s: %w", VersionTable, err)
+	}
+	return ok, nil
+}
+
+// createSchema creates schema livepg_demo unless it exists: goose creates
+// its version table there but not the schema. Nodes starting at once would
+// race on CREATE SCHEMA IF NOT EXISTS (it can fail with a unique violation),
+// so they take turns.
+func createSchema(ctx context.Context, pool *pgxpool.Pool) error {
+	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(migrationLockID)); err != nil {
+			return fmt.Errorf("create schema %s: %w", Schema, err)
+		}
+		var exists bool
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)`, Schema).Scan(&exists); err != nil {
+			return fmt.Errorf("create schema %s: %w", Schema, err)
+		}
+		if exists {
+			return nil
+		}
+		if _, err := tx.Exec(ctx, `CREATE SCHEMA `+pgx.Identifier{Schema}.Sanitize()); err != nil {
+			var pgErr *pgconn.PgError
+			if errors.As(err, &pgErr) && pgErr.Code == "42501" { // insufficient privilege
+				return fmt.Errorf("create schema %s: %w (as a superuser, run CREATE SCHEMA %s AUTHORIZATION <this role>, then start again)", Schema, err, Schema)
+			}
+			return fmt.Errorf("create schema %s: %w", Schema, err)
+		}
+		return nil
+	})
 }
 
 // errNoTables says the demo's migrations have not run.

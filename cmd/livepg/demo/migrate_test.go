@@ -254,3 +254,99 @@ func TestConcurrentMigrationsAllSucceed(t *testing.T) {
 		t.Fatalf("version 1 recorded %d times", applied)
 	}
 }
+
+// loginRole creates a login role for this test (roles belong to the whole
+// cluster), runs setup as the superuser with %[1]s standing for the role's
+// quoted name, and returns db's URL as that role. The role is dropped when
+// the test ends.
+func loginRole(t *testing.T, db, setup string) string {
+	t.Helper()
+	ctx := context.Background()
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	name := "livepg_demo_test_" + hex.EncodeToString(b[:])
+	quoted := pgx.Identifier{name}.Sanitize()
+	admin := openPool(t, db)
+	if _, err := admin.Exec(ctx, `CREATE ROLE `+quoted+` LOGIN PASSWORD 'test-secret'`); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if conn, err := pgx.Connect(ctx, db); err == nil {
+			_, _ = conn.Exec(ctx, `DROP OWNED BY `+quoted)
+			_, _ = conn.Exec(ctx, `DROP ROLE `+quoted)
+			conn.Close(ctx)
+		}
+	})
+	if setup != "" {
+		if _, err := admin.Exec(ctx, fmt.Sprintf(setup, quoted)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg, err := pgx.ParseConfig(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &url.URL{Scheme: "postgres", User: url.UserPassword(name, "test-secret"), Host: fmt.Sprintf("%s:%d", cfg.Host, cfg.Port), Path: "/" + cfg.Database}
+	q := url.Values{"sslmode": {"disable"}}
+	if strings.HasPrefix(cfg.Host, "/") { // a Unix socket
+		u.Host = ""
+		q.Set("host", cfg.Host)
+		q.Set("port", fmt.Sprint(cfg.Port))
+	}
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// A node whose role may create nothing starts the demo on a database where
+// it is already migrated: migrating again only reads the version table.
+func TestMigratedDemoStartsAsARoleThatCannotCreate(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	app := startApp(t, demo.Options{}) // migrated by the superuser
+	asReader := loginRole(t, app.DB, `GRANT USAGE ON SCHEMA livepg_demo TO %[1]s; GRANT SELECT ON ALL TABLES IN SCHEMA livepg_demo TO %[1]s`)
+	pool := openPool(t, asReader)
+	if err := demo.Migrate(ctx, pool); err != nil {
+		t.Fatalf("migrate an up-to-date demo as a role that cannot create: %v", err)
+	}
+	if _, err := demo.New(ctx, pool, demo.Options{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A role that may not create schemas says what to do.
+func TestMigrateWithoutTheRightToCreateSaysWhatToDo(t *testing.T) {
+	t.Parallel()
+	db := storetest.NewDatabase(t)
+	pool := openPool(t, loginRole(t, db, ""))
+	err := demo.Migrate(context.Background(), pool)
+	if err == nil || !strings.Contains(err.Error(), "CREATE SCHEMA livepg_demo AUTHORIZATION") {
+		t.Fatalf("migrate as a role that cannot create schema livepg_demo: %v", err)
+	}
+}
+
+// Where livepg has its node role, the role may use the demo's tables.
+func TestNodeRoleMayUseTheDemosTables(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := storetest.NewDatabase(t)
+	pool := openPool(t, db)
+	// The engine's migrations make livepg_node; create it here if this
+	// engine does not (roles are the cluster's: another test may too).
+	if _, err := pool.Exec(ctx, `DO $$ BEGIN CREATE ROLE livepg_node NOLOGIN; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$`); err != nil {
+		t.Fatal(err)
+	}
+	if err := demo.Migrate(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	var may bool
+	if err := pool.QueryRow(ctx, `SELECT has_schema_privilege('livepg_node', 'livepg_demo', 'USAGE')
+		AND has_table_privilege('livepg_node', 'livepg_demo.cards', 'SELECT, INSERT, UPDATE, DELETE')
+		AND has_table_privilege('livepg_node', 'livepg_demo.boards', 'SELECT, INSERT, UPDATE, DELETE')`).Scan(&may); err != nil {
+		t.Fatal(err)
+	}
+	if !may {
+		t.Fatal("livepg_node may not use the demo's tables")
+	}
+}

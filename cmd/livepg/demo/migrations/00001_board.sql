@@ -41,6 +41,15 @@ BEGIN
 
     PERFORM livepg.track('livepg_demo.boards', 'boards');
     PERFORM livepg.track('livepg_demo.cards', 'boards/{board_id}');
+
+    -- A node serves the demo: where livepg has its node role (livepg_node,
+    -- made by the engine's migrations), the role may use the demo's tables,
+    -- whoever ran this migration. (Its writes produce events because
+    -- livepg_node is a livepg_writer.)
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'livepg_node') THEN
+        GRANT USAGE ON SCHEMA livepg_demo TO livepg_node;
+        GRANT SELECT, INSERT, UPDATE, DELETE ON livepg_demo.boards, livepg_demo.cards TO livepg_node;
+    END IF;
 END
 $$;
 -- +goose StatementEnd
