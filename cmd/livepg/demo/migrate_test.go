@@ -342,6 +342,7 @@ func TestNodeRoleMayUseTheDemosTables(t *testing.T) {
 	}
 	var may bool
 	if err := pool.QueryRow(ctx, `SELECT has_schema_privilege('livepg_node', 'livepg_demo', 'USAGE')
+		AND has_table_privilege('livepg_node', 'livepg_demo.goose_db_version', 'SELECT')
 		AND has_table_privilege('livepg_node', 'livepg_demo.cards', 'SELECT, INSERT, UPDATE, DELETE')
 		AND has_table_privilege('livepg_node', 'livepg_demo.boards', 'SELECT, INSERT, UPDATE, DELETE')`).Scan(&may); err != nil {
 		t.Fatal(err)

@@ -14,6 +14,16 @@
 -- +goose StatementBegin
 DO $$
 BEGIN
+    -- A node serves the demo: where livepg has its node role (livepg_node,
+    -- made by the engine's migrations), the role may read the demo's
+    -- version table (a node checks that nothing is pending) and, below, use
+    -- its tables, whoever ran this migration. Its writes produce events
+    -- because livepg_node is a livepg_writer.
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'livepg_node') THEN
+        GRANT USAGE ON SCHEMA livepg_demo TO livepg_node;
+        GRANT SELECT ON livepg_demo.goose_db_version TO livepg_node;
+    END IF;
+
     IF EXISTS (SELECT 1 FROM pg_trigger
                 WHERE tgname = 'livepg_capture' AND tgrelid = to_regclass('public.boards'))
        AND EXISTS (SELECT 1 FROM pg_trigger
@@ -42,12 +52,7 @@ BEGIN
     PERFORM livepg.track('livepg_demo.boards', 'boards');
     PERFORM livepg.track('livepg_demo.cards', 'boards/{board_id}');
 
-    -- A node serves the demo: where livepg has its node role (livepg_node,
-    -- made by the engine's migrations), the role may use the demo's tables,
-    -- whoever ran this migration. (Its writes produce events because
-    -- livepg_node is a livepg_writer.)
     IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'livepg_node') THEN
-        GRANT USAGE ON SCHEMA livepg_demo TO livepg_node;
         GRANT SELECT, INSERT, UPDATE, DELETE ON livepg_demo.boards, livepg_demo.cards TO livepg_node;
     END IF;
 END
