@@ -375,6 +375,22 @@ func TestCrossSiteMutationsAreRefused(t *testing.T) {
 			t.Errorf("%v: %d %v", header, code, body)
 		}
 	}
+	// An allowed origin's page asks first (a preflight) and is let in; another
+	// origin's is not.
+	for origin, want := range map[string]string{"https://app.example": "https://app.example", "https://evil.example": ""} {
+		req, _ := http.NewRequest(http.MethodOptions, cards, nil)
+		req.Header.Set("Origin", origin)
+		req.Header.Set("Access-Control-Request-Method", "POST")
+		req.Header.Set("Access-Control-Request-Headers", "content-type")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if got := resp.Header.Get("Access-Control-Allow-Origin"); got != want {
+			t.Errorf("preflight from %s: Access-Control-Allow-Origin %q, want %q", origin, got, want)
+		}
+	}
 	// A DELETE has no body and needs no content type.
 	if code, _ := send(t, request{method: "DELETE", url: cards + "/1", header: map[string]string{"Origin": base}}); code != http.StatusNoContent {
 		t.Errorf("delete from the page's own origin: %d", code)
