@@ -105,29 +105,28 @@ function startEdit(li, card) {
   counter.className = "counter";
   counter.id = "edit-counter-" + ++editCount;
   field.setAttribute("aria-describedby", counter.id);
+  // done ends editing, shows the card as it now is and gives the focus back
+  // to its Edit button.
   const done = () => {
     delete li.dataset.editing;
     fillCard(li, cards.get(card.id) || card);
+    li.querySelector('button[aria-label="Edit card"]')?.focus();
   };
   const saveButton = button("Save", "Save card", () => save());
   const fits = limit(field, counter, saveButton);
   const save = async () => {
     if (!fits()) return;
-    // An unchanged text sends nothing.
-    const current = cards.get(card.id) || card;
-    if (!sameText(field.value, current.text) && !(await changeCard("save the card", card.id, { text: field.value }))) return;
+    // A text left as it was sends nothing (and so cannot undo someone
+    // else's edit made meanwhile).
+    if (!sameText(field.value, card.text) && !(await changeCard("save the card", card.id, { text: field.value }))) return;
     done();
-    li.querySelector('button[aria-label="Edit card"]')?.focus();
   };
   field.addEventListener("keydown", (e) => {
     if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
       e.preventDefault();
       save();
     }
-    if (e.key === "Escape") {
-      done();
-      li.querySelector('button[aria-label="Edit card"]')?.focus();
-    }
+    if (e.key === "Escape") done();
   });
   const actions = document.createElement("div");
   actions.className = "actions";
