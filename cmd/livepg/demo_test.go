@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -75,5 +76,25 @@ func TestDemoOnWithoutATokenKeyWarns(t *testing.T) {
 	}
 	if log := out.String(); !strings.Contains(log, `"level":"WARN"`) || !strings.Contains(log, "the demo is on with no token key") {
 		t.Fatalf("no warning that the demo is open:\n%s", log)
+	}
+}
+
+// `livepg migrate up` (fly.toml's release command) creates the demo's tables
+// when the demo is on, and only then.
+func TestMigrateUpCreatesTheDemoOnlyWhenOn(t *testing.T) {
+	t.Parallel()
+	for _, demo := range []string{"off", "on"} {
+		db := storetest.NewDatabase(t)
+		env := map[string]string{"DATABASE_URL": db, "LIVEPG_DEMO": demo}
+		if err := run(context.Background(), []string{"migrate", "up"}, func(k string) string { return env[k] }, io.Discard, io.Discard); err != nil {
+			t.Fatalf("LIVEPG_DEMO=%s migrate up: %v", demo, err)
+		}
+		var exists bool
+		if err := mustConn(t, db).QueryRow(context.Background(), `SELECT to_regclass('livepg_demo.cards') IS NOT NULL`).Scan(&exists); err != nil {
+			t.Fatal(err)
+		}
+		if exists != (demo == "on") {
+			t.Errorf("LIVEPG_DEMO=%s migrate up: demo tables exist: %v", demo, exists)
+		}
 	}
 }
