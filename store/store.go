@@ -1,6 +1,7 @@
-// Package store is livepg's Postgres side: the connection pool, migrations,
-// the event log's queries and the demo app's data. It knows nothing of HTTP
-// or of subscribers; realtime reads the log through it.
+// Package store is livepg's Postgres side: the connection pool, migrations
+// and the event log's queries. It knows nothing of HTTP or of subscribers;
+// realtime reads the log through it. (The demo app's data is the demo's:
+// cmd/livepg/demo.)
 package store
 
 import (

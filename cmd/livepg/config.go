@@ -35,7 +35,14 @@ type Config struct {
 	// runs away from the primary database and answers writes with a
 	// fly-replay header instead (see fly.go).
 	FlyRegion, PrimaryRegion string
-	Node                     realtime.Config
+	// LocalMode is the no-configuration mode: no DATABASE_URL was given.
+	LocalMode bool
+	// Demo serves the demo app and creates its tables (LIVEPG_DEMO).
+	Demo bool
+	// TokenKey says a token key is configured: the demo then asks its
+	// writers for tokens as publishing does.
+	TokenKey bool
+	Node     realtime.Config
 }
 
 // envVar documents one setting; the README's table is written from the same
@@ -70,6 +77,7 @@ var envVars = []envVar{
 	{"LIVEPG_TOKEN_KEY_FILE", "(none)", "a file holding the token key, instead of LIVEPG_TOKEN_KEY"},
 	{"LIVEPG_PRIVATE_TOPICS", "(none)", "comma-separated selectors whose topics need a token to subscribe"},
 	{"LIVEPG_CORS_ORIGINS", "(none)", "comma-separated origins whose pages may stream and publish, with credentials"},
+	{"LIVEPG_DEMO", "on without DATABASE_URL, off with it", "on: serve the demo board (its pages, /api/boards, its tables in schema livepg_demo); off: none of it"},
 	{"FLY_REGION", "(set by Fly.io)", "the region this machine runs in"},
 	{"PRIMARY_REGION", "(set by Fly.io from primary_region)", "the primary database's region; elsewhere, writes are replayed there with fly-replay"},
 }
@@ -85,6 +93,7 @@ func loadConfig(getenv func(string) string) (Config, error) {
 		PprofAddr:       getenv("LIVEPG_PPROF_ADDR"),
 		FlyRegion:       getenv("FLY_REGION"),
 		PrimaryRegion:   getenv("PRIMARY_REGION"),
+		LocalMode:       getenv("DATABASE_URL") == "",
 		Node:            d,
 	}
 	if c.Port == "" {
@@ -186,31 +195,41 @@ func loadConfig(getenv func(string) string) (Config, error) {
 	if s := getenv("LIVEPG_CORS_ORIGINS"); s != "" {
 		c.Node.CORSOrigins = splitList(s)
 	}
-	auth, err := loadAuth(getenv, c.DatabaseURL == "")
+	switch s := getenv("LIVEPG_DEMO"); s {
+	case "":
+		c.Demo = c.LocalMode
+	case "on":
+		c.Demo = true
+	case "off":
+	default:
+		return c, fmt.Errorf("LIVEPG_DEMO=%q: want on or off", s)
+	}
+	auth, hasKey, err := loadAuth(getenv, c.LocalMode)
 	if err != nil {
 		return c, err
 	}
-	c.Node.Auth = auth
+	c.Node.Auth, c.TokenKey = auth, hasKey
 	return c, nil
 }
 
 // loadAuth reads the token settings. With none of them and no DATABASE_URL
 // (the local, no-configuration mode) everything is open; otherwise
-// publishing over HTTP needs a token, and so do the private topics.
-func loadAuth(getenv func(string) string, local bool) (*realtime.Auth, error) {
+// publishing over HTTP needs a token, and so do the private topics. hasKey
+// says whether a key to verify tokens with is configured.
+func loadAuth(getenv func(string) string, local bool) (auth *realtime.Auth, hasKey bool, err error) {
 	alg, key, private := getenv("LIVEPG_TOKEN_ALG"), getenv("LIVEPG_TOKEN_KEY"), getenv("LIVEPG_PRIVATE_TOPICS")
 	if file := getenv("LIVEPG_TOKEN_KEY_FILE"); file != "" {
 		if key != "" {
-			return nil, errors.New("set LIVEPG_TOKEN_KEY or LIVEPG_TOKEN_KEY_FILE, not both")
+			return nil, false, errors.New("set LIVEPG_TOKEN_KEY or LIVEPG_TOKEN_KEY_FILE, not both")
 		}
 		b, err := os.ReadFile(file)
 		if err != nil {
-			return nil, fmt.Errorf("LIVEPG_TOKEN_KEY_FILE: %w", err)
+			return nil, false, fmt.Errorf("LIVEPG_TOKEN_KEY_FILE: %w", err)
 		}
 		key = strings.TrimSpace(string(b))
 	}
 	if local && key == "" && private == "" {
-		return nil, nil
+		return nil, false, nil
 	}
 	if alg == "" {
 		alg = "HS256"
@@ -219,18 +238,18 @@ func loadAuth(getenv func(string) string, local bool) (*realtime.Auth, error) {
 	for _, p := range splitList(private) {
 		sel, err := realtime.ParseSelector(p)
 		if err != nil {
-			return nil, fmt.Errorf("LIVEPG_PRIVATE_TOPICS: %w", err)
+			return nil, false, fmt.Errorf("LIVEPG_PRIVATE_TOPICS: %w", err)
 		}
 		sels = append(sels, sel)
 	}
 	if len(sels) > 0 && key == "" {
-		return nil, errors.New("LIVEPG_PRIVATE_TOPICS needs LIVEPG_TOKEN_KEY (or LIVEPG_TOKEN_KEY_FILE) to verify tokens")
+		return nil, false, errors.New("LIVEPG_PRIVATE_TOPICS needs LIVEPG_TOKEN_KEY (or LIVEPG_TOKEN_KEY_FILE) to verify tokens")
 	}
-	auth, err := realtime.NewAuth(alg, key, sels)
+	auth, err = realtime.NewAuth(alg, key, sels)
 	if err != nil {
-		return nil, fmt.Errorf("LIVEPG_TOKEN_KEY: %w", err)
+		return nil, false, fmt.Errorf("LIVEPG_TOKEN_KEY: %w", err)
 	}
-	return auth, nil
+	return auth, key != "", nil
 }
 
 func splitList(s string) []string {

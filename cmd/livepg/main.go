@@ -32,6 +32,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/livepg/livepg/cmd/livepg/demo"
 	"github.com/livepg/livepg/realtime"
 	"github.com/livepg/livepg/store"
 	"github.com/livepg/livepg/store/localpg"
@@ -221,7 +222,13 @@ func migrate(ctx context.Context, cfg Config, direction string, stdout io.Writer
 	defer closeAll()
 	switch direction {
 	case "up":
-		return st.MigrateUp(ctx)
+		if err := st.MigrateUp(ctx); err != nil {
+			return err
+		}
+		if cfg.Demo {
+			return demo.Migrate(ctx, st.Pool)
+		}
+		return nil
 	case "down":
 		return st.MigrateDown(ctx)
 	default: // "status": run checked the direction
@@ -249,6 +256,10 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, stdout io.Write
 	if err := st.MigrateUp(ctx); err != nil {
 		return err
 	}
+	app, err := startDemo(ctx, cfg, st, logger)
+	if err != nil {
+		return err
+	}
 	cfg.Node.ListenURL = cfg.ListenURL
 	node, err := realtime.NewNode(st, cfg.Node)
 	if err != nil {
@@ -266,7 +277,7 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, stdout io.Write
 	defer stopPprof()
 
 	srv := &http.Server{
-		Handler:           newRouter(node, st, logger),
+		Handler:           newRouter(node, app),
 		ReadHeaderTimeout: 10 * time.Second,
 		// No WriteTimeout: it would cut every stream. Streams set a deadline
 		// per write instead.
@@ -303,7 +314,28 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, stdout io.Write
 	return nil
 }
 
-func newRouter(node *realtime.Node, st *store.Store, logger *slog.Logger) http.Handler {
+// startDemo migrates the demo app's tables and builds its handlers when
+// LIVEPG_DEMO is on; off, it returns nil and creates nothing.
+func startDemo(ctx context.Context, cfg Config, st *store.Store, logger *slog.Logger) (*demo.App, error) {
+	if !cfg.Demo {
+		return nil, nil
+	}
+	if err := demo.Migrate(ctx, st.Pool); err != nil {
+		return nil, err
+	}
+	opts := demo.Options{AllowedOrigins: cfg.Node.CORSOrigins, Logger: logger}
+	switch {
+	case cfg.TokenKey:
+		opts.Auth = cfg.Node.Auth
+	case !cfg.LocalMode:
+		logger.Warn("the demo is on with no token key (LIVEPG_TOKEN_KEY): anyone who reaches this node can read and change its boards; set LIVEPG_DEMO=off, or a token key")
+	}
+	return demo.New(ctx, st.Pool, opts)
+}
+
+// newRouter mounts the node's endpoints, health, metrics and, when app is
+// not nil, the demo app.
+func newRouter(node *realtime.Node, app *demo.App) http.Handler {
 	r := chi.NewRouter()
 	node.Routes(r)
 	r.Method(http.MethodGet, "/metrics", node.MetricsHandler())
@@ -322,9 +354,8 @@ func newRouter(node *realtime.Node, st *store.Store, logger *slog.Logger) http.H
 		}
 		fmt.Fprintln(w, "ready")
 	})
-	d := &demo{store: st, log: logger}
-	r.Group(func(mutations chi.Router) {
-		d.routes(r, mutations)
-	})
+	if app != nil {
+		app.Routes(r)
+	}
 	return r
 }
