@@ -10,7 +10,20 @@
 -- transaction leaves no visible row and no seq.
 
 -- +goose Up
-CREATE SCHEMA livepg;
+-- The schema may exist already: livepg creates it before goose creates its
+-- version table in it (livepg.goose_db_version), and a database's owner may
+-- have created it for livepg's owner role (see README, On your own database).
+-- CREATE SCHEMA IF NOT EXISTS would still need the CREATE privilege on the
+-- database, so look first.
+-- +goose StatementBegin
+DO $$
+BEGIN
+    IF to_regnamespace('livepg') IS NULL THEN
+        CREATE SCHEMA livepg;
+    END IF;
+END
+$$;
+-- +goose StatementEnd
 
 CREATE TABLE livepg.events (
     -- Provisional id, taken at insert time; only used to find the row again.
@@ -241,4 +254,16 @@ $$;
 -- +goose StatementEnd
 
 -- +goose Down
-DROP SCHEMA livepg CASCADE;
+-- The schema stays: it holds goose's version table.
+DROP FUNCTION livepg.prune(interval);
+DROP FUNCTION livepg.untrack(regclass);
+DROP FUNCTION livepg.track(regclass, text);
+DROP TABLE livepg.events;
+DROP FUNCTION livepg.capture() CASCADE; -- and the triggers of tracked tables
+DROP FUNCTION livepg.render_topic(text, jsonb);
+DROP FUNCTION livepg.head();
+DROP FUNCTION livepg.publish(text, jsonb, text);
+DROP FUNCTION livepg.sequence();
+DROP TABLE livepg.tracked;
+DROP TABLE livepg.state;
+DROP SEQUENCE livepg.events_seq;

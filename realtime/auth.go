@@ -88,6 +88,19 @@ func (e *authError) Error() string { return e.msg }
 
 var errNoToken = &authError{http.StatusUnauthorized, "this needs a token: send it as a Bearer token, the " + TokenCookie + " cookie or the token query parameter"}
 
+// errNoTokenKey is the refusal of a node that has no key to verify tokens
+// with: no token could help, so it says what would.
+var errNoTokenKey = &authError{http.StatusUnauthorized, "this needs a token, and this node accepts none: it has no token key. " +
+	"Set LIVEPG_TOKEN_KEY (or LIVEPG_TOKEN_KEY_FILE) on the node and send a token granting the topic, or publish from SQL with livepg.publish"}
+
+// missingToken is the refusal for a request that carries no token.
+func (a *Auth) missingToken() error {
+	if a.key == nil {
+		return errNoTokenKey
+	}
+	return errNoToken
+}
+
 // claims verifies the request's token, if it carries one.
 func (a *Auth) claims(r *http.Request) (*Claims, error) {
 	raw := ""
@@ -139,7 +152,7 @@ func (a *Auth) AuthorizeSubscribe(r *http.Request, sels []Selector) error {
 		return err
 	}
 	if c == nil {
-		return errNoToken
+		return a.missingToken()
 	}
 	for _, s := range private {
 		if !coveredBy(s, c.Subscribe) {
@@ -159,7 +172,7 @@ func (a *Auth) AuthorizePublish(r *http.Request, topic string) error {
 		return err
 	}
 	if c == nil {
-		return errNoToken
+		return a.missingToken()
 	}
 	if !coveredBy(Selector{Topic: topic}, c.Publish) {
 		return &authError{http.StatusForbidden, fmt.Sprintf("the token does not allow publishing on %s", topic)}

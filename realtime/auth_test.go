@@ -8,6 +8,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -129,6 +130,31 @@ func TestTokensAuthorisePrivateTopicsAndPublishing(t *testing.T) {
 	var count int
 	if err := n.Store.Pool.QueryRow(ctx, `SELECT count(*) FROM livepg.events`).Scan(&count); err != nil || count != 2 {
 		t.Fatalf("%d events written (%v), want the 2 authorised ones", count, err)
+	}
+}
+
+// A node with no token key cannot accept any token: its refusal says so and
+// names the fix, instead of asking for a token no one could send.
+func TestPublishWithNoTokenKeySaysHowToAllowIt(t *testing.T) {
+	t.Parallel()
+	auth, err := realtime.NewAuth("HS256", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := startNode(t, storetest.NewDatabase(t), realtime.Config{Auth: auth})
+	resp, err := http.Post(n.URL+"/v1/publish", "application/json", strings.NewReader(`{"topic":"public"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("status %d, want 401", resp.StatusCode)
+	}
+	for _, want := range []string{"no token key", "LIVEPG_TOKEN_KEY", "livepg.publish"} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("401 body %s does not mention %q", body, want)
+		}
 	}
 }
 

@@ -71,7 +71,7 @@ func decodePublish(body io.Reader) (PublishRequest, error) {
 		req.Type = "message"
 	}
 	if !ValidTopic(req.Topic) {
-		return req, fmt.Errorf("invalid topic %q: 1-%d characters, segments of letters, digits and _.:@=+- separated by single slashes", truncate(req.Topic, 60), MaxTopicLen)
+		return req, fmt.Errorf("invalid topic %q: 1-%d characters, segments of letters, digits and _.:@=+-%% separated by single slashes", truncate(req.Topic, 60), MaxTopicLen)
 	}
 	if !ValidType(req.Type) {
 		return req, fmt.Errorf("invalid type %q: 1-64 letters, digits or _.:-", truncate(req.Type, 60))

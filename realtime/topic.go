@@ -2,9 +2,9 @@ package realtime
 
 import "github.com/livepg/livepg/realtime/fanout"
 
-// The topic grammar lives in package fanout, with the hub that routes by it
-// (segment.go, issue 10 item 4, belongs there too: see fanout/topic.go).
-// These names stay here for the programs built on realtime.
+// The topic grammar and its segment encoding live in package fanout, with
+// the hub that routes by them (fanout/topic.go, fanout/segment.go). These
+// names stay here for the programs built on realtime.
 
 // TopicPattern is the grammar of a topic, the same one livepg.publish and the
 // events table's CHECK constraint enforce.
@@ -28,3 +28,12 @@ func ValidTopic(s string) bool { return fanout.ValidTopic(s) }
 
 // ValidType reports whether s is a valid event type.
 func ValidType(s string) bool { return fanout.ValidType(s) }
+
+// NullTopicSegment is what a NULL placeholder value renders as in a tracked
+// table's topic.
+const NullTopicSegment = fanout.NullTopicSegment
+
+// TopicSegment encodes value as one topic segment exactly as livepg's topic
+// templates do (livepg.topic_segment in SQL): an application can compute
+// the topic a tracked row is published on. See fanout.TopicSegment.
+func TopicSegment(value string) string { return fanout.TopicSegment(value) }

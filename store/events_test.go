@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/livepg/livepg/store"
 	"github.com/livepg/livepg/store/storetest"
@@ -236,5 +238,39 @@ func mustJSON(t *testing.T, b []byte, v any) {
 	t.Helper()
 	if err := json.Unmarshal(b, v); err != nil {
 		t.Fatalf("%s: %v", b, err)
+	}
+}
+
+// A template is refused when its longest rendering (fixed text plus 66 bytes
+// per placeholder) could exceed a topic's 256 bytes; an accepted one never
+// fails a write, whatever the values.
+func TestTrackBoundsTheRenderedTopic(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := storetest.NewStore(t)
+	if _, err := s.Pool.Exec(ctx, `CREATE TABLE notes (id int, a text, b text, c text, d text)`); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.Pool.Exec(ctx, `SELECT livepg.track('notes', 'x/{a}/{b}/{c}/{d}')`) // 6 + 4*66 = 270
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "22023" || !strings.Contains(pgErr.Message, "256") {
+		t.Fatalf("track with a template that may render 270 bytes: %v", err)
+	}
+	for _, sql := range []string{
+		`SELECT livepg.track('notes', 'x%41/{a}/{b}/{c}')`, // 8 + 3*66 = 206
+		`INSERT INTO notes VALUES (1, repeat('/', 1000), repeat('é', 500), NULL, 'd')`,
+		`INSERT INTO notes VALUES (2, '', '..', '{d}', 'd')`,
+	} {
+		if _, err := s.Pool.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	events, err := s.ReadAfter(ctx, 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(events) != 2 || strings.Count(events[0].Topic, "/") != 3 || len(events[0].Topic) > 256 ||
+		events[1].Topic != "x%41/%%/%2E%2E/%7Bd%7D" {
+		t.Fatalf("topics: %+v", events)
 	}
 }

@@ -1,12 +1,17 @@
-// Package store is livepg's Postgres side: the connection pool, migrations,
-// the event log's queries and the demo app's data. It knows nothing of HTTP
-// or of subscribers; realtime reads the log through it.
+// Package store is livepg's Postgres side: the connection pool, migrations
+// and the event log's queries. It knows nothing of HTTP or of subscribers;
+// realtime reads the log through it. (The demo app's data is the demo's:
+// cmd/livepg/demo.)
 package store
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"syscall"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -46,9 +51,47 @@ func Open(ctx context.Context, url string) (*Store, error) {
 	}
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("database ping: %w", err)
+		return nil, fmt.Errorf("database ping: %w", explainConnectError(err, cfg.ConnConfig))
+	}
+	var replica bool
+	if err := pool.QueryRow(ctx, `SELECT pg_is_in_recovery()`).Scan(&replica); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("database: is it a replica: %w", err)
+	}
+	if replica {
+		pool.Close()
+		return nil, fmt.Errorf("%w (at %s)", ErrReplica, describeServer(cfg.ConnConfig))
 	}
 	return &Store{Pool: pool}, nil
+}
+
+// ErrReplica means the database is a read replica (pg_is_in_recovery() is
+// true): livepg writes its event log there and LISTENs, so the pool must
+// reach the primary.
+var ErrReplica = errors.New("the database is a read replica (pg_is_in_recovery() is true); livepg writes its event log and needs the primary")
+
+// explainConnectError adds what to do to the driver's words, where they
+// mislead or leave a newcomer guessing.
+func explainConnectError(err error, cfg *pgx.ConnConfig) error {
+	var pgErr *pgconn.PgError
+	switch {
+	case errors.As(err, &pgErr) && pgErr.Code == "3D000": // invalid_catalog_name
+		return fmt.Errorf("%w\nthe database %q does not exist on %s: create it with `createdb --host=%s --port=%d --username=%s %s` (or CREATE DATABASE), or fix the name in the URL",
+			err, cfg.Database, describeServer(cfg), cfg.Host, cfg.Port, cfg.User, cfg.Database)
+	case strings.Contains(err.Error(), "server refused TLS connection"):
+		return fmt.Errorf("%w\nthe server at %s does not offer TLS, and the URL's sslmode requires it: use a TLS-enabled server, or add sslmode=disable to the URL where the connection need not be encrypted (a local or private network)",
+			err, describeServer(cfg))
+	case errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT):
+		return fmt.Errorf("%w\nnothing accepts connections at %s: is PostgreSQL running there, and are the host and port in the URL right?", err, describeServer(cfg))
+	}
+	return err
+}
+
+func describeServer(cfg *pgx.ConnConfig) string {
+	if strings.HasPrefix(cfg.Host, "/") {
+		return fmt.Sprintf("the socket in %s (port %d)", cfg.Host, cfg.Port)
+	}
+	return net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port)))
 }
 
 // Close closes the pool.

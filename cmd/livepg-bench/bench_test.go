@@ -15,6 +15,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/livepg/livepg/cmd/livepg/demo"
 	"github.com/livepg/livepg/realtime"
 	"github.com/livepg/livepg/store"
 	"github.com/livepg/livepg/store/storetest"
@@ -73,6 +74,7 @@ func TestLoadAgainstCeiling(t *testing.T) {
 func TestLoadAgainstLivepgInEveryMode(t *testing.T) {
 	t.Parallel()
 	db := storetest.NewDatabase(t)
+	migrateDemo(t, db) // the table mode updates the demo's cards
 	var urls []string
 	for range 2 { // two nodes on one database
 		st, err := store.Open(context.Background(), db)
@@ -226,5 +228,18 @@ func TestProcessesForTheFileLimit(t *testing.T) {
 		if got := processesFor(c.streams, c.limit); got != c.want {
 			t.Errorf("processesFor(%d, %d) = %d, want %d", c.streams, c.limit, got, c.want)
 		}
+	}
+}
+
+// migrateDemo creates the demo's tables on db.
+func migrateDemo(t *testing.T, db string) {
+	t.Helper()
+	st, err := store.Open(context.Background(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if err := demo.Migrate(context.Background(), st.Pool); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -43,7 +43,7 @@ start_livepg() {
     cat "$WORK/livepg.log" >&2
     exit 1
   fi
-  DB=$(grep -o 'postgres://[^ ]*' "$WORK/livepg.log" | head -1)
+  DB=$(grep -o "postgres://[^ ']*" "$WORK/livepg.log" | head -1) # the printed psql line quotes the URL
 }
 stop() { kill "$1"; wait "$1" 2>/dev/null || true; }
 

@@ -3,12 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strconv"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -86,18 +88,34 @@ func (p *sqlPublisher) close() { p.pool.Close() }
 type tablePublisher struct {
 	pool  *pgxpool.Pool
 	cards []int64
+	// update is the UPDATE of a card, its table named with its schema.
+	update string
 }
 
+// demoSchema finds the demo's tables: in livepg_demo, or in public on a
+// database made before the demo had a schema of its own.
+const demoSchema = `SELECT CASE WHEN to_regclass('livepg_demo.cards') IS NOT NULL THEN 'livepg_demo'
+	WHEN to_regclass('public.cards') IS NOT NULL THEN 'public' END`
+
 func (p *tablePublisher) prepare(ctx context.Context, n int) ([]string, error) {
+	var schema *string
+	if err := p.pool.QueryRow(ctx, demoSchema).Scan(&schema); err != nil {
+		return nil, fmt.Errorf("find the demo's tables: %w", err)
+	}
+	if schema == nil {
+		return nil, errors.New("the demo's tables are missing: start livepg once on this database with LIVEPG_DEMO=on")
+	}
+	boards, cards := pgx.Identifier{*schema, "boards"}.Sanitize(), pgx.Identifier{*schema, "cards"}.Sanitize()
+	p.update = `UPDATE ` + cards + ` SET text = $1, updated_at = now() WHERE id = $2`
 	names := make([]string, n)
 	p.cards = make([]int64, n)
 	for i := range n {
 		var board int64
-		err := p.pool.QueryRow(ctx, `INSERT INTO boards (name) VALUES ('livepg-bench') RETURNING id`).Scan(&board)
+		err := p.pool.QueryRow(ctx, `INSERT INTO `+boards+` (name) VALUES ('livepg-bench') RETURNING id`).Scan(&board)
 		if err != nil {
-			return nil, fmt.Errorf("create a board (is this a livepg database with the demo migrated?): %w", err)
+			return nil, fmt.Errorf("create a board: %w", err)
 		}
-		err = p.pool.QueryRow(ctx, `INSERT INTO cards (board_id, col, text) VALUES ($1, 'todo', 'livepg-bench') RETURNING id`, board).Scan(&p.cards[i])
+		err = p.pool.QueryRow(ctx, `INSERT INTO `+cards+` (board_id, col, text) VALUES ($1, 'todo', 'livepg-bench') RETURNING id`, board).Scan(&p.cards[i])
 		if err != nil {
 			return nil, fmt.Errorf("create a card: %w", err)
 		}
@@ -107,7 +125,7 @@ func (p *tablePublisher) prepare(ctx context.Context, n int) ([]string, error) {
 }
 
 func (p *tablePublisher) publish(ctx context.Context, _, topic int, _ string, stamp []byte) error {
-	_, err := p.pool.Exec(ctx, `UPDATE cards SET text = $1, updated_at = now() WHERE id = $2`, string(stamp), p.cards[topic])
+	_, err := p.pool.Exec(ctx, p.update, string(stamp), p.cards[topic])
 	return err
 }
 

@@ -15,9 +15,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/livepg/livepg/store/storetest"
@@ -62,7 +65,16 @@ type page struct {
 	errors []string
 }
 
+// openPage opens url in a new tab and waits until its stream is live.
 func openPage(t *testing.T, browserCtx context.Context, name, url string) *page {
+	t.Helper()
+	p := openTab(t, browserCtx, name, url)
+	p.waitLive(t)
+	return p
+}
+
+// openTab opens url in a new tab, with a token for every board.
+func openTab(t *testing.T, browserCtx context.Context, name, url string) *page {
 	t.Helper()
 	ctx, cancel := chromedp.NewContext(browserCtx)
 	t.Cleanup(cancel)
@@ -84,9 +96,24 @@ func openPage(t *testing.T, browserCtx context.Context, name, url string) *page 
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.run(t, chromedp.Navigate(url))
-	p.waitLive(t)
+	p.run(t, setTokenCookie(t, url), chromedp.Navigate(url))
 	return p
+}
+
+// setTokenCookie gives the browser a token for every board, as an app that
+// signs its users in would: the pages' requests and streams carry it.
+func setTokenCookie(t *testing.T, pageURL string) chromedp.Action[chromedp.Void] {
+	t.Helper()
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+		"exp": time.Now().Add(time.Hour).Unix(), "subscribe": []string{"*"}, "publish": []string{"boards", "boards/*"},
+	}).SignedString([]byte(testTokenKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		_, err := cdp.Call(ctx, tg, network.SetCookie, network.SetCookieParams{Name: "livepg_token", Value: tok, URL: pageURL})
+		return err
+	})
 }
 
 func (p *page) run(t *testing.T, actions ...chromedp.Action[chromedp.Void]) {
@@ -169,6 +196,31 @@ func (p *page) screenshot(t *testing.T, dir string) string {
 	return file
 }
 
+// boardEnv runs a node with the demo on, its token key set (the browser
+// carries a token in a cookie: see setTokenCookie).
+func boardEnv(db, port string) map[string]string {
+	return map[string]string{"DATABASE_URL": db, "PORT": port, "LIVEPG_DEMO": "on", "LIVEPG_SHUTDOWN_TIMEOUT": "5s"}
+}
+
+// createBoard creates a board through the API and returns its id.
+func createBoard(t *testing.T, base, name string) int64 {
+	t.Helper()
+	resp, body := post(t, base+"/api/boards", fmt.Sprintf(`{"name":%q}`, name), nil)
+	var board struct{ ID int64 }
+	_ = json.Unmarshal([]byte(body), &board)
+	if resp.StatusCode != http.StatusCreated || board.ID == 0 {
+		t.Fatalf("create board: %s %s", resp.Status, body)
+	}
+	return board.ID
+}
+
+// add types a new card into the page's form and presses Enter.
+func (p *page) add(t *testing.T, text, col string) {
+	t.Helper()
+	eval[chromedp.Void](t, p, fmt.Sprintf(`document.getElementById("card-col").value = %q`, col))
+	p.run(t, chromedp.SendKeys(chromedp.CSS(`#card-text`), text+kb.Enter))
+}
+
 // The demo board in two browser windows on two nodes: every change made in
 // one window, or in SQL, shows in both; a window whose node goes away
 // reconnects when it is back and has missed nothing.
@@ -176,24 +228,12 @@ func TestBoardStaysInStepAcrossBrowsersAndNodes(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := storetest.NewDatabase(t)
-	env := func(port string) map[string]string {
-		return map[string]string{"DATABASE_URL": db, "PORT": port, "LIVEPG_SHUTDOWN_TIMEOUT": "5s"}
-	}
+	env := func(port string) map[string]string { return boardEnv(db, port) }
 	nodeA, _ := startServer(t, env("0"))
 	nodeB, stopB := startServer(t, env("0"))
 	waitReady(t, nodeA)
 	waitReady(t, nodeB)
-
-	resp, err := http.Post(nodeA+"/api/boards", "application/json", strings.NewReader(`{"name":"Launch plan"}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var board struct{ ID int64 }
-	_ = json.NewDecoder(resp.Body).Decode(&board)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusCreated {
-		t.Fatalf("create board: %s", resp.Status)
-	}
+	board := struct{ ID int64 }{createBoard(t, nodeA, "Launch plan")}
 
 	b := browser(t)
 	path := fmt.Sprintf("/boards/%d", board.ID)
@@ -204,21 +244,16 @@ func TestBoardStaysInStepAcrossBrowsersAndNodes(t *testing.T) {
 		one.waitColumns(t, want)
 		two.waitColumns(t, want)
 	}
-	add := func(p *page, text, col string) {
-		t.Helper()
-		eval[chromedp.Void](t, p, fmt.Sprintf(`document.getElementById("card-col").value = %q`, col))
-		p.run(t, chromedp.SendKeys(chromedp.CSS(`#card-text`), text+kb.Enter))
-	}
 
 	// Add, edit, move and delete in page one; page two follows.
-	add(one, "Write the README", "todo")
-	add(one, "Fix the flaky test", "doing")
+	one.add(t, "Write the README", "todo")
+	one.add(t, "Fix the flaky test", "doing")
 	both([][]string{{"Write the README"}, {"Fix the flaky test"}, {}})
 
 	one.click(t, "Write the README", "Edit card")
 	id := one.cardID(t, "Write the README")
 	one.run(t,
-		chromedp.SendKeys(chromedp.CSS(fmt.Sprintf(`li.card[data-id="%s"] input`, id)), kb.End+" first"+kb.Enter),
+		chromedp.SendKeys(chromedp.CSS(fmt.Sprintf(`li.card[data-id="%s"] textarea`, id)), kb.End+" first"+kb.Enter),
 	)
 	both([][]string{{"Write the README first"}, {"Fix the flaky test"}, {}})
 
@@ -236,7 +271,7 @@ func TestBoardStaysInStepAcrossBrowsersAndNodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, `UPDATE cards SET text = 'Edited in psql' WHERE id = $1`, id); err != nil {
+	if _, err := conn.Exec(ctx, `UPDATE livepg_demo.cards SET text = 'Edited in psql' WHERE id = $1`, id); err != nil {
 		t.Fatal(err)
 	}
 	both([][]string{{}, {"Edited in psql"}, {}})
@@ -249,8 +284,8 @@ func TestBoardStaysInStepAcrossBrowsersAndNodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	two.run(t, chromedp.WaitVisible(chromedp.CSS(`#status.reconnecting`)))
-	add(one, "Added while B was down", "todo")
-	if _, err := conn.Exec(ctx, `INSERT INTO cards (board_id, col, text, position) VALUES ($1, 'done', 'Inserted in psql while B was down', 9)`, board.ID); err != nil {
+	one.add(t, "Added while B was down", "todo")
+	if _, err := conn.Exec(ctx, `INSERT INTO livepg_demo.cards (board_id, col, text, position) VALUES ($1, 'done', 'Inserted in psql while B was down', 9)`, board.ID); err != nil {
 		t.Fatal(err)
 	}
 	want := [][]string{{"Added while B was down"}, {"Edited in psql"}, {"Inserted in psql while B was down"}}

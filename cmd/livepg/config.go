@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -19,8 +20,12 @@ type Config struct {
 	// ListenURL is the LISTEN connection's database (default DatabaseURL):
 	// it must reach the primary directly, not a replica or a transaction
 	// pooler.
-	ListenURL       string
-	Port            string
+	ListenURL string
+	Port      string
+	// Addr is the HTTP server's address: LIVEPG_ADDR, else 127.0.0.1:PORT
+	// in the local mode (loopback only: the demo and publishing are open)
+	// and :PORT with a DATABASE_URL (all interfaces, as Fly needs).
+	Addr            string
 	DataDir         string
 	ShutdownTimeout time.Duration
 	// PprofAddr, when set, serves Go's profiler there (see pprof.go).
@@ -30,7 +35,14 @@ type Config struct {
 	// runs away from the primary database and answers writes with a
 	// fly-replay header instead (see fly.go).
 	FlyRegion, PrimaryRegion string
-	Node                     realtime.Config
+	// LocalMode is the no-configuration mode: no DATABASE_URL was given.
+	LocalMode bool
+	// Demo serves the demo app and creates its tables (LIVEPG_DEMO).
+	Demo bool
+	// TokenKey says a token key is configured: the demo then asks its
+	// writers for tokens as publishing does.
+	TokenKey bool
+	Node     realtime.Config
 }
 
 // The program's own defaults; the node's are realtime.DefaultConfig's.
@@ -65,6 +77,7 @@ func envVars() []envVar {
 		{"DATABASE_URL", "(none: start a local PostgreSQL)", "PostgreSQL connection string for the pool"},
 		{"LISTEN_DATABASE_URL", "DATABASE_URL", "direct connection to the primary for LISTEN (not a replica, not a transaction-pooling PgBouncer)"},
 		{"PORT", d.Port, "HTTP port"},
+		{"LIVEPG_ADDR", "127.0.0.1:PORT without DATABASE_URL, :PORT with it", "address the HTTP server listens on, such as 0.0.0.0:8080 (all interfaces) or 127.0.0.1:9000"},
 		{"LIVEPG_DATA_DIR", d.DataDir, "where the local PostgreSQL keeps its data when DATABASE_URL is unset"},
 		{"LIVEPG_RETENTION", showDuration(n.Retention), "how long events stay in the log; older resume points get event: reset"},
 		{"LIVEPG_BUFFER", strconv.Itoa(n.Buffer), "events queued per stream before it catches up from the log instead"},
@@ -86,6 +99,7 @@ func envVars() []envVar {
 		{"LIVEPG_TOKEN_KEY_FILE", "(none)", "a file holding the token key, instead of LIVEPG_TOKEN_KEY"},
 		{"LIVEPG_PRIVATE_TOPICS", "(none)", "comma-separated selectors whose topics need a token to subscribe"},
 		{"LIVEPG_CORS_ORIGINS", "(none)", "comma-separated origins whose pages may stream and publish, with credentials"},
+		{"LIVEPG_DEMO", "on without DATABASE_URL, off with it", "on: serve the demo board (its pages, /api/boards, its tables in schema livepg_demo); off: none of it"},
 		{"FLY_REGION", "(set by Fly.io)", "the region this machine runs in"},
 		{"PRIMARY_REGION", "(set by Fly.io from primary_region)", "the primary database's region; elsewhere, writes are replayed there with fly-replay"},
 	}
@@ -117,11 +131,23 @@ func loadConfig(getenv func(string) string) (Config, error) {
 	c.PprofAddr = getenv("LIVEPG_PPROF_ADDR")
 	c.FlyRegion = getenv("FLY_REGION")
 	c.PrimaryRegion = getenv("PRIMARY_REGION")
+	c.LocalMode = c.DatabaseURL == ""
 	if s := getenv("PORT"); s != "" {
 		c.Port = s
 	}
 	if p, err := strconv.Atoi(c.Port); err != nil || p < 0 || p > 65535 {
 		return c, fmt.Errorf("PORT=%q: want a port number", c.Port)
+	}
+	switch c.Addr = getenv("LIVEPG_ADDR"); {
+	case c.Addr != "":
+		_, port, err := net.SplitHostPort(c.Addr)
+		if p, perr := strconv.Atoi(port); err != nil || perr != nil || p < 0 || p > 65535 {
+			return c, fmt.Errorf("LIVEPG_ADDR=%q: want host:port, such as 127.0.0.1:8080 or 0.0.0.0:8080", c.Addr)
+		}
+	case c.DatabaseURL == "":
+		c.Addr = net.JoinHostPort("127.0.0.1", c.Port)
+	default:
+		c.Addr = ":" + c.Port
 	}
 	if s := getenv("LIVEPG_DATA_DIR"); s != "" {
 		c.DataDir = s
@@ -205,31 +231,41 @@ func loadConfig(getenv func(string) string) (Config, error) {
 	if s := getenv("LIVEPG_CORS_ORIGINS"); s != "" {
 		c.Node.CORSOrigins = splitList(s)
 	}
-	auth, err := loadAuth(getenv, c.DatabaseURL == "")
+	switch s := getenv("LIVEPG_DEMO"); s {
+	case "":
+		c.Demo = c.LocalMode
+	case "on":
+		c.Demo = true
+	case "off":
+	default:
+		return c, fmt.Errorf("LIVEPG_DEMO=%q: want on or off", s)
+	}
+	auth, hasKey, err := loadAuth(getenv, c.LocalMode)
 	if err != nil {
 		return c, err
 	}
-	c.Node.Auth = auth
+	c.Node.Auth, c.TokenKey = auth, hasKey
 	return c, nil
 }
 
 // loadAuth reads the token settings. With none of them and no DATABASE_URL
 // (the local, no-configuration mode) everything is open; otherwise
-// publishing over HTTP needs a token, and so do the private topics.
-func loadAuth(getenv func(string) string, local bool) (*realtime.Auth, error) {
+// publishing over HTTP needs a token, and so do the private topics. hasKey
+// says whether a key to verify tokens with is configured.
+func loadAuth(getenv func(string) string, local bool) (auth *realtime.Auth, hasKey bool, err error) {
 	alg, key, private := getenv("LIVEPG_TOKEN_ALG"), getenv("LIVEPG_TOKEN_KEY"), getenv("LIVEPG_PRIVATE_TOPICS")
 	if file := getenv("LIVEPG_TOKEN_KEY_FILE"); file != "" {
 		if key != "" {
-			return nil, errors.New("set LIVEPG_TOKEN_KEY or LIVEPG_TOKEN_KEY_FILE, not both")
+			return nil, false, errors.New("set LIVEPG_TOKEN_KEY or LIVEPG_TOKEN_KEY_FILE, not both")
 		}
 		b, err := os.ReadFile(file)
 		if err != nil {
-			return nil, fmt.Errorf("LIVEPG_TOKEN_KEY_FILE: %w", err)
+			return nil, false, fmt.Errorf("LIVEPG_TOKEN_KEY_FILE: %w", err)
 		}
 		key = strings.TrimSpace(string(b))
 	}
 	if local && key == "" && private == "" {
-		return nil, nil
+		return nil, false, nil
 	}
 	if alg == "" {
 		alg = defaultTokenAlg
@@ -238,18 +274,18 @@ func loadAuth(getenv func(string) string, local bool) (*realtime.Auth, error) {
 	for _, p := range splitList(private) {
 		sel, err := realtime.ParseSelector(p)
 		if err != nil {
-			return nil, fmt.Errorf("LIVEPG_PRIVATE_TOPICS: %w", err)
+			return nil, false, fmt.Errorf("LIVEPG_PRIVATE_TOPICS: %w", err)
 		}
 		sels = append(sels, sel)
 	}
 	if len(sels) > 0 && key == "" {
-		return nil, errors.New("LIVEPG_PRIVATE_TOPICS needs LIVEPG_TOKEN_KEY (or LIVEPG_TOKEN_KEY_FILE) to verify tokens")
+		return nil, false, errors.New("LIVEPG_PRIVATE_TOPICS needs LIVEPG_TOKEN_KEY (or LIVEPG_TOKEN_KEY_FILE) to verify tokens")
 	}
-	auth, err := realtime.NewAuth(alg, key, sels)
+	auth, err = realtime.NewAuth(alg, key, sels)
 	if err != nil {
-		return nil, fmt.Errorf("LIVEPG_TOKEN_KEY: %w", err)
+		return nil, false, fmt.Errorf("LIVEPG_TOKEN_KEY: %w", err)
 	}
-	return auth, nil
+	return auth, key != "", nil
 }
 
 func splitList(s string) []string {

@@ -454,7 +454,8 @@ func TestImageRunsInAnEmptyRoot(t *testing.T) {
 	// app's secrets (DATABASE_URL) in its environment.
 	fly := readFlyToml(t)
 	release := strings.Fields(fly.Deploy.ReleaseCommand)
-	db := emptyDatabase(t)
+	// The chrooted process cannot reach the test cluster's socket folder.
+	db := storetest.OverTCP(t, emptyDatabase(t))
 	env := []string{"DATABASE_URL=" + db}
 	if out, err := inRoot(t, root, d, env, release...); err != nil {
 		t.Fatalf("release command %q in an empty root: %v\n%s", fly.Deploy.ReleaseCommand, err, out)

@@ -140,18 +140,31 @@ func TestMetricsEndpointAndVersion(t *testing.T) {
 		t.Fatalf("publish = %d %s", resp.StatusCode, body)
 	}
 	s.Next(t, 30*time.Second)
-	code, body := get(t, base+"/metrics")
-	if code != http.StatusOK {
-		t.Fatalf("/metrics = %d", code)
-	}
-	for _, want := range []string{
+	// The stream's write is counted once it returns, which may be a moment
+	// after the client has read it: scrape until the figures are there.
+	wants := []string{
 		`livepg_build_info{goversion="go`, `version="` + version + `"} 1`,
 		"livepg_streams_open 1", "livepg_events_delivered_total 1", "livepg_listener_wiring_ok 1",
 		"go_goroutines", "process_resident_memory_bytes",
-	} {
-		if !strings.Contains(body, want) {
-			t.Errorf("/metrics lacks %q", want)
+	}
+	var missing []string
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		code, body := get(t, base+"/metrics")
+		if code != http.StatusOK {
+			t.Fatalf("/metrics = %d", code)
 		}
+		missing = missing[:0]
+		for _, want := range wants {
+			if !strings.Contains(body, want) {
+				missing = append(missing, want)
+			}
+		}
+		if len(missing) == 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	for _, want := range missing {
+		t.Errorf("/metrics lacks %q", want)
 	}
 	var out bytes.Buffer
 	if err := run(context.Background(), []string{"version"}, func(string) string { return "" }, &out, io.Discard); err != nil {

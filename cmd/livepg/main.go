@@ -21,19 +21,28 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/livepg/livepg/cmd/livepg/demo"
 	"github.com/livepg/livepg/realtime"
 	"github.com/livepg/livepg/store"
 	"github.com/livepg/livepg/store/localpg"
 )
 
 func main() {
+	// A closed stdout or stderr (the reader of `livepg | tee log` gone at
+	// Ctrl-C) must not kill livepg before it has stopped in order, its
+	// local PostgreSQL included: writes there fail instead.
+	signal.Ignore(syscall.SIGPIPE)
 	ctx, stop := signal.NotifyContext(context.Background(), shutdownSignals...)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
@@ -74,8 +83,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		return serve(ctx, cfg, logger, stdout)
 	case "migrate":
+		// Arguments first: a typo must not start a local PostgreSQL.
 		if len(args) != 1 {
 			return errors.New(usage)
+		}
+		switch args[0] {
+		case "up", "down", "status":
+		default:
+			return fmt.Errorf("unknown migrate direction %q\n%s", args[0], usage)
 		}
 		return migrate(ctx, cfg, args[0], stdout)
 	case "help", "-h", "--help":
@@ -90,13 +105,31 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 }
 
+// newLogger logs text to a terminal and JSON lines elsewhere.
 func newLogger(w io.Writer) *slog.Logger {
 	if f, ok := w.(*os.File); ok {
 		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
-			return slog.New(slog.NewTextHandler(w, nil))
+			return newLoggerFor(w, true)
 		}
 	}
-	return slog.New(slog.NewJSONHandler(w, nil))
+	return newLoggerFor(w, false)
+}
+
+func newLoggerFor(w io.Writer, text bool) *slog.Logger {
+	opts := &slog.HandlerOptions{ReplaceAttr: durationsAsText}
+	if text {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// durationsAsText writes durations as people read them ("1.5s"), where
+// JSON would give nanoseconds.
+func durationsAsText(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		a.Value = slog.StringValue(a.Value.Duration().String())
+	}
+	return a
 }
 
 // database resolves the database to use: DATABASE_URL's, or a local
@@ -108,10 +141,14 @@ func database(ctx context.Context, cfg *Config, stdout io.Writer) (stop func(), 
 		}
 		return func() {}, nil
 	}
-	fmt.Fprintf(stdout, "DATABASE_URL is not set: starting a local PostgreSQL in %s\n", cfg.DataDir)
-	cluster, err := localpg.Start(ctx, cfg.DataDir+"/pgdata", localpg.Options{})
+	cluster, err := localpg.Start(ctx, filepath.Join(cfg.DataDir, "pgdata"), localpg.Options{})
 	if err != nil {
 		return nil, err
+	}
+	if cluster.Reused {
+		fmt.Fprintf(stdout, "DATABASE_URL is not set: using the local PostgreSQL already running in %s\n", cfg.DataDir)
+	} else {
+		fmt.Fprintf(stdout, "DATABASE_URL is not set: started a local PostgreSQL in %s\n", cfg.DataDir)
 	}
 	stop = func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -126,8 +163,14 @@ func database(ctx context.Context, cfg *Config, stdout io.Writer) (stop func(), 
 	}
 	cfg.DatabaseURL = cluster.DatabaseURL("livepg")
 	cfg.ListenURL = cfg.DatabaseURL
-	fmt.Fprintf(stdout, "local PostgreSQL: psql %s\n", cfg.DatabaseURL)
+	fmt.Fprintf(stdout, "local PostgreSQL: psql %s\n", shellQuote(cfg.DatabaseURL))
 	return stop, nil
+}
+
+// shellQuote quotes s for bash and zsh alike (a URL's ? and & are special
+// to both).
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 func ensureDatabase(ctx context.Context, adminURL, name string) error {
@@ -141,7 +184,12 @@ func ensureDatabase(ctx context.Context, adminURL, name string) error {
 		return fmt.Errorf("local postgres: %w", err)
 	}
 	if !exists {
-		if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		_, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "42P04" {
+			err = nil // another node, starting at the same time, created it
+		}
+		if err != nil {
 			return fmt.Errorf("local postgres: create database: %w", err)
 		}
 	}
@@ -158,6 +206,9 @@ func openStore(ctx context.Context, cfg *Config, stdout io.Writer) (st *store.St
 	st, err = store.Open(ctx, cfg.DatabaseURL)
 	if err != nil {
 		stopDB()
+		if errors.Is(err, store.ErrReplica) {
+			err = fmt.Errorf("DATABASE_URL points at a read replica: point it at the primary: %w", err)
+		}
 		return nil, nil, err
 	}
 	return st, func() { st.Close(); stopDB() }, nil
@@ -171,13 +222,17 @@ func migrate(ctx context.Context, cfg Config, direction string, stdout io.Writer
 	defer closeAll()
 	switch direction {
 	case "up":
-		return st.MigrateUp(ctx)
+		if err := st.MigrateUp(ctx); err != nil {
+			return err
+		}
+		if cfg.Demo {
+			return demo.Migrate(ctx, st.Pool)
+		}
+		return nil
 	case "down":
 		return st.MigrateDown(ctx)
-	case "status":
+	default: // "status": run checked the direction
 		return st.MigrateStatus(ctx, stdout)
-	default:
-		return fmt.Errorf("unknown migrate direction %q\n%s", direction, usage)
 	}
 }
 
@@ -185,12 +240,24 @@ func migrate(ctx context.Context, cfg Config, direction string, stdout io.Writer
 // accepting and end streams with a retry hint (browsers resume on another
 // node), stop the listener, close the pool, stop the local database.
 func serve(ctx context.Context, cfg Config, logger *slog.Logger, stdout io.Writer) error {
+	// The address first: a port in use is reported before any database
+	// work.
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s (PORT or LIVEPG_ADDR chooses another): %w", cfg.Addr, err)
+	}
+	defer ln.Close()
+	local := cfg.DatabaseURL == ""
 	st, closeAll, err := openStore(ctx, &cfg, stdout)
 	if err != nil {
 		return err
 	}
 	defer closeAll()
 	if err := st.MigrateUp(ctx); err != nil {
+		return err
+	}
+	app, err := startDemo(ctx, cfg, st, logger)
+	if err != nil {
 		return err
 	}
 	cfg.Node.ListenURL = cfg.ListenURL
@@ -209,12 +276,8 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, stdout io.Write
 	}
 	defer stopPprof()
 
-	ln, err := net.Listen("tcp", ":"+cfg.Port)
-	if err != nil {
-		return fmt.Errorf("listen on port %s: %w", cfg.Port, err)
-	}
 	srv := &http.Server{
-		Handler:           newRouter(node, st, logger),
+		Handler:           newRouter(node, app),
 		ReadHeaderTimeout: 10 * time.Second,
 		// No WriteTimeout: it would cut every stream. Streams set a deadline
 		// per write instead.
@@ -223,9 +286,16 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, stdout io.Write
 	srv.RegisterOnShutdown(node.CloseStreams)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
-	port := ln.Addr().(*net.TCPAddr).Port
-	fmt.Fprintf(stdout, "livepg serving on http://localhost:%d\n", port)
-	logger.Info("serving", "port", port)
+	addr := ln.Addr().(*net.TCPAddr)
+	host := "localhost"
+	if !addr.IP.IsLoopback() && !addr.IP.IsUnspecified() {
+		host = addr.IP.String()
+	}
+	fmt.Fprintf(stdout, "livepg serving on http://%s\n", net.JoinHostPort(host, strconv.Itoa(addr.Port)))
+	logger.Info("serving", "addr", addr.String())
+	if local && cfg.Node.Auth == nil && !addr.IP.IsLoopback() {
+		logger.Warn("the local mode (no DATABASE_URL) serves publishing and the demo with no token, and LIVEPG_ADDR opens them beyond this machine", "addr", addr.String())
+	}
 
 	select {
 	case err := <-serveErr:
@@ -244,7 +314,28 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, stdout io.Write
 	return nil
 }
 
-func newRouter(node *realtime.Node, st *store.Store, logger *slog.Logger) http.Handler {
+// startDemo migrates the demo app's tables and builds its handlers when
+// LIVEPG_DEMO is on; off, it returns nil and creates nothing.
+func startDemo(ctx context.Context, cfg Config, st *store.Store, logger *slog.Logger) (*demo.App, error) {
+	if !cfg.Demo {
+		return nil, nil
+	}
+	if err := demo.Migrate(ctx, st.Pool); err != nil {
+		return nil, err
+	}
+	opts := demo.Options{AllowedOrigins: cfg.Node.CORSOrigins, Logger: logger}
+	switch {
+	case cfg.TokenKey:
+		opts.Auth = cfg.Node.Auth
+	case !cfg.LocalMode:
+		logger.Warn("the demo is on with no token key (LIVEPG_TOKEN_KEY): anyone who reaches this node can read and change its boards; set LIVEPG_DEMO=off, or a token key")
+	}
+	return demo.New(ctx, st.Pool, opts)
+}
+
+// newRouter mounts the node's endpoints, health, metrics and, when app is
+// not nil, the demo app.
+func newRouter(node *realtime.Node, app *demo.App) http.Handler {
 	r := chi.NewRouter()
 	node.Routes(r)
 	r.Method(http.MethodGet, "/metrics", node.MetricsHandler())
@@ -263,9 +354,8 @@ func newRouter(node *realtime.Node, st *store.Store, logger *slog.Logger) http.H
 		}
 		fmt.Fprintln(w, "ready")
 	})
-	d := &demo{store: st, log: logger}
-	r.Group(func(mutations chi.Router) {
-		d.routes(r, mutations)
-	})
+	if app != nil {
+		app.Routes(r)
+	}
 	return r
 }

@@ -62,9 +62,18 @@ var servingRE = regexp.MustCompile(`serving on (http://localhost:\d+)`)
 // run's error.
 func startServer(t *testing.T, env map[string]string) (string, func() error) {
 	t.Helper()
+	base, stop, _ := startServerOutput(t, env)
+	return base, stop
+}
+
+// startServerOutput is startServer that also returns what the server
+// prints and logs. An env that names LIVEPG_TOKEN_KEY, even empty, keeps
+// its value; otherwise a server with a DATABASE_URL gets the test key.
+func startServerOutput(t *testing.T, env map[string]string) (string, func() error, *syncBuffer) {
+	t.Helper()
 	// With a database of its own a server wants a token to publish; the
 	// tests' requests carry one (see post).
-	if env["DATABASE_URL"] != "" && env["LIVEPG_TOKEN_KEY"] == "" {
+	if _, named := env["LIVEPG_TOKEN_KEY"]; env["DATABASE_URL"] != "" && !named {
 		env = maps.Clone(env)
 		env["LIVEPG_TOKEN_KEY"] = testTokenKey
 	}
@@ -92,7 +101,7 @@ func startServer(t *testing.T, env map[string]string) (string, func() error) {
 	deadline := time.Now().Add(time.Minute)
 	for {
 		if m := servingRE.FindStringSubmatch(out.String()); m != nil {
-			return m[1], stop
+			return m[1], stop, &out
 		}
 		select {
 		case err := <-done:
@@ -193,6 +202,10 @@ func TestServeWithoutConfigurationStartsLocalPostgres(t *testing.T) {
 	if ev := s.Next(t, 30*time.Second); ev.Type != "message" {
 		t.Fatalf("got %+v", ev)
 	}
+	// The demo is on in the local mode, open to this machine's user.
+	if code, body := get(t, base+"/api/boards"); code != http.StatusOK {
+		t.Fatalf("local mode: GET /api/boards = %d %s", code, body)
+	}
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -245,6 +258,7 @@ func TestBadConfigurationIsRefused(t *testing.T) {
 		{"LIVEPG_TOKEN_ALG": "none", "LIVEPG_TOKEN_KEY": testTokenKey},
 		{"LIVEPG_TOKEN_ALG": "RS256", "LIVEPG_TOKEN_KEY": "not a PEM key"},
 		{"LIVEPG_TOKEN_KEY_FILE": "/no/such/file"},
+		{"LIVEPG_DEMO": "yes"},
 	} {
 		err := run(context.Background(), nil, func(k string) string { return env[k] }, io.Discard, io.Discard)
 		if err == nil {

@@ -1,10 +1,8 @@
 package fanout
 
-// The topic grammar. Note for the merge of issue 10 item 4: segment.go
-// (TopicSegment, the encoding of one template value into one segment)
-// belongs beside this file, in package fanout, with the grammar it encodes
-// into; realtime re-exports what callers outside need (see
-// realtime/topic.go).
+// The topic grammar. segment.go, beside it, encodes one template value
+// into one segment of it; realtime re-exports what callers outside need
+// (see realtime/topic.go).
 
 import (
 	"errors"
@@ -15,8 +13,9 @@ import (
 
 // TopicPattern is the grammar of a topic, the same one livepg.publish and the
 // events table's CHECK constraint enforce: segments of letters, digits and
-// _.:@=+- separated by single slashes.
-const TopicPattern = `^[A-Za-z0-9_.:@=+-]+(/[A-Za-z0-9_.:@=+-]+)*$`
+// _.:@=+-% separated by single slashes. (% is there for the values a tracked
+// table's template fills in, encoded: see TopicSegment.)
+const TopicPattern = `^[A-Za-z0-9_.:@=+%-]+(/[A-Za-z0-9_.:@=+%-]+)*$`
 
 // MaxTopicLen is the longest topic accepted, in bytes.
 const MaxTopicLen = 256
@@ -59,7 +58,7 @@ func ParseSelector(s string) (Selector, error) {
 		return Selector{Topic: base + "/", Prefix: true}, nil
 	}
 	if !ValidTopic(s) {
-		return Selector{}, fmt.Errorf("%w %q: a topic is 1-%d characters: segments of letters, digits and _.:@=+- separated by single slashes, optionally ending in /*", errSelector, s, MaxTopicLen)
+		return Selector{}, fmt.Errorf("%w %q: a topic is 1-%d characters: segments of letters, digits and _.:@=+-%% separated by single slashes, optionally ending in /*", errSelector, s, MaxTopicLen)
 	}
 	return Selector{Topic: s}, nil
 }

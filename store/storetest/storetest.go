@@ -3,6 +3,12 @@
 // ephemeral cluster started from the machine's server binaries once per test
 // binary.
 //
+// The ephemeral clusters are as private as the local mode's: the URLs
+// handed out go through a Unix socket in a folder only the server's user can
+// reach. They also listen on 127.0.0.1, where a generated password is
+// required (never trust), for the few tests whose client cannot reach the
+// socket (see OverTCP).
+//
 // A package whose tests use it calls Main from its TestMain, so the cluster
 // is stopped when the tests end.
 package storetest
@@ -73,7 +79,7 @@ func NewCluster(t testing.TB) *localpg.Cluster {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c, err := localpg.Start(ctx, dir, localpg.Options{Settings: testSettings})
+	c, err := localpg.Start(ctx, dir, testOptions)
 	if err != nil {
 		os.RemoveAll(dir)
 		t.Fatal(err)
@@ -86,6 +92,8 @@ func NewCluster(t testing.TB) *localpg.Cluster {
 	})
 	return c
 }
+
+var testOptions = localpg.Options{Settings: testSettings, TCP: true}
 
 // A throwaway cluster need not survive a crash of the machine.
 var testSettings = map[string]string{
@@ -110,7 +118,7 @@ func setup(t testing.TB) {
 				setupErr = err
 				return
 			}
-			c, err := localpg.Start(ctx, dir, localpg.Options{Settings: testSettings})
+			c, err := localpg.Start(ctx, dir, testOptions)
 			if err != nil {
 				os.RemoveAll(dir)
 				setupErr = err
@@ -207,6 +215,24 @@ func NewDatabaseOn(t testing.TB, admin string) string {
 	return u
 }
 
+// OverTCP returns the URL of the same database as db (a URL NewDatabase
+// returned) over TCP on 127.0.0.1, with the cluster's generated password:
+// for a client that cannot reach the socket's folder, such as a process
+// chrooted or running as another user. With LIVEPG_TEST_DATABASE_URL it
+// returns db unchanged.
+func OverTCP(t testing.TB, db string) string {
+	t.Helper()
+	setup(t)
+	if cluster == nil {
+		return db
+	}
+	u, err := url.Parse(db)
+	if err != nil {
+		t.Fatalf("OverTCP(%q): %v", db, err)
+	}
+	return cluster.TCPURL(strings.TrimPrefix(u.Path, "/"))
+}
+
 // NewStore opens a pool on a fresh test database.
 func NewStore(t testing.TB) *store.Store {
 	t.Helper()
@@ -226,4 +252,45 @@ func withDatabase(u, db string) string {
 	}
 	parsed.Path = "/" + db
 	return parsed.String()
+}
+
+// NewEmptyDatabase creates a database for this test with nothing of livepg in
+// it (for tests of migrating) and returns its URL. It is dropped when the
+// test ends.
+func NewEmptyDatabase(t testing.TB) string {
+	t.Helper()
+	setup(t)
+	return NewEmptyDatabaseOn(t, adminURL)
+}
+
+// NewEmptyDatabaseOn creates an empty database on the server behind admin (a
+// URL of any database there) and returns its URL; it is dropped when the
+// test ends.
+func NewEmptyDatabaseOn(t testing.TB, admin string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	db := "livepg_test_" + hex.EncodeToString(b[:])
+	conn, err := pgx.Connect(ctx, admin)
+	if err != nil {
+		t.Fatalf("test database: %v", err)
+	}
+	defer conn.Close(ctx)
+	name := pgx.Identifier{db}.Sanitize()
+	if _, err := conn.Exec(ctx, `CREATE DATABASE `+name); err != nil {
+		t.Fatalf("create test database: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, admin)
+		if err != nil {
+			return // the server is gone with its cluster
+		}
+		defer conn.Close(ctx)
+		_, _ = conn.Exec(ctx, `DROP DATABASE IF EXISTS `+name+` WITH (FORCE)`)
+	})
+	return withDatabase(admin, db)
 }

@@ -2,7 +2,9 @@
 // log position it reflects (read in one snapshot on the server), then streams
 // changes from exactly that position: nothing committed in between is missed
 // or applied twice. On "reset" (the position fell out of the log's retention)
-// it fetches the state again.
+// it fetches the state again. A state that cannot load because the server is
+// away is retried; one the server refuses (not found, not allowed) is not:
+// onState gets the error, with its HTTP status, to say so.
 "use strict";
 
 function loadAndFollow({ stateURL, topic, onState, onEvent, statusEl }) {
@@ -19,18 +21,31 @@ function loadAndFollow({ stateURL, topic, onState, onEvent, statusEl }) {
     clearTimeout(retry);
     if (source) source.close();
     setStatus("connecting…", "");
-    let snap;
+    let res, body;
     try {
-      const res = await fetch(stateURL, { headers: { Accept: "application/json" } });
-      const body = await res.json();
-      if (!res.ok) throw new Error(body.error || res.statusText);
-      snap = body;
+      res = await fetch(stateURL, { headers: { Accept: "application/json" } });
+      body = await res.json().catch(() => ({}));
     } catch (err) {
+      // The server did not answer: it may be restarting. Try again.
       setStatus("offline", "reconnecting");
       retry = setTimeout(load, 2000);
       onState(null, err);
       return;
     }
+    if (!res.ok) {
+      const err = new Error(body.error || res.statusText);
+      err.status = res.status;
+      if (res.status >= 400 && res.status < 500 && res.status !== 408 && res.status !== 429) {
+        // Not found, not allowed: asking again will not change the answer.
+        setStatus(res.status === 404 ? "not found" : "unavailable", "gone");
+      } else {
+        setStatus("offline", "reconnecting");
+        retry = setTimeout(load, 2000);
+      }
+      onState(null, err);
+      return;
+    }
+    const snap = body;
     onState(snap.state);
     follow(snap.head);
   }

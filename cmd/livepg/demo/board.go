@@ -1,4 +1,4 @@
-package store
+package demo
 
 import (
 	"context"
@@ -10,11 +10,42 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // The demo app's data: boards with cards in three columns. Every write is an
 // ordinary statement on a tracked table, so the events come from the tables'
 // triggers, exactly as they do for a writer in psql.
+
+// Errors for the handlers to map to responses.
+var (
+	// ErrInvalid is bad input (an empty or too long text, an unknown
+	// column); the wrapped error says what.
+	ErrInvalid  = errors.New("invalid input")
+	ErrNotFound = errors.New("not found")
+)
+
+// Boards reads and writes the demo's tables in the schema resolved at start
+// (see resolveSchema): every statement names its tables with that schema,
+// whatever the connection's search_path.
+type Boards struct {
+	pool *pgxpool.Pool
+	// boards and cards are the tables' quoted, schema-qualified names.
+	boards, cards string
+}
+
+// NewBoards finds the demo's tables (its migrations must have run).
+func NewBoards(ctx context.Context, pool *pgxpool.Pool) (*Boards, error) {
+	schema, err := resolveSchema(ctx, pool)
+	if err != nil {
+		return nil, err
+	}
+	return &Boards{
+		pool:   pool,
+		boards: pgx.Identifier{schema, "boards"}.Sanitize(),
+		cards:  pgx.Identifier{schema, "cards"}.Sanitize(),
+	}, nil
+}
 
 // Columns a card can be in, in display order.
 var Columns = []string{"todo", "doing", "done"}
@@ -93,9 +124,9 @@ func CheckColumn(col string) error {
 
 // snapshot runs read in a REPEATABLE READ, read-only transaction and adds
 // the log head as that transaction sees it.
-func snapshot[T any](ctx context.Context, s *Store, read func(pgx.Tx) (T, error)) (Snapshot[T], error) {
+func snapshot[T any](ctx context.Context, s *Boards, read func(pgx.Tx) (T, error)) (Snapshot[T], error) {
 	var snap Snapshot[T]
-	err := pgx.BeginTxFunc(ctx, s.Pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
 		var err error
 		if snap.State, err = read(tx); err != nil {
 			return err
@@ -106,9 +137,9 @@ func snapshot[T any](ctx context.Context, s *Store, read func(pgx.Tx) (T, error)
 }
 
 // Boards lists every board, newest first, with the log head.
-func (s *Store) Boards(ctx context.Context) (Snapshot[[]Board], error) {
+func (s *Boards) List(ctx context.Context) (Snapshot[[]Board], error) {
 	snap, err := snapshot(ctx, s, func(tx pgx.Tx) ([]Board, error) {
-		rows, err := tx.Query(ctx, `SELECT id, name, created_at FROM boards ORDER BY id DESC`)
+		rows, err := tx.Query(ctx, `SELECT id, name, created_at FROM `+s.boards+` ORDER BY id DESC`)
 		if err != nil {
 			return nil, err
 		}
@@ -121,10 +152,10 @@ func (s *Store) Boards(ctx context.Context) (Snapshot[[]Board], error) {
 }
 
 // BoardState reads a board and its cards with the log head.
-func (s *Store) BoardState(ctx context.Context, id int64) (Snapshot[BoardWithCards], error) {
+func (s *Boards) BoardState(ctx context.Context, id int64) (Snapshot[BoardWithCards], error) {
 	snap, err := snapshot(ctx, s, func(tx pgx.Tx) (BoardWithCards, error) {
 		var b BoardWithCards
-		err := tx.QueryRow(ctx, `SELECT id, name, created_at FROM boards WHERE id = $1`, id).
+		err := tx.QueryRow(ctx, `SELECT id, name, created_at FROM `+s.boards+` WHERE id = $1`, id).
 			Scan(&b.Board.ID, &b.Board.Name, &b.Board.CreatedAt)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return b, fmt.Errorf("board %d: %w", id, ErrNotFound)
@@ -132,7 +163,7 @@ func (s *Store) BoardState(ctx context.Context, id int64) (Snapshot[BoardWithCar
 		if err != nil {
 			return b, err
 		}
-		rows, err := tx.Query(ctx, `SELECT `+cardColumns+` FROM cards WHERE board_id = $1 ORDER BY position, id`, id)
+		rows, err := tx.Query(ctx, `SELECT `+cardColumns+` FROM `+s.cards+` WHERE board_id = $1 ORDER BY position, id`, id)
 		if err != nil {
 			return b, err
 		}
@@ -146,13 +177,13 @@ func (s *Store) BoardState(ctx context.Context, id int64) (Snapshot[BoardWithCar
 }
 
 // CreateBoard adds a board.
-func (s *Store) CreateBoard(ctx context.Context, name string) (Board, error) {
+func (s *Boards) CreateBoard(ctx context.Context, name string) (Board, error) {
 	name, err := CleanBoardName(name)
 	if err != nil {
 		return Board{}, err
 	}
 	var b Board
-	err = s.Pool.QueryRow(ctx, `INSERT INTO boards (name) VALUES ($1) RETURNING id, name, created_at`, name).
+	err = s.pool.QueryRow(ctx, `INSERT INTO `+s.boards+` (name) VALUES ($1) RETURNING id, name, created_at`, name).
 		Scan(&b.ID, &b.Name, &b.CreatedAt)
 	if err != nil {
 		return b, fmt.Errorf("create board: %w", asInvalid(err))
@@ -163,10 +194,12 @@ func (s *Store) CreateBoard(ctx context.Context, name string) (Board, error) {
 const cardColumns = `id, board_id, col, text, position, updated_at`
 
 // nextPosition puts a card last in its column.
-const nextPosition = `(SELECT coalesce(max(position), 0) + 1 FROM cards WHERE board_id = $1 AND col = $2)`
+func (s *Boards) nextPosition() string {
+	return `(SELECT coalesce(max(position), 0) + 1 FROM ` + s.cards + ` WHERE board_id = $1 AND col = $2)`
+}
 
 // AddCard adds a card at the end of a column.
-func (s *Store) AddCard(ctx context.Context, boardID int64, col, text string) (Card, error) {
+func (s *Boards) AddCard(ctx context.Context, boardID int64, col, text string) (Card, error) {
 	text, err := CleanCardText(text)
 	if err != nil {
 		return Card{}, err
@@ -174,8 +207,8 @@ func (s *Store) AddCard(ctx context.Context, boardID int64, col, text string) (C
 	if err := CheckColumn(col); err != nil {
 		return Card{}, err
 	}
-	rows, err := s.Pool.Query(ctx,
-		`INSERT INTO cards (board_id, col, text, position) VALUES ($1, $2, $3, `+nextPosition+`)
+	rows, err := s.pool.Query(ctx,
+		`INSERT INTO `+s.cards+` (board_id, col, text, position) VALUES ($1, $2, $3, `+s.nextPosition()+`)
 		 RETURNING `+cardColumns, boardID, col, text)
 	if err != nil {
 		return Card{}, fmt.Errorf("add card: %w", err)
@@ -198,7 +231,7 @@ type CardChange struct {
 }
 
 // UpdateCard changes a card's text or moves it to the end of another column.
-func (s *Store) UpdateCard(ctx context.Context, boardID, cardID int64, change CardChange) (Card, error) {
+func (s *Boards) UpdateCard(ctx context.Context, boardID, cardID int64, change CardChange) (Card, error) {
 	if change.Text == nil && change.Col == nil {
 		return Card{}, fmt.Errorf("%w: nothing to change: give text or col", ErrInvalid)
 	}
@@ -215,9 +248,9 @@ func (s *Store) UpdateCard(ctx context.Context, boardID, cardID int64, change Ca
 		}
 	}
 	var c Card
-	err := s.InTx(ctx, func(tx pgx.Tx) error {
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var col string
-		err := tx.QueryRow(ctx, `SELECT col FROM cards WHERE id = $1 AND board_id = $2 FOR UPDATE`, cardID, boardID).Scan(&col)
+		err := tx.QueryRow(ctx, `SELECT col FROM `+s.cards+` WHERE id = $1 AND board_id = $2 FOR UPDATE`, cardID, boardID).Scan(&col)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return fmt.Errorf("card %d on board %d: %w", cardID, boardID, ErrNotFound)
 		}
@@ -226,10 +259,10 @@ func (s *Store) UpdateCard(ctx context.Context, boardID, cardID int64, change Ca
 		}
 		position := `position`
 		if change.Col != nil && *change.Col != col {
-			position = nextPosition
+			position = s.nextPosition()
 		}
 		rows, err := tx.Query(ctx,
-			`UPDATE cards SET text = coalesce($3, text), col = coalesce($2, col), position = `+position+`, updated_at = now()
+			`UPDATE `+s.cards+` SET text = coalesce($3, text), col = coalesce($2, col), position = `+position+`, updated_at = now()
 			  WHERE id = $4 AND board_id = $1 RETURNING `+cardColumns,
 			boardID, coalesce(change.Col, col), change.Text, cardID)
 		if err != nil {
@@ -252,8 +285,8 @@ func coalesce(p *string, def string) string {
 }
 
 // DeleteCard removes a card.
-func (s *Store) DeleteCard(ctx context.Context, boardID, cardID int64) error {
-	tag, err := s.Pool.Exec(ctx, `DELETE FROM cards WHERE id = $1 AND board_id = $2`, cardID, boardID)
+func (s *Boards) DeleteCard(ctx context.Context, boardID, cardID int64) error {
+	tag, err := s.pool.Exec(ctx, `DELETE FROM `+s.cards+` WHERE id = $1 AND board_id = $2`, cardID, boardID)
 	if err != nil {
 		return fmt.Errorf("delete card: %w", err)
 	}
@@ -261,4 +294,18 @@ func (s *Store) DeleteCard(ctx context.Context, boardID, cardID int64) error {
 		return fmt.Errorf("card %d on board %d: %w", cardID, boardID, ErrNotFound)
 	}
 	return nil
+}
+
+// asInvalid wraps errors the database raised about its input (data
+// exceptions, check violations) in ErrInvalid so that the handlers answer
+// 4xx, not 500.
+func asInvalid(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code[:2] {
+		case "22", "23":
+			return fmt.Errorf("%w: %s", ErrInvalid, pgErr.Message)
+		}
+	}
+	return err
 }

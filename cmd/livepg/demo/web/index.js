@@ -42,12 +42,17 @@ loadAndFollow({
 document.getElementById("new-board").addEventListener("submit", async (e) => {
   e.preventDefault();
   const input = document.getElementById("board-name");
-  const res = await fetch("/api/boards", {
-    method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ name: input.value }),
-  });
-  const body = await res.json();
-  if (!res.ok) return showError(body.error);
+  let res;
+  try {
+    res = await fetch("/api/boards", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ name: input.value }),
+    });
+  } catch {
+    return showError("Could not create the board: the server did not answer. Try again when it is back.");
+  }
+  const body = await res.json().catch(() => ({}));
+  if (!res.ok) return showError("Could not create the board: " + (body.error || res.statusText));
   location.href = "/boards/" + body.id;
 });
