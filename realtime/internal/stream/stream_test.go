@@ -119,7 +119,7 @@ func TestCoalescingWaitEndsWhenTheClientGoesOrTheNodeStops(t *testing.T) {
 				}
 				te.hub.Publish([]*fanout.Event{fanout.NewEvent(2, "message", "t", []byte("2"), old)})
 				waitFor(t, "the stream holding event 2 back", func() bool {
-					return goroutinesIn("stream.(*stream).writeLive(") == 1
+					return goroutinesIn("stream.(*stream).pause(") == 1
 				})
 
 				switch end {
