@@ -1,0 +1,168 @@
+package realtime_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/livepg/livepg/realtime"
+	"github.com/livepg/livepg/store/storetest"
+)
+
+// Tests of issue 11's hostile inputs and clients at the HTTP edge.
+
+// post sends a publish and returns its status and body.
+func post(t *testing.T, url, body string, header map[string]string) (int, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	for k, v := range header {
+		if v == "" {
+			req.Header.Del(k)
+			continue
+		}
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestBadPublishesFailAloneBeforeTheDatabase: data that PostgreSQL's jsonb
+// refuses (\u0000, invalid UTF-8, a number past numeric's range) is refused
+// with 400 and a message saying what is wrong in the client's terms — no
+// PostgreSQL error text — and nothing is recorded; good publishes sent at
+// the same time all succeed.
+func TestBadPublishesFailAloneBeforeTheDatabase(t *testing.T) {
+	t.Parallel()
+	db := storetest.NewDatabase(t)
+	n := startNode(t, db, realtime.Config{PublishBatchWindow: 20 * time.Millisecond})
+	ctx := context.Background()
+	before, err := n.Store.Bounds(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := []struct{ body, want string }{
+		{`{"topic":"t","data":"\u0000"}`, `\u0000`},
+		{`{"topic":"t","data":{"k":"a\u0000b"}}`, `\u0000`},
+		{"{\"topic\":\"t\",\"data\":\"\xff\xfe\"}", "UTF-8"},
+		{`{"topic":"t","data":[1e131072]}`, "exponent"},
+		{`{"topic":"t","type":"bad type","data":1}`, "invalid type"},
+		{`{"topic":"a//b","data":1}`, "invalid topic"},
+		{`{"topic":"t","data":{"a":}}`, "invalid JSON"},
+	}
+	var wg sync.WaitGroup
+	for _, tc := range bad {
+		wg.Go(func() {
+			code, body := post(t, n.URL+"/v1/publish", tc.body, nil)
+			if code != http.StatusBadRequest || !strings.Contains(body, tc.want) {
+				t.Errorf("publish %q: %d %s, want 400 naming %q", tc.body, code, body, tc.want)
+			}
+			for _, internal := range []string{"SQLSTATE", "jsonb_", "invalid input syntax", "unsupported Unicode escape", "invalid byte sequence"} {
+				if strings.Contains(body, internal) {
+					t.Errorf("publish %q: the answer %s shows the database's error text", tc.body, body)
+				}
+			}
+		})
+	}
+	const good = 8
+	for i := range good {
+		wg.Go(func() {
+			if code, body := post(t, n.URL+"/v1/publish", fmt.Sprintf(`{"topic":"t","data":{"i":%d}}`, i), nil); code != http.StatusOK {
+				t.Errorf("good publish %d: %d %s", i, code, body)
+			}
+		})
+	}
+	wg.Wait()
+	after, err := n.Store.Bounds(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Head-before.Head != good {
+		t.Errorf("the log grew by %d events, want %d (the good ones only)", after.Head-before.Head, good)
+	}
+}
+
+// TestCookiePublishesNeedAnAllowedOriginAndJSON: a publish authenticated by
+// the livepg_token cookie, which a browser sends with requests that other
+// sites' pages make, is refused from a foreign Origin (403) and with a body
+// that is not application/json (415, the plain form post a page may send
+// cross-site without a preflight); from an allowed origin, as JSON, it is
+// served. A bearer token, which a browser never sends on its own, is not
+// affected.
+func TestCookiePublishesNeedAnAllowedOriginAndJSON(t *testing.T) {
+	t.Parallel()
+	auth, err := realtime.NewAuth("HS256", secret, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := storetest.NewDatabase(t)
+	n := startNode(t, db, realtime.Config{Auth: auth, CORSOrigins: []string{"https://app.example"}})
+	tok := token(t, jwt.SigningMethodHS256, []byte(secret), jwt.MapClaims{"exp": time.Now().Add(time.Hour).Unix(), "publish": []string{"*"}})
+	cookie := "livepg_token=" + tok
+	body := `{"topic":"x","data":1}`
+	for _, tc := range []struct {
+		name   string
+		header map[string]string
+		want   int
+	}{
+		{"cookie from a foreign origin", map[string]string{"Cookie": cookie, "Origin": "https://evil.example"}, 403},
+		{"cookie as text/plain from a foreign origin", map[string]string{"Cookie": cookie, "Origin": "https://evil.example", "Content-Type": "text/plain"}, 403},
+		{"cookie as text/plain from the allowed origin", map[string]string{"Cookie": cookie, "Origin": "https://app.example", "Content-Type": "text/plain"}, 415},
+		{"cookie as a form from no origin", map[string]string{"Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded"}, 415},
+		{"cookie, cross-site fetch without Origin", map[string]string{"Cookie": cookie, "Sec-Fetch-Site": "cross-site"}, 403},
+		{"cookie as JSON from the allowed origin", map[string]string{"Cookie": cookie, "Origin": "https://app.example"}, 200},
+		{"cookie as JSON from the node's own origin", map[string]string{"Cookie": cookie, "Origin": n.URL}, 200},
+		{"bearer from a foreign origin as text/plain", map[string]string{"Authorization": "Bearer " + tok, "Origin": "https://evil.example", "Content-Type": "text/plain"}, 200},
+	} {
+		if code, resp := post(t, n.URL+"/v1/publish", body, tc.header); code != tc.want {
+			t.Errorf("%s: %d %s, want %d", tc.name, code, resp, tc.want)
+		}
+	}
+}
+
+// TestPublishChecksTheTokenBeforeReadingTheBody: a publish without a token
+// that announces a 1 MiB body and sends none of it is answered 401 at once:
+// the node does not wait for (or hold) a body it would refuse anyway.
+func TestPublishChecksTheTokenBeforeReadingTheBody(t *testing.T) {
+	t.Parallel()
+	auth, err := realtime.NewAuth("HS256", secret, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := storetest.NewDatabase(t)
+	n := startNode(t, db, realtime.Config{Auth: auth})
+	u, _ := url.Parse(n.URL)
+	conn, err := net.Dial("tcp", u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /v1/publish HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", u.Host, 1<<20)
+	// Generous: the answer needs no body, so it comes whatever the load.
+	_ = conn.SetReadDeadline(time.Now().Add(60 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer without the body: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("status %d, want 401", resp.StatusCode)
+	}
+}
