@@ -1,6 +1,8 @@
 package realtime
 
 import (
+	"errors"
+	"fmt"
 	"mime"
 	"net/http"
 	"net/url"
@@ -76,4 +78,27 @@ func quoteOrNone(s string) string {
 		return "none"
 	}
 	return `"` + s + `"`
+}
+
+// CheckOrigin reports why s cannot be one of Config.CORSOrigins, or nil. An
+// origin is what a browser sends in its Origin header: a scheme (http or
+// https), a host and perhaps a port — https://app.example or
+// http://localhost:3000 — with no path, and compared as written. "*" is
+// refused: browsers refuse a wildcard on requests with credentials, which
+// the token cookie needs.
+func CheckOrigin(s string) error {
+	if s == "*" {
+		return errors.New(`origin "*": browsers refuse Access-Control-Allow-Origin: * on requests with credentials (the token cookie); list each origin, such as https://app.example`)
+	}
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return fmt.Errorf("origin %q: want a scheme and a host, such as https://app.example or http://localhost:3000 (a browser's Origin header always has both, so this would never match)", truncate(s, 100))
+	}
+	if u.Path != "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil || u.Opaque != "" {
+		return fmt.Errorf("origin %q: want only a scheme, a host and perhaps a port, such as %s://%s (no path, not even a trailing slash)", truncate(s, 100), u.Scheme, u.Host)
+	}
+	if strings.ToLower(s) != s {
+		return fmt.Errorf("origin %q: write it in lower case, as browsers send it (%s)", truncate(s, 100), strings.ToLower(s))
+	}
+	return nil
 }

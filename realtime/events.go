@@ -30,7 +30,8 @@ func (n *Node) ServeEvents(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	if err := n.cfg.Auth.AuthorizeSubscribe(r, selectors); err != nil {
+	expires, err := n.cfg.Auth.authorizeStream(r, selectors)
+	if err != nil {
 		WriteAuthError(w, err)
 		return
 	}
@@ -64,7 +65,7 @@ func (n *Node) ServeEvents(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusServiceUnavailable, "event log unavailable")
 		return
 	}
-	engine.Serve(w, r, stream.Request{Topics: topics, Selectors: selectors, Resume: resume, Start: start, Reset: reset})
+	engine.Serve(w, r, stream.Request{Topics: topics, Selectors: selectors, Resume: resume, Start: start, Reset: reset, Expires: expires})
 }
 
 func parseSelectors(topics []string, max int) ([]Selector, error) {

@@ -16,6 +16,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/livepg/livepg/realtime"
+	"github.com/livepg/livepg/realtime/ssetest"
 	"github.com/livepg/livepg/store/storetest"
 )
 
@@ -164,5 +165,95 @@ func TestPublishChecksTheTokenBeforeReadingTheBody(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("status %d, want 401", resp.StatusCode)
+	}
+}
+
+// TestStreamEndsWhenItsTokenExpires: a stream opened with a token gets
+// events while the token is valid; when it expires the stream ends with a
+// last event, token-expired (no id: the resume point stays the last
+// event's), that tells the page to reconnect with a fresh token. A stream
+// that needed no token is not affected.
+func TestStreamEndsWhenItsTokenExpires(t *testing.T) {
+	t.Parallel()
+	auth, err := realtime.NewAuth("HS256", secret, mustSelectors(t, "private/*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := storetest.NewDatabase(t)
+	n := startNode(t, db, realtime.Config{Auth: auth})
+	ctx := context.Background()
+	// JWT expiry has whole seconds: 3 s from now is 2-3 s of validity.
+	tok := token(t, jwt.SigningMethodHS256, []byte(secret), jwt.MapClaims{"exp": time.Now().Add(3 * time.Second).Unix(), "subscribe": []string{"private/*"}})
+	private := ssetest.Open(t, n.URL+"/v1/events?topic=private/a&token="+tok, "")
+	public := ssetest.Open(t, n.URL+"/v1/events?topic=public", "")
+	seq, err := n.Store.Publish(ctx, "private/a", "message", []byte(`{"n":1}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev := private.Next(t, 30*time.Second); ev.Seq() != seq {
+		t.Fatalf("got %+v, want event %d", ev, seq)
+	}
+	ev := private.Next(t, 60*time.Second)
+	// Its id is the last event's: it sets none of its own.
+	if ev.Type != "token-expired" || ev.ID != fmt.Sprint(seq) || !strings.Contains(ev.Data, "fresh token") {
+		t.Fatalf("got %+v, want event: token-expired with no id of its own", ev)
+	}
+	select {
+	case <-private.Done():
+	case <-time.After(60 * time.Second):
+		t.Fatal("the stream stayed open after its token expired")
+	}
+	waitFor(t, "the close counted", func() bool {
+		return metric(t, n.Node, "livepg_streams_closed_total", "reason=token_expired") == 1
+	})
+	// The public stream, which needed no token, goes on.
+	seq, err = n.Store.Publish(ctx, "public", "message", []byte(`{"n":2}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev := public.Next(t, 30*time.Second); ev.Seq() != seq {
+		t.Fatalf("public stream: got %+v, want event %d", ev, seq)
+	}
+}
+
+// TestAudienceAndIssuerAreRequiredWhenSet: with Audience and Issuer set, a
+// token must carry both (a token for another service, or from another
+// issuer, is refused with 401); without them set, neither is checked.
+func TestAudienceAndIssuerAreRequiredWhenSet(t *testing.T) {
+	t.Parallel()
+	auth, err := realtime.NewAuth("HS256", secret, mustSelectors(t, "private/*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth.Audience, auth.Issuer = "livepg", "https://auth.example"
+	open, err := realtime.NewAuth("HS256", secret, mustSelectors(t, "private/*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := storetest.NewDatabase(t)
+	strict := startNode(t, db, realtime.Config{Auth: auth})
+	lax := startNode(t, db, realtime.Config{Auth: open})
+	exp := time.Now().Add(time.Hour).Unix()
+	for _, tc := range []struct {
+		name        string
+		claims      jwt.MapClaims
+		strict, lax int
+	}{
+		{"right audience and issuer", jwt.MapClaims{"aud": "livepg", "iss": "https://auth.example"}, 200, 200},
+		{"audience among others", jwt.MapClaims{"aud": []string{"other", "livepg"}, "iss": "https://auth.example"}, 200, 200},
+		{"foreign audience", jwt.MapClaims{"aud": "other", "iss": "https://auth.example"}, 401, 200},
+		{"no audience", jwt.MapClaims{"iss": "https://auth.example"}, 401, 200},
+		{"foreign issuer", jwt.MapClaims{"aud": "livepg", "iss": "https://evil.example"}, 401, 200},
+		{"no issuer", jwt.MapClaims{"aud": "livepg"}, 401, 200},
+	} {
+		tc.claims["exp"] = exp
+		tc.claims["publish"] = []string{"private/*"}
+		h := map[string]string{"Authorization": "Bearer " + token(t, jwt.SigningMethodHS256, []byte(secret), tc.claims)}
+		if code, body := post(t, strict.URL+"/v1/publish", `{"topic":"private/x","data":1}`, h); code != tc.strict {
+			t.Errorf("%s: publish with audience and issuer required: %d %s, want %d", tc.name, code, body, tc.strict)
+		}
+		if code, body := post(t, lax.URL+"/v1/publish", `{"topic":"private/x","data":1}`, h); code != tc.lax {
+			t.Errorf("%s: publish with neither required: %d %s, want %d", tc.name, code, body, tc.lax)
+		}
 	}
 }

@@ -50,6 +50,11 @@ type Node struct {
 // stops it.
 func NewNode(st *store.Store, cfg Config) (*Node, error) {
 	cfg = cfg.withDefaults()
+	for _, o := range cfg.CORSOrigins {
+		if err := CheckOrigin(o); err != nil {
+			return nil, fmt.Errorf("CORS origins: %w", err)
+		}
+	}
 	listenCfg, err := pgx.ParseConfig(cfg.ListenURL)
 	if err != nil {
 		return nil, fmt.Errorf("listen database url: %w", err)

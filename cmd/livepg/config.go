@@ -30,6 +30,9 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// PprofAddr, when set, serves Go's profiler there (see pprof.go).
 	PprofAddr string
+	// MetricsAddr, when set, serves /metrics there instead of on Addr:
+	// the build and Go versions stay off the public port.
+	MetricsAddr string
 	// FlyRegion and PrimaryRegion are set by Fly.io (PRIMARY_REGION from
 	// fly.toml's primary_region). When both are set and differ, this node
 	// runs away from the primary database and answers writes with a
@@ -88,6 +91,7 @@ func envVars() []envVar {
 		{"LIVEPG_SHUTDOWN_TIMEOUT", showDuration(d.ShutdownTimeout), "how long a graceful shutdown may take"},
 		{"LIVEPG_MAX_TOPICS", strconv.Itoa(n.MaxTopics), "most topic selectors per stream"},
 		{"LIVEPG_MAX_BODY", strconv.FormatInt(n.MaxBody, 10), "largest publish request body, bytes"},
+		{"LIVEPG_METRICS_ADDR", "(none: /metrics on the service port)", "serve /metrics on this address instead, such as 127.0.0.1:9091, or :9091 for Fly's private network ([metrics] in fly.toml); the service port's /metrics is then off"},
 		{"LIVEPG_PPROF_ADDR", "(off)", "serve Go's profiler (net/http/pprof) on this address, e.g. 127.0.0.1:6060, for load tests"},
 		{"LIVEPG_WRITE_COALESCE", showDuration(n.WriteCoalesce), "when the node is behind, a stream that wrote less than this long ago waits out the rest before writing again, so that fast events share a write; 0 never waits"},
 		{"LIVEPG_LEAN_STREAMS", onOff(!n.PlainStreams), "serve each HTTP/1.1 stream on its connection taken from net/http (about 15 KiB less per idle stream); off: through net/http to the end"},
@@ -97,6 +101,8 @@ func envVars() []envVar {
 		{"LIVEPG_TOKEN_ALG", defaultTokenAlg, "signing algorithm tokens must use: HS256, RS256 or ES256"},
 		{"LIVEPG_TOKEN_KEY", "(none)", "HS256 secret (32+ bytes), or the PEM public key for RS256/ES256"},
 		{"LIVEPG_TOKEN_KEY_FILE", "(none)", "a file holding the token key, instead of LIVEPG_TOKEN_KEY"},
+		{"LIVEPG_TOKEN_AUDIENCE", "(none)", "when set, tokens must carry this aud claim"},
+		{"LIVEPG_TOKEN_ISSUER", "(none)", "when set, tokens must carry this iss claim"},
 		{"LIVEPG_PRIVATE_TOPICS", "(none)", "comma-separated selectors whose topics need a token to subscribe"},
 		{"LIVEPG_CORS_ORIGINS", "(none)", "comma-separated origins whose pages may stream and publish, with credentials"},
 		{"LIVEPG_DEMO", "on without DATABASE_URL, off with it", "on: serve the demo board (its pages, /api/boards, its tables in schema livepg_demo); off: none of it"},
@@ -230,6 +236,17 @@ func loadConfig(getenv func(string) string) (Config, error) {
 	}
 	if s := getenv("LIVEPG_CORS_ORIGINS"); s != "" {
 		c.Node.CORSOrigins = splitList(s)
+		for _, o := range c.Node.CORSOrigins {
+			if err := realtime.CheckOrigin(o); err != nil {
+				return c, fmt.Errorf("LIVEPG_CORS_ORIGINS: %w", err)
+			}
+		}
+	}
+	if c.MetricsAddr = getenv("LIVEPG_METRICS_ADDR"); c.MetricsAddr != "" {
+		_, port, err := net.SplitHostPort(c.MetricsAddr)
+		if p, perr := strconv.Atoi(port); err != nil || perr != nil || p < 0 || p > 65535 {
+			return c, fmt.Errorf("LIVEPG_METRICS_ADDR=%q: want host:port, such as 127.0.0.1:9091, or :9091 for Fly's private network", c.MetricsAddr)
+		}
 	}
 	switch s := getenv("LIVEPG_DEMO"); s {
 	case "":
@@ -254,6 +271,7 @@ func loadConfig(getenv func(string) string) (Config, error) {
 // says whether a key to verify tokens with is configured.
 func loadAuth(getenv func(string) string, local bool) (auth *realtime.Auth, hasKey bool, err error) {
 	alg, key, private := getenv("LIVEPG_TOKEN_ALG"), getenv("LIVEPG_TOKEN_KEY"), getenv("LIVEPG_PRIVATE_TOPICS")
+	aud, iss := getenv("LIVEPG_TOKEN_AUDIENCE"), getenv("LIVEPG_TOKEN_ISSUER")
 	if file := getenv("LIVEPG_TOKEN_KEY_FILE"); file != "" {
 		if key != "" {
 			return nil, false, errors.New("set LIVEPG_TOKEN_KEY or LIVEPG_TOKEN_KEY_FILE, not both")
@@ -264,11 +282,20 @@ func loadAuth(getenv func(string) string, local bool) (auth *realtime.Auth, hasK
 		}
 		key = strings.TrimSpace(string(b))
 	}
-	if local && key == "" && private == "" {
-		return nil, false, nil
-	}
 	if alg == "" {
 		alg = defaultTokenAlg
+	}
+	switch alg {
+	case "HS256", "RS256", "ES256":
+	default:
+		// Even with no key: a node told to accept "none" must not start.
+		return nil, false, fmt.Errorf("LIVEPG_TOKEN_ALG=%q: want HS256, RS256 or ES256 (unsigned tokens, none, are never accepted)", alg)
+	}
+	if (aud != "" || iss != "") && key == "" {
+		return nil, false, errors.New("LIVEPG_TOKEN_AUDIENCE and LIVEPG_TOKEN_ISSUER need LIVEPG_TOKEN_KEY (or LIVEPG_TOKEN_KEY_FILE): without a key no token is checked")
+	}
+	if local && key == "" && private == "" {
+		return nil, false, nil
 	}
 	var sels []realtime.Selector
 	for _, p := range splitList(private) {
@@ -285,6 +312,7 @@ func loadAuth(getenv func(string) string, local bool) (auth *realtime.Auth, hasK
 	if err != nil {
 		return nil, false, fmt.Errorf("LIVEPG_TOKEN_KEY: %w", err)
 	}
+	auth.Audience, auth.Issuer = aud, iss
 	return auth, key != "", nil
 }
 

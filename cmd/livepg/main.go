@@ -275,9 +275,14 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, stdout io.Write
 		return err
 	}
 	defer stopPprof()
+	stopMetrics, err := startMetrics(cfg.MetricsAddr, node.MetricsHandler(), logger, stdout)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
 
 	srv := &http.Server{
-		Handler:           newRouter(node, app),
+		Handler:           newRouter(node, app, cfg.MetricsAddr == ""),
 		ReadHeaderTimeout: 10 * time.Second,
 		// No WriteTimeout: it would cut every stream. Streams set a deadline
 		// per write instead.
@@ -333,12 +338,14 @@ func startDemo(ctx context.Context, cfg Config, st *store.Store, logger *slog.Lo
 	return demo.New(ctx, st.Pool, opts)
 }
 
-// newRouter mounts the node's endpoints, health, metrics and, when app is
-// not nil, the demo app.
-func newRouter(node *realtime.Node, app *demo.App) http.Handler {
+// newRouter mounts the node's endpoints, health, metrics (unless they are
+// served on an address of their own) and, when app is not nil, the demo app.
+func newRouter(node *realtime.Node, app *demo.App, metrics bool) http.Handler {
 	r := chi.NewRouter()
 	node.Routes(r)
-	r.Method(http.MethodGet, "/metrics", node.MetricsHandler())
+	if metrics {
+		r.Method(http.MethodGet, "/metrics", node.MetricsHandler())
+	}
 	r.Get("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		fmt.Fprintln(w, "ok")

@@ -80,17 +80,25 @@ const (
 	ReasonWriteTimeout = "write_timeout" // no bytes accepted for the write timeout: cut off
 	ReasonWriteError   = "write_error"   // the connection failed
 	ReasonLogError     = "log_error"     // reading the event log failed during catch-up
+	ReasonTokenExpired = "token_expired" // the token the stream was opened with expired
 )
 
 // CloseReasons lists every reason a stream ends for.
-var CloseReasons = []string{ReasonClientGone, ReasonShutdown, ReasonWriteTimeout, ReasonWriteError, ReasonLogError}
+var CloseReasons = []string{ReasonClientGone, ReasonShutdown, ReasonWriteTimeout, ReasonWriteError, ReasonLogError, ReasonTokenExpired}
 
 // Why streams end, besides write errors.
 var (
 	errShutdown   = errors.New("node shutting down")
 	errClientGone = errors.New("client gone")
 	errLogRead    = errors.New("read the event log")
+	errExpired    = errors.New("token expired")
 )
+
+// TokenExpiredFrame is a stream's last event when the token it was opened
+// with expires: the page closes its EventSource, fetches a fresh token and
+// opens a new stream from its last event id. It has no id, so the resume
+// point stays the last event's.
+var TokenExpiredFrame = []byte("event: token-expired\ndata: {\"error\":\"the token of this stream expired: reconnect with a fresh token\"}\n\n")
 
 // Engine runs a node's streams.
 type Engine struct {
@@ -126,6 +134,9 @@ type Request struct {
 	Resume    bool  // the client sent a resume point
 	Start     int64 // the seq through which the client has every event (see Position)
 	Reset     bool  // the resume point was outside the log: send event: reset first
+	// Expires, when not zero, is when the stream's right to its topics
+	// ends (its token's expiry): it ends then with TokenExpiredFrame.
+	Expires time.Time
 }
 
 // Position is where a stream starts: the log's head for a new stream (it
@@ -190,7 +201,7 @@ func (e *Engine) run(ctx context.Context, out streamOut, req Request) {
 		cursor: req.Start,
 	}
 	defer e.cfg.Hub.Leave(s.sub)
-	err := s.run(ctx, req.Reset)
+	err := s.run(ctx, req.Reset, req.Expires)
 	reason := e.closed(err)
 	e.cfg.Logger.Info("stream closed", "reason", reason, "err", err, "topics", req.Topics,
 		"last_event_id", s.cursor, "events", s.delivered, "duration", time.Since(opened).Round(time.Millisecond))
@@ -214,6 +225,8 @@ func closeReason(err error) string {
 		return ReasonClientGone
 	case errors.Is(err, errLogRead):
 		return ReasonLogError
+	case errors.Is(err, errExpired):
+		return ReasonTokenExpired
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return ReasonWriteTimeout
 	}
@@ -236,10 +249,20 @@ type stream struct {
 	deadlineSet time.Time
 	// pauseTimer times writeLive's coalescing waits; made on the first.
 	pauseTimer *time.Timer
+	// expires is when the stream's token expires (zero: never); a long
+	// catch-up checks it between batches.
+	expires time.Time
 }
 
-func (s *stream) run(ctx context.Context, reset bool) error {
+func (s *stream) run(ctx context.Context, reset bool, expires time.Time) error {
 	cfg := &s.e.cfg
+	var expiry <-chan time.Time // nil, never ready, for a stream no token limits
+	if !expires.IsZero() {
+		t := time.NewTimer(time.Until(expires))
+		defer t.Stop()
+		expiry = t.C
+		s.expires = expires
+	}
 	frames := [][]byte{fanout.RetryFrame(cfg.Retry), []byte(": livepg\n\n")}
 	if reset {
 		frames = append(frames, fanout.ResetFrame(s.cursor))
@@ -259,6 +282,9 @@ func (s *stream) run(ctx context.Context, reset bool) error {
 		case <-cfg.Done:
 			_ = s.write(fanout.RetryFrame(cfg.Retry))
 			return errShutdown
+		case <-expiry:
+			_ = s.write(TokenExpiredFrame)
+			return errExpired
 		case <-heartbeat.C:
 			if err := s.write(fanout.HeartbeatFrame); err != nil {
 				return err
@@ -299,6 +325,10 @@ func (s *stream) catchUp(ctx context.Context) error {
 			return nil
 		}
 		for s.cursor < head {
+			if !s.expires.IsZero() && !time.Now().Before(s.expires) {
+				_ = s.write(TokenExpiredFrame)
+				return errExpired
+			}
 			rows, err := cfg.Log.ReadMatching(ctx, s.cursor, head, exact, prefixes, batch)
 			if err != nil {
 				if ctx.Err() != nil {
