@@ -257,3 +257,99 @@ func TestAudienceAndIssuerAreRequiredWhenSet(t *testing.T) {
 		}
 	}
 }
+
+// openStreamWith sends a stream request with header and returns its response,
+// open until the test ends (or the caller closes its body).
+func openStreamWith(t *testing.T, url string, header map[string]string) *http.Response {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Errorf("GET %s: %v", url, err)
+		return nil
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp
+}
+
+// TestOpensBelowTheCapAllSucceed: 290 streams opened at once on a node
+// whose cap is 300 all open: each stream holds one place, from admission
+// to its end, never two at once (it once took a second place when it took
+// over its connection, and opens near the cap were refused).
+func TestOpensBelowTheCapAllSucceed(t *testing.T) {
+	t.Parallel()
+	db := storetest.NewDatabase(t)
+	n := startNode(t, db, realtime.Config{MaxStreams: 300, MaxStreamsPerClient: -1})
+	const streams = 290
+	codes := make([]int, streams)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range streams {
+		wg.Go(func() {
+			<-start
+			if resp := openStreamWith(t, n.URL+"/v1/events?topic=cap", nil); resp != nil {
+				codes[i] = resp.StatusCode
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	refused := 0
+	for _, c := range codes {
+		if c != http.StatusOK {
+			refused++
+		}
+	}
+	if refused > 0 {
+		t.Fatalf("%d of %d simultaneous opens refused under a cap of 300", refused, streams)
+	}
+	if got := n.Streams(); got != streams {
+		t.Fatalf("the node counts %d streams, %d are open", got, streams)
+	}
+}
+
+// TestStreamsPerClientAreLimited: a client (an address) may hold at most
+// MaxStreamsPerClient streams; the next gets 429 with Retry-After, while
+// other clients open theirs; a place given back can be taken again. The
+// client's address comes from ClientIPHeader only when one is configured:
+// otherwise a client cannot dodge the limit by sending the header.
+func TestStreamsPerClientAreLimited(t *testing.T) {
+	t.Parallel()
+	db := storetest.NewDatabase(t)
+	behindProxy := startNode(t, db, realtime.Config{MaxStreamsPerClient: 2, ClientIPHeader: "Fly-Client-IP"})
+	direct := startNode(t, db, realtime.Config{MaxStreamsPerClient: 2})
+	url := "/v1/events?topic=per-client"
+	from := func(ip string) map[string]string { return map[string]string{"Fly-Client-IP": ip} }
+
+	a1 := openStreamWith(t, behindProxy.URL+url, from("203.0.113.7"))
+	openStreamWith(t, behindProxy.URL+url, from("203.0.113.7"))
+	if r := openStreamWith(t, behindProxy.URL+url, from("203.0.113.7")); r.StatusCode != http.StatusTooManyRequests || r.Header.Get("Retry-After") == "" {
+		t.Fatalf("third stream of one client: %d (Retry-After %q), want 429 with Retry-After", r.StatusCode, r.Header.Get("Retry-After"))
+	}
+	// An IPv6 client counts as its /64.
+	openStreamWith(t, behindProxy.URL+url, from("2001:db8::1"))
+	openStreamWith(t, behindProxy.URL+url, from("2001:db8::2"))
+	if r := openStreamWith(t, behindProxy.URL+url, from("2001:db8::3")); r.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("third stream of one IPv6 /64: %d, want 429", r.StatusCode)
+	}
+	if r := openStreamWith(t, behindProxy.URL+url, from("198.51.100.1")); r.StatusCode != http.StatusOK {
+		t.Fatalf("another client's stream: %d, want 200", r.StatusCode)
+	}
+	a1.Body.Close()
+	waitFor(t, "the closed stream's place given back", func() bool { return behindProxy.Streams() == 4 })
+	if r := openStreamWith(t, behindProxy.URL+url, from("203.0.113.7")); r.StatusCode != http.StatusOK {
+		t.Fatalf("after closing one, the client's stream: %d, want 200", r.StatusCode)
+	}
+
+	// Without a configured header, the header is the client's word: ignored.
+	openStreamWith(t, direct.URL+url, from("192.0.2.1"))
+	openStreamWith(t, direct.URL+url, from("192.0.2.2"))
+	if r := openStreamWith(t, direct.URL+url, from("192.0.2.3")); r.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("third stream from one peer with a forged Fly-Client-IP: %d, want 429", r.StatusCode)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"time"
 
 	"github.com/livepg/livepg/store"
 )
@@ -44,6 +45,9 @@ func (n *Node) ServePublish(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", n.cfg.MaxBody))
 		return
 	}
+	// A body that trickles in is cut off: it would hold the connection
+	// and its buffers for as long as the client likes.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(n.cfg.BodyTimeout))
 	req, err := decodePublish(http.MaxBytesReader(w, r.Body, n.cfg.MaxBody), n.cfg.MaxEventSize)
 	if err != nil {
 		var tooBig *http.MaxBytesError

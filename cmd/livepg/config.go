@@ -30,6 +30,14 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// PprofAddr, when set, serves Go's profiler there (see pprof.go).
 	PprofAddr string
+	// HeaderTimeout bounds the reading of a request's headers, IdleTimeout
+	// how long a keep-alive connection may wait for its next request;
+	// Node.BodyTimeout bounds a body (the server's ReadTimeout is both).
+	HeaderTimeout, IdleTimeout time.Duration
+	// MaxConnections is the most connections the HTTP server holds; beyond
+	// it a new connection gets 503 and is closed (see connlimit.go). 0:
+	// derived from the file limit.
+	MaxConnections int
 	// MetricsAddr, when set, serves /metrics there instead of on Addr:
 	// the build and Go versions stay off the public port.
 	MetricsAddr string
@@ -54,6 +62,8 @@ const (
 	defaultDataDir         = ".livepg"
 	defaultShutdownTimeout = 10 * time.Second
 	defaultTokenAlg        = "HS256"
+	defaultHeaderTimeout   = 10 * time.Second
+	defaultIdleTimeout     = 2 * time.Minute
 )
 
 // defaultConfig is the configuration with no variable set.
@@ -62,6 +72,8 @@ func defaultConfig() Config {
 		Port:            defaultPort,
 		DataDir:         defaultDataDir,
 		ShutdownTimeout: defaultShutdownTimeout,
+		HeaderTimeout:   defaultHeaderTimeout,
+		IdleTimeout:     defaultIdleTimeout,
 		Node:            realtime.DefaultConfig,
 	}
 }
@@ -98,6 +110,11 @@ func envVars() []envVar {
 		{"LIVEPG_PUBLISH_BATCH_WINDOW", showDuration(n.PublishBatchWindow), "POST /v1/publish requests arriving within this window commit in one transaction; 0 commits each alone"},
 		{"LIVEPG_MAX_EVENT_SIZE", strconv.Itoa(n.MaxEventSize), "largest event data published over HTTP, bytes"},
 		{"LIVEPG_MAX_STREAMS", strconv.Itoa(n.MaxStreams), "most open streams per node; beyond it 503 with Retry-After"},
+		{"LIVEPG_MAX_STREAMS_PER_CLIENT", strconv.Itoa(n.MaxStreamsPerClient), "most open streams per client address (an IPv6 /64) on a node; beyond it 429. Behind Fly's proxy (FLY_REGION set) the address is Fly-Client-IP's, else the connection's"},
+		{"LIVEPG_MAX_CONNECTIONS", "(the file limit less 128)", "most HTTP connections the node holds; beyond it a new connection gets 503 and is closed"},
+		{"LIVEPG_HEADER_TIMEOUT", showDuration(d.HeaderTimeout), "a request's headers must arrive within this"},
+		{"LIVEPG_BODY_TIMEOUT", showDuration(n.BodyTimeout), "a request's body must arrive within this (after its headers)"},
+		{"LIVEPG_IDLE_TIMEOUT", showDuration(d.IdleTimeout), "a keep-alive connection waiting for its next request is closed after this"},
 		{"LIVEPG_TOKEN_ALG", defaultTokenAlg, "signing algorithm tokens must use: HS256, RS256 or ES256"},
 		{"LIVEPG_TOKEN_KEY", "(none)", "HS256 secret (32+ bytes), or the PEM public key for RS256/ES256"},
 		{"LIVEPG_TOKEN_KEY_FILE", "(none)", "a file holding the token key, instead of LIVEPG_TOKEN_KEY"},
@@ -136,6 +153,11 @@ func loadConfig(getenv func(string) string) (Config, error) {
 	c.ListenURL = getenv("LISTEN_DATABASE_URL")
 	c.PprofAddr = getenv("LIVEPG_PPROF_ADDR")
 	c.FlyRegion = getenv("FLY_REGION")
+	if c.FlyRegion != "" {
+		// Behind Fly's proxy, which sets Fly-Client-IP to the client's
+		// address whatever the client sent: the peer is the proxy.
+		c.Node.ClientIPHeader = "Fly-Client-IP"
+	}
 	c.PrimaryRegion = getenv("PRIMARY_REGION")
 	c.LocalMode = c.DatabaseURL == ""
 	if s := getenv("PORT"); s != "" {
@@ -168,6 +190,9 @@ func loadConfig(getenv func(string) string) (Config, error) {
 		{"LIVEPG_POLL_INTERVAL", &c.Node.PollInterval},
 		{"LIVEPG_LISTENER_MAX_LIFETIME", &c.Node.ListenerMaxLifetime},
 		{"LIVEPG_SHUTDOWN_TIMEOUT", &c.ShutdownTimeout},
+		{"LIVEPG_HEADER_TIMEOUT", &c.HeaderTimeout},
+		{"LIVEPG_BODY_TIMEOUT", &c.Node.BodyTimeout},
+		{"LIVEPG_IDLE_TIMEOUT", &c.IdleTimeout},
 	}
 	for _, v := range durations {
 		s := getenv(v.name)
@@ -215,6 +240,8 @@ func loadConfig(getenv func(string) string) (Config, error) {
 		{"LIVEPG_MAX_TOPICS", &c.Node.MaxTopics},
 		{"LIVEPG_MAX_EVENT_SIZE", &c.Node.MaxEventSize},
 		{"LIVEPG_MAX_STREAMS", &c.Node.MaxStreams},
+		{"LIVEPG_MAX_STREAMS_PER_CLIENT", &c.Node.MaxStreamsPerClient},
+		{"LIVEPG_MAX_CONNECTIONS", &c.MaxConnections},
 	}
 	for _, v := range ints {
 		s := getenv(v.name)

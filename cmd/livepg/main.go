@@ -281,16 +281,34 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, stdout io.Write
 	}
 	defer stopMetrics()
 
+	conns := &connCounter{}
 	srv := &http.Server{
-		Handler:           newRouter(node, app, cfg.MetricsAddr == ""),
-		ReadHeaderTimeout: 10 * time.Second,
-		// No WriteTimeout: it would cut every stream. Streams set a deadline
-		// per write instead.
+		Handler: newRouter(node, app, cfg.MetricsAddr == ""),
+		// Headers, then the body (publishes also bound theirs), then the
+		// wait for a keep-alive connection's next request: no client holds
+		// a connection, or its buffers, for as long as it likes. No
+		// WriteTimeout: it would cut every stream. Streams lift the read
+		// deadline and set a deadline per write instead.
+		ReadHeaderTimeout: cfg.HeaderTimeout,
+		ReadTimeout:       cfg.HeaderTimeout + cfg.Node.BodyTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+		MaxHeaderBytes:    64 << 10,
+		ConnState:         conns.track,
+	}
+	maxConns := cfg.MaxConnections
+	if maxConns == 0 {
+		maxConns = defaultMaxConnections()
+	}
+	served := &limitListener{
+		Listener: ln,
+		open:     func() int64 { return conns.n.Load() + node.Streams() },
+		max:      int64(maxConns),
+		log:      logger,
 	}
 	srv.Handler = replayWritesToPrimary(cfg.FlyRegion, cfg.PrimaryRegion)(srv.Handler)
 	srv.RegisterOnShutdown(node.CloseStreams)
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	go func() { serveErr <- srv.Serve(served) }()
 	addr := ln.Addr().(*net.TCPAddr)
 	host := "localhost"
 	if !addr.IP.IsLoopback() && !addr.IP.IsUnspecified() {

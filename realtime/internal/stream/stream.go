@@ -20,6 +20,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -49,8 +50,9 @@ type Config struct {
 	Metrics Metrics
 	Logger  *slog.Logger
 
-	// MaxStreams is the most places Reserve hands out.
-	MaxStreams int
+	// MaxStreams is the most places Reserve hands out;
+	// MaxStreamsPerClient the most one client may hold (0: no limit).
+	MaxStreams, MaxStreamsPerClient int
 	// Buffer is each subscriber's buffer in the hub; BatchSize the most
 	// events one catch-up read returns.
 	Buffer, BatchSize int
@@ -106,26 +108,70 @@ type Engine struct {
 	bounds sharedBounds
 	taken  takenStreams // streams on connections taken from net/http
 	open   atomic.Int64 // places taken: open streams, and requests on their way to be
+
+	mu      sync.Mutex
+	clients map[string]int // places taken, by client (see Reserve)
 }
 
 // New returns an engine on cfg's log and hub.
-func New(cfg Config) *Engine { return &Engine{cfg: cfg} }
+func New(cfg Config) *Engine { return &Engine{cfg: cfg, clients: make(map[string]int)} }
 
 // Open is the number of streams open (or being opened) now.
 func (e *Engine) Open() int64 { return e.open.Load() }
 
-// Reserve takes one of the MaxStreams places for a stream about to be
-// served, or reports false when every place is taken. Release gives it back.
-func (e *Engine) Reserve() bool {
-	if e.open.Add(1) > int64(e.cfg.MaxStreams) {
-		e.open.Add(-1)
-		return false
-	}
-	return true
+// Why Reserve refuses a place.
+var (
+	ErrNodeFull   = errors.New("every stream place of the node is taken")
+	ErrClientFull = errors.New("the client holds its most streams")
+)
+
+// Place is one of the node's MaxStreams places, held by one client. Each
+// open stream holds exactly one, from admission to its end, whether it is
+// served through net/http or on a taken connection: the node's count is
+// exact, never transiently double.
+type Place struct {
+	e      *Engine
+	client string
+	once   sync.Once
 }
 
-// Release gives back a place taken by Reserve.
-func (e *Engine) Release() { e.open.Add(-1) }
+// Reserve takes a place for a stream of client (an address: see
+// realtime's clientKey), or refuses with ErrNodeFull when every place of
+// the node is taken, ErrClientFull when client holds MaxStreamsPerClient.
+// The place goes back with Release, or at the end of the stream that Serve
+// runs with it.
+func (e *Engine) Reserve(client string) (*Place, error) {
+	if e.open.Add(1) > int64(e.cfg.MaxStreams) {
+		e.open.Add(-1)
+		return nil, ErrNodeFull
+	}
+	if max := e.cfg.MaxStreamsPerClient; max > 0 {
+		e.mu.Lock()
+		if e.clients[client] >= max {
+			e.mu.Unlock()
+			e.open.Add(-1)
+			return nil, ErrClientFull
+		}
+		e.clients[client]++
+		e.mu.Unlock()
+	}
+	return &Place{e: e, client: client}, nil
+}
+
+// Release gives the place back; calls after the first do nothing.
+func (p *Place) Release() {
+	p.once.Do(func() {
+		e := p.e
+		if e.cfg.MaxStreamsPerClient > 0 {
+			e.mu.Lock()
+			if e.clients[p.client]--; e.clients[p.client] <= 0 {
+				delete(e.clients, p.client)
+			}
+			e.mu.Unlock()
+		}
+		e.open.Add(-1)
+	})
+}
 
 // Request is an admitted stream request.
 type Request struct {
@@ -137,6 +183,9 @@ type Request struct {
 	// Expires, when not zero, is when the stream's right to its topics
 	// ends (its token's expiry): it ends then with TokenExpiredFrame.
 	Expires time.Time
+	// Place is the stream's place (Reserve); Serve gives it back when the
+	// stream ends.
+	Place *Place
 }
 
 // Position is where a stream starts: the log's head for a new stream (it
@@ -159,9 +208,8 @@ func (e *Engine) Position(ctx context.Context, cursor int64, resume bool) (start
 }
 
 // Serve answers an admitted request with its stream and runs it until it
-// ends. The caller holds a place (Reserve) for the length of the call; a
-// stream that goes on on a taken connection after Serve returns takes a
-// place of its own.
+// ends. It takes over req.Place and gives it back when the stream ends: as
+// Serve returns, or later for a stream that goes on on a taken connection.
 func (e *Engine) Serve(w http.ResponseWriter, r *http.Request, req Request) {
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
@@ -172,15 +220,14 @@ func (e *Engine) Serve(w http.ResponseWriter, r *http.Request, req Request) {
 	e.cfg.Metrics.Opened.Inc()
 	e.cfg.Logger.Info("stream opened", "topics", req.Topics, "resume", req.Resume, "from", req.Start, "reset", req.Reset, "remote", r.RemoteAddr)
 	if !e.cfg.PlainStreams {
-		e.open.Add(1) // the taken stream's own place: the handler's ends as it returns
 		if e.taken.take(w, func(ctx context.Context, out streamOut) {
-			defer e.open.Add(-1)
+			defer req.Place.Release() // the place goes with the stream
 			e.run(ctx, out, req)
 		}) {
 			return
 		}
-		e.open.Add(-1)
 	}
+	defer req.Place.Release()
 	w.WriteHeader(http.StatusOK)
 	e.run(r.Context(), newResponseOut(w), req)
 }
