@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
-	"time"
 
 	"github.com/livepg/livepg/realtime/internal/stream"
 )
@@ -72,10 +71,6 @@ func (n *Node) ServeEvents(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusServiceUnavailable, "event log unavailable")
 		return
 	}
-	// A stream reads nothing more from its client: lift the read deadline
-	// of a server with a ReadTimeout (cmd/livepg's bounds request bodies),
-	// which would otherwise end the stream when it passes.
-	_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
 	engine.Serve(w, r, stream.Request{Topics: topics, Selectors: selectors, Resume: resume, Start: start, Reset: reset, Expires: expires, Place: place})
 }
 

@@ -19,7 +19,8 @@ import (
 // deadline per write) and register node.CloseStreams with its
 // RegisterOnShutdown, so that Shutdown does not wait for streams. Give the
 // server a ReadHeaderTimeout, an IdleTimeout and, if you like, a
-// ReadTimeout (streams lift it; publishes set their own, BodyTimeout), as
+// ReadTimeout (net/http lifts it once a request's body is read, so streams
+// are not cut; publishes set their own, BodyTimeout), as
 // cmd/livepg does: without them a client may hold a connection, and its
 // buffers, for as long as it likes.
 func (n *Node) Handler() http.Handler {

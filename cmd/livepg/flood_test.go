@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/livepg/livepg/realtime/ssetest"
 	"github.com/livepg/livepg/store/storetest"
 )
 
@@ -212,5 +213,32 @@ func TestConnectionsBeyondTheBoundAreRefused(t *testing.T) {
 			t.Fatalf("after one of 8 closed, a new connection still gets %d", code)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// The server's read and idle timeouts do not touch streams: a stream,
+// lean or served through net/http, still gets an event published well
+// after every timeout (1s each) has passed.
+func TestStreamsOutliveTheServersTimeouts(t *testing.T) {
+	t.Parallel()
+	for _, lean := range []string{"on", "off"} {
+		t.Run("lean="+lean, func(t *testing.T) {
+			t.Parallel()
+			db := storetest.NewDatabase(t)
+			base, _ := startServer(t, map[string]string{
+				"DATABASE_URL": db, "PORT": "0", "LIVEPG_LEAN_STREAMS": lean,
+				"LIVEPG_HEADER_TIMEOUT": "1s", "LIVEPG_BODY_TIMEOUT": "1s", "LIVEPG_IDLE_TIMEOUT": "1s",
+			})
+			waitReady(t, base)
+			s := ssetest.Open(t, base+"/v1/events?topic=slow", "")
+			time.Sleep(4 * time.Second) // past every timeout: a wait, not a measure
+			if resp, body := post(t, base+"/v1/publish", `{"topic":"slow","data":1}`, nil); resp.StatusCode != http.StatusOK {
+				t.Fatalf("publish: %d %s", resp.StatusCode, body)
+			}
+			ev := s.Next(t, 60*time.Second)
+			if ev.Type != "message" || !strings.Contains(ev.Data, `"slow"`) {
+				t.Fatalf("got %+v, want the event", ev)
+			}
+		})
 	}
 }

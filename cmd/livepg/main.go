@@ -287,8 +287,9 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, stdout io.Write
 		// Headers, then the body (publishes also bound theirs), then the
 		// wait for a keep-alive connection's next request: no client holds
 		// a connection, or its buffers, for as long as it likes. No
-		// WriteTimeout: it would cut every stream. Streams lift the read
-		// deadline and set a deadline per write instead.
+		// WriteTimeout: it would cut every stream; streams set a deadline
+		// per write instead. (net/http lifts the read deadline once a
+		// request's body is read: streams are not cut by it.)
 		ReadHeaderTimeout: cfg.HeaderTimeout,
 		ReadTimeout:       cfg.HeaderTimeout + cfg.Node.BodyTimeout,
 		IdleTimeout:       cfg.IdleTimeout,
