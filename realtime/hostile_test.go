@@ -353,3 +353,39 @@ func TestStreamsPerClientAreLimited(t *testing.T) {
 		t.Fatalf("third stream from one peer with a forged Fly-Client-IP: %d, want 429", r.StatusCode)
 	}
 }
+
+// TestPublishBodiesMustArriveInTime: a publish with a valid token whose
+// body trickles in and stops is answered 408 and its connection closed
+// once BodyTimeout has passed; it does not hold the connection for as long
+// as the client likes.
+func TestPublishBodiesMustArriveInTime(t *testing.T) {
+	t.Parallel()
+	auth, err := realtime.NewAuth("HS256", secret, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := storetest.NewDatabase(t)
+	n := startNode(t, db, realtime.Config{Auth: auth, BodyTimeout: time.Second})
+	tok := token(t, jwt.SigningMethodHS256, []byte(secret), jwt.MapClaims{"exp": time.Now().Add(time.Hour).Unix(), "publish": []string{"*"}})
+	u, _ := url.Parse(n.URL)
+	conn, err := net.Dial("tcp", u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /v1/publish HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"topic\":", u.Host, tok)
+	_ = conn.SetReadDeadline(time.Now().Add(60 * time.Second)) // generous: the timeout is 1s
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("no answer to a stalled body: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestTimeout {
+		t.Fatalf("status %d %s, want 408", resp.StatusCode, body)
+	}
+	if _, err := br.ReadByte(); err == nil {
+		t.Fatal("the connection stayed open")
+	}
+}

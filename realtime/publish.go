@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/livepg/livepg/store"
@@ -56,6 +57,9 @@ func (n *Node) ServePublish(w http.ResponseWriter, r *http.Request) {
 			WriteError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", tooBig.Limit))
 		case errors.Is(err, errEventTooLarge):
 			WriteError(w, http.StatusRequestEntityTooLarge, err.Error())
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			w.Header().Set("Connection", "close")
+			WriteError(w, http.StatusRequestTimeout, fmt.Sprintf("the request body did not arrive within %s", n.cfg.BodyTimeout))
 		default:
 			WriteError(w, http.StatusBadRequest, err.Error())
 		}
