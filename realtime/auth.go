@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 )
@@ -37,8 +38,12 @@ type Claims struct {
 type Auth struct {
 	// Private lists the selectors whose topics need a token to subscribe.
 	Private []Selector
-	alg     string
-	key     any // []byte for HMAC, a public key for RSA and ECDSA
+	// Audience and Issuer, when set, are required claims: a token must
+	// carry this aud (among others) and this iss (LIVEPG_TOKEN_AUDIENCE,
+	// LIVEPG_TOKEN_ISSUER).
+	Audience, Issuer string
+	alg              string
+	key              any // []byte for HMAC, a public key for RSA and ECDSA
 }
 
 // NewAuth pins the signing algorithm: HS256 with a shared secret, or RS256 or
@@ -47,6 +52,13 @@ type Auth struct {
 // is refused and private topics cannot be subscribed to.
 func NewAuth(alg, key string, private []Selector) (*Auth, error) {
 	a := &Auth{Private: private, alg: alg}
+	switch alg {
+	case "HS256", "RS256", "ES256":
+	default:
+		// Checked even with no key: a node set to accept "none" must not
+		// start, whether or not it has a key yet.
+		return nil, fmt.Errorf("token algorithm %q: want HS256, RS256 or ES256 (LIVEPG_TOKEN_ALG; unsigned tokens, \"none\", are never accepted)", alg)
+	}
 	if key == "" {
 		return a, nil
 	}
@@ -72,8 +84,6 @@ func NewAuth(alg, key string, private []Selector) (*Auth, error) {
 			return nil, errors.New("token key: ES256 needs an ECDSA public key")
 		}
 		a.key = pub
-	default:
-		return nil, fmt.Errorf("token algorithm %q: want HS256, RS256 or ES256", alg)
 	}
 	return a, nil
 }
@@ -103,37 +113,59 @@ func (a *Auth) missingToken() error {
 
 // claims verifies the request's token, if it carries one.
 func (a *Auth) claims(r *http.Request) (*Claims, error) {
+	c, _, err := a.claimsFrom(r)
+	return c, err
+}
+
+// claimsFrom verifies the request's token, if it carries one, and says
+// whether it came in the cookie: a browser sends a cookie with requests
+// that pages of other sites make, so a cookie's holder may not have meant
+// the request (see CheckCrossSite).
+func (a *Auth) claimsFrom(r *http.Request) (c *Claims, fromCookie bool, err error) {
 	raw := ""
 	if h := r.Header.Get("Authorization"); h != "" {
 		var ok bool
 		if raw, ok = strings.CutPrefix(h, "Bearer "); !ok {
-			return nil, &authError{http.StatusUnauthorized, "Authorization header: want Bearer <token>"}
+			return nil, false, &authError{http.StatusUnauthorized, "Authorization header: want Bearer <token>"}
 		}
-	} else if c, err := r.Cookie(TokenCookie); err == nil {
-		raw = c.Value
+	} else if ck, err := r.Cookie(TokenCookie); err == nil {
+		raw, fromCookie = ck.Value, true
 	} else {
 		raw = r.URL.Query().Get("token")
 	}
 	if raw == "" {
-		return nil, nil
+		return nil, false, nil
 	}
 	if a.key == nil {
-		return nil, &authError{http.StatusUnauthorized, "tokens are not accepted: no token key is configured"}
+		return nil, false, &authError{http.StatusUnauthorized, "tokens are not accepted: no token key is configured"}
 	}
-	var c Claims
-	_, err := jwt.ParseWithClaims(raw, &c, func(*jwt.Token) (any, error) { return a.key, nil },
-		jwt.WithValidMethods([]string{a.alg}), jwt.WithExpirationRequired())
-	if err != nil {
-		return nil, &authError{http.StatusUnauthorized, "invalid token: " + err.Error()}
+	opts := []jwt.ParserOption{jwt.WithValidMethods([]string{a.alg}), jwt.WithExpirationRequired()}
+	if a.Audience != "" {
+		opts = append(opts, jwt.WithAudience(a.Audience))
 	}
-	return &c, nil
+	if a.Issuer != "" {
+		opts = append(opts, jwt.WithIssuer(a.Issuer))
+	}
+	c = new(Claims)
+	if _, err := jwt.ParseWithClaims(raw, c, func(*jwt.Token) (any, error) { return a.key, nil }, opts...); err != nil {
+		return nil, false, &authError{http.StatusUnauthorized, "invalid token: " + err.Error()}
+	}
+	return c, fromCookie, nil
 }
 
 // AuthorizeSubscribe checks that every requested selector that can match a
 // private topic is covered by the token's subscribe selectors.
 func (a *Auth) AuthorizeSubscribe(r *http.Request, sels []Selector) error {
+	_, err := a.authorizeStream(r, sels)
+	return err
+}
+
+// authorizeStream is AuthorizeSubscribe that also returns when the stream's
+// right ends: the expiry of the token it needed, or the zero time when it
+// needed none (no private topic among sels).
+func (a *Auth) authorizeStream(r *http.Request, sels []Selector) (expires time.Time, err error) {
 	if a == nil {
-		return nil
+		return time.Time{}, nil
 	}
 	var private []Selector
 	for _, s := range sels {
@@ -145,36 +177,64 @@ func (a *Auth) AuthorizeSubscribe(r *http.Request, sels []Selector) error {
 		}
 	}
 	if len(private) == 0 {
-		return nil
+		return time.Time{}, nil
 	}
 	c, err := a.claims(r)
 	if err != nil {
-		return err
+		return time.Time{}, err
 	}
 	if c == nil {
-		return a.missingToken()
+		return time.Time{}, a.missingToken()
 	}
 	for _, s := range private {
 		if !coveredBy(s, c.Subscribe) {
-			return &authError{http.StatusForbidden, fmt.Sprintf("the token does not allow subscribing to %s", s)}
+			return time.Time{}, &authError{http.StatusForbidden, fmt.Sprintf("the token does not allow subscribing to %s", s)}
 		}
 	}
-	return nil
+	return c.ExpiresAt.Time, nil // required: claimsFrom refuses a token without
 }
 
 // AuthorizePublish checks that the token allows publishing on topic.
 func (a *Auth) AuthorizePublish(r *http.Request, topic string) error {
-	if a == nil {
-		return nil
-	}
-	c, err := a.claims(r)
+	p, err := a.Publisher(r)
 	if err != nil {
 		return err
 	}
-	if c == nil {
-		return a.missingToken()
+	return p.Allow(topic)
+}
+
+// Publisher is a verified publishing token, before the topic is known.
+// The zero Publisher (of a nil *Auth) may publish on every topic.
+type Publisher struct {
+	claims *Claims
+	// FromCookie says the token came in the livepg_token cookie: the
+	// request may come from another site's page (see CheckCrossSite).
+	FromCookie bool
+}
+
+// Publisher verifies the request's token for publishing: present, valid,
+// unexpired. It reads only the request's headers and query, so a handler
+// checks it before reading a byte of the body; Allow then checks the topic.
+func (a *Auth) Publisher(r *http.Request) (Publisher, error) {
+	if a == nil {
+		return Publisher{}, nil
 	}
-	if !coveredBy(Selector{Topic: topic}, c.Publish) {
+	c, fromCookie, err := a.claimsFrom(r)
+	if err != nil {
+		return Publisher{}, err
+	}
+	if c == nil {
+		return Publisher{}, a.missingToken()
+	}
+	return Publisher{claims: c, FromCookie: fromCookie}, nil
+}
+
+// Allow checks that the token allows publishing on topic.
+func (p Publisher) Allow(topic string) error {
+	if p.claims == nil {
+		return nil
+	}
+	if !coveredBy(Selector{Topic: topic}, p.claims.Publish) {
 		return &authError{http.StatusForbidden, fmt.Sprintf("the token does not allow publishing on %s", topic)}
 	}
 	return nil

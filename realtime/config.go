@@ -41,6 +41,20 @@ type Config struct {
 	// MaxStreams is the most streams the node holds at once; beyond it a
 	// stream request gets 503 with Retry-After.
 	MaxStreams int
+	// MaxStreamsPerClient is the most streams one client (one address, an
+	// IPv6 /64; see ClientIPHeader) may hold on the node at once; beyond it
+	// a stream request gets 429. Negative: no limit.
+	MaxStreamsPerClient int
+	// ClientIPHeader names a request header that carries the client's
+	// address, set by a proxy in front of the node that overwrites what the
+	// client sends: Fly-Client-IP behind Fly.io's (cmd/livepg sets it when
+	// FLY_REGION is set). Empty: the connection's peer address, the only
+	// choice when clients reach the node directly (they could send any
+	// header).
+	ClientIPHeader string
+	// BodyTimeout bounds how long a publish may take to send its body;
+	// a slower one is cut off (its connection closed).
+	BodyTimeout time.Duration
 	// Auth authorises private topics and publishing; nil allows everything.
 	Auth *Auth
 	// CORSOrigins may use the stream and publish endpoints from pages of
@@ -89,6 +103,8 @@ var DefaultConfig = Config{
 	MaxBody:             1 << 20,
 	MaxEventSize:        512 << 10,
 	MaxStreams:          20_000,
+	MaxStreamsPerClient: 256,
+	BodyTimeout:         10 * time.Second,
 	ListenerPingAfter:   pglisten.DefaultPingAfter,
 	ListenerMaxLifetime: pglisten.DefaultMaxLifetime,
 	ProbeInterval:       pglisten.DefaultProbeInterval,
@@ -123,6 +139,13 @@ func (c Config) withDefaults() Config {
 	if c.MaxStreams <= 0 {
 		c.MaxStreams = d.MaxStreams
 	}
+	switch {
+	case c.MaxStreamsPerClient == 0:
+		c.MaxStreamsPerClient = d.MaxStreamsPerClient
+	case c.MaxStreamsPerClient < 0:
+		c.MaxStreamsPerClient = 0 // the engine's "no limit"
+	}
+	set(&c.BodyTimeout, d.BodyTimeout)
 	set(&c.PollInterval, d.PollInterval)
 	set(&c.Heartbeat, d.Heartbeat)
 	set(&c.WriteTimeout, d.WriteTimeout)

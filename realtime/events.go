@@ -30,7 +30,8 @@ func (n *Node) ServeEvents(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	if err := n.cfg.Auth.AuthorizeSubscribe(r, selectors); err != nil {
+	expires, err := n.cfg.Auth.authorizeStream(r, selectors)
+	if err != nil {
 		WriteAuthError(w, err)
 		return
 	}
@@ -48,23 +49,29 @@ func (n *Node) ServeEvents(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	// Take a place among the node's streams, or send the client elsewhere.
-	if !engine.Reserve() {
+	place, err := engine.Reserve(n.clientKey(r))
+	switch {
+	case errors.Is(err, stream.ErrClientFull):
+		w.Header().Set("Retry-After", "10")
+		WriteError(w, http.StatusTooManyRequests, fmt.Sprintf("this client (%s) holds its maximum of %d streams on this node (LIVEPG_MAX_STREAMS_PER_CLIENT): close one first", n.clientKey(r), n.cfg.MaxStreamsPerClient))
+		return
+	case err != nil:
 		w.Header().Set("Retry-After", "2")
 		WriteError(w, http.StatusServiceUnavailable, fmt.Sprintf("this node holds its maximum of %d streams", n.cfg.MaxStreams))
 		return
 	}
-	defer engine.Release()
 
 	// Find the start before answering, so that a client that has the
 	// response headers gets every event committed after it had them.
 	start, reset, err := engine.Position(r.Context(), cursor, resume)
 	if err != nil {
+		place.Release()
 		n.log.Error("stream start", "err", err)
 		w.Header().Set("Retry-After", "1")
 		WriteError(w, http.StatusServiceUnavailable, "event log unavailable")
 		return
 	}
-	engine.Serve(w, r, stream.Request{Topics: topics, Selectors: selectors, Resume: resume, Start: start, Reset: reset})
+	engine.Serve(w, r, stream.Request{Topics: topics, Selectors: selectors, Resume: resume, Start: start, Reset: reset, Expires: expires, Place: place})
 }
 
 func parseSelectors(topics []string, max int) ([]Selector, error) {

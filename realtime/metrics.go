@@ -58,7 +58,7 @@ func newMetrics(src metricSources) *metrics {
 	})
 	f(m.streams.Opened)
 	closed := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "livepg_streams_closed_total", Help: "Event streams ended, by reason: client_gone, shutdown, write_timeout (cut off), write_error, log_error.",
+		Name: "livepg_streams_closed_total", Help: "Event streams ended, by reason: client_gone, shutdown, write_timeout (cut off), write_error, log_error, token_expired.",
 	}, []string{"reason"})
 	f(closed)
 	m.streams.Closed = make(map[string]prometheus.Counter, len(stream.CloseReasons))

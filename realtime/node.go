@@ -50,6 +50,11 @@ type Node struct {
 // stops it.
 func NewNode(st *store.Store, cfg Config) (*Node, error) {
 	cfg = cfg.withDefaults()
+	for _, o := range cfg.CORSOrigins {
+		if err := CheckOrigin(o); err != nil {
+			return nil, fmt.Errorf("CORS origins: %w", err)
+		}
+	}
 	listenCfg, err := pgx.ParseConfig(cfg.ListenURL)
 	if err != nil {
 		return nil, fmt.Errorf("listen database url: %w", err)
@@ -95,19 +100,20 @@ func (n *Node) Start(ctx context.Context) error {
 	hub := fanout.NewHub(bounds.Head)
 	n.hub.Store(hub)
 	n.engine.Store(stream.New(stream.Config{
-		Log:           n.store,
-		Hub:           hub,
-		Done:          n.closing,
-		Metrics:       n.metrics.streams,
-		Logger:        n.log,
-		MaxStreams:    n.cfg.MaxStreams,
-		Buffer:        n.cfg.Buffer,
-		BatchSize:     n.cfg.BatchSize,
-		Heartbeat:     n.cfg.Heartbeat,
-		WriteTimeout:  n.cfg.WriteTimeout,
-		Retry:         n.cfg.Retry,
-		WriteCoalesce: n.cfg.WriteCoalesce,
-		PlainStreams:  n.cfg.PlainStreams,
+		Log:                 n.store,
+		Hub:                 hub,
+		Done:                n.closing,
+		Metrics:             n.metrics.streams,
+		Logger:              n.log,
+		MaxStreams:          n.cfg.MaxStreams,
+		MaxStreamsPerClient: n.cfg.MaxStreamsPerClient,
+		Buffer:              n.cfg.Buffer,
+		BatchSize:           n.cfg.BatchSize,
+		Heartbeat:           n.cfg.Heartbeat,
+		WriteTimeout:        n.cfg.WriteTimeout,
+		Retry:               n.cfg.Retry,
+		WriteCoalesce:       n.cfg.WriteCoalesce,
+		PlainStreams:        n.cfg.PlainStreams,
 	}))
 	runCtx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel

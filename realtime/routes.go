@@ -17,7 +17,12 @@ import (
 //
 // Serve it from an http.Server without a WriteTimeout (streams set a
 // deadline per write) and register node.CloseStreams with its
-// RegisterOnShutdown, so that Shutdown does not wait for streams.
+// RegisterOnShutdown, so that Shutdown does not wait for streams. Give the
+// server a ReadHeaderTimeout, an IdleTimeout and, if you like, a
+// ReadTimeout (net/http lifts it once a request's body is read, so streams
+// are not cut; publishes set their own, BodyTimeout), as
+// cmd/livepg does: without them a client may hold a connection, and its
+// buffers, for as long as it likes.
 func (n *Node) Handler() http.Handler {
 	r := chi.NewRouter()
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {

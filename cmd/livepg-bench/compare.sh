@@ -30,7 +30,9 @@ trap cleanup EXIT
 # start_livepg [ENV=VALUE...]: a fresh livepg with its own local PostgreSQL
 # (data kept in $WORK/data between runs); sets LP and DB.
 start_livepg() {
-  env PORT="$PORT" LIVEPG_DATA_DIR="$WORK/data" "$@" "$WORK/livepg" >"$WORK/livepg.log" 2>&1 &
+  # The generator's streams come from a few loopback addresses: lift the
+  # per-client stream limit (LIVEPG_MAX_STREAMS_PER_CLIENT, 256 by default).
+  env PORT="$PORT" LIVEPG_DATA_DIR="$WORK/data" LIVEPG_MAX_STREAMS_PER_CLIENT=1000000 "$@" "$WORK/livepg" >"$WORK/livepg.log" 2>&1 &
   LP=$!
   pids+=("$LP")
   for _ in $(seq 150); do

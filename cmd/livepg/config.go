@@ -30,6 +30,17 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// PprofAddr, when set, serves Go's profiler there (see pprof.go).
 	PprofAddr string
+	// HeaderTimeout bounds the reading of a request's headers, IdleTimeout
+	// how long a keep-alive connection may wait for its next request;
+	// Node.BodyTimeout bounds a body (the server's ReadTimeout is both).
+	HeaderTimeout, IdleTimeout time.Duration
+	// MaxConnections is the most connections the HTTP server holds; beyond
+	// it a new connection gets 503 and is closed (see connlimit.go). 0:
+	// derived from the file limit.
+	MaxConnections int
+	// MetricsAddr, when set, serves /metrics there instead of on Addr:
+	// the build and Go versions stay off the public port.
+	MetricsAddr string
 	// FlyRegion and PrimaryRegion are set by Fly.io (PRIMARY_REGION from
 	// fly.toml's primary_region). When both are set and differ, this node
 	// runs away from the primary database and answers writes with a
@@ -51,6 +62,8 @@ const (
 	defaultDataDir         = ".livepg"
 	defaultShutdownTimeout = 10 * time.Second
 	defaultTokenAlg        = "HS256"
+	defaultHeaderTimeout   = 10 * time.Second
+	defaultIdleTimeout     = 2 * time.Minute
 )
 
 // defaultConfig is the configuration with no variable set.
@@ -59,6 +72,8 @@ func defaultConfig() Config {
 		Port:            defaultPort,
 		DataDir:         defaultDataDir,
 		ShutdownTimeout: defaultShutdownTimeout,
+		HeaderTimeout:   defaultHeaderTimeout,
+		IdleTimeout:     defaultIdleTimeout,
 		Node:            realtime.DefaultConfig,
 	}
 }
@@ -88,15 +103,23 @@ func envVars() []envVar {
 		{"LIVEPG_SHUTDOWN_TIMEOUT", showDuration(d.ShutdownTimeout), "how long a graceful shutdown may take"},
 		{"LIVEPG_MAX_TOPICS", strconv.Itoa(n.MaxTopics), "most topic selectors per stream"},
 		{"LIVEPG_MAX_BODY", strconv.FormatInt(n.MaxBody, 10), "largest publish request body, bytes"},
+		{"LIVEPG_METRICS_ADDR", "(none: /metrics on the service port)", "serve /metrics on this address instead, such as 127.0.0.1:9091, or :9091 for Fly's private network ([metrics] in fly.toml); the service port's /metrics is then off"},
 		{"LIVEPG_PPROF_ADDR", "(off)", "serve Go's profiler (net/http/pprof) on this address, e.g. 127.0.0.1:6060, for load tests"},
 		{"LIVEPG_WRITE_COALESCE", showDuration(n.WriteCoalesce), "when the node is behind, a stream that wrote less than this long ago waits out the rest before writing again, so that fast events share a write; 0 never waits"},
 		{"LIVEPG_LEAN_STREAMS", onOff(!n.PlainStreams), "serve each HTTP/1.1 stream on its connection taken from net/http (about 13 KiB per idle stream instead of 36); off: through net/http to the end"},
 		{"LIVEPG_PUBLISH_BATCH_WINDOW", showDuration(n.PublishBatchWindow), "POST /v1/publish requests arriving within this window commit in one transaction; 0 commits each alone"},
 		{"LIVEPG_MAX_EVENT_SIZE", strconv.Itoa(n.MaxEventSize), "largest event data published over HTTP, bytes"},
 		{"LIVEPG_MAX_STREAMS", strconv.Itoa(n.MaxStreams), "most open streams per node; beyond it 503 with Retry-After"},
+		{"LIVEPG_MAX_STREAMS_PER_CLIENT", strconv.Itoa(n.MaxStreamsPerClient), "most open streams per client address (an IPv6 /64) on a node; beyond it 429. Behind Fly's proxy (FLY_REGION set) the address is Fly-Client-IP's, else the connection's"},
+		{"LIVEPG_MAX_CONNECTIONS", "(the file limit less 128)", "most HTTP connections the node holds; beyond it a new connection gets 503 and is closed"},
+		{"LIVEPG_HEADER_TIMEOUT", showDuration(d.HeaderTimeout), "a request's headers must arrive within this"},
+		{"LIVEPG_BODY_TIMEOUT", showDuration(n.BodyTimeout), "a request's body must arrive within this (after its headers)"},
+		{"LIVEPG_IDLE_TIMEOUT", showDuration(d.IdleTimeout), "a keep-alive connection waiting for its next request is closed after this"},
 		{"LIVEPG_TOKEN_ALG", defaultTokenAlg, "signing algorithm tokens must use: HS256, RS256 or ES256"},
 		{"LIVEPG_TOKEN_KEY", "(none)", "HS256 secret (32+ bytes), or the PEM public key for RS256/ES256"},
 		{"LIVEPG_TOKEN_KEY_FILE", "(none)", "a file holding the token key, instead of LIVEPG_TOKEN_KEY"},
+		{"LIVEPG_TOKEN_AUDIENCE", "(none)", "when set, tokens must carry this aud claim"},
+		{"LIVEPG_TOKEN_ISSUER", "(none)", "when set, tokens must carry this iss claim"},
 		{"LIVEPG_PRIVATE_TOPICS", "(none)", "comma-separated selectors whose topics need a token to subscribe"},
 		{"LIVEPG_CORS_ORIGINS", "(none)", "comma-separated origins whose pages may stream and publish, with credentials"},
 		{"LIVEPG_DEMO", "on without DATABASE_URL, off with it", "on: serve the demo board (its pages, /api/boards, its tables in schema livepg_demo); off: none of it"},
@@ -130,6 +153,11 @@ func loadConfig(getenv func(string) string) (Config, error) {
 	c.ListenURL = getenv("LISTEN_DATABASE_URL")
 	c.PprofAddr = getenv("LIVEPG_PPROF_ADDR")
 	c.FlyRegion = getenv("FLY_REGION")
+	if c.FlyRegion != "" {
+		// Behind Fly's proxy, which sets Fly-Client-IP to the client's
+		// address whatever the client sent: the peer is the proxy.
+		c.Node.ClientIPHeader = "Fly-Client-IP"
+	}
 	c.PrimaryRegion = getenv("PRIMARY_REGION")
 	c.LocalMode = c.DatabaseURL == ""
 	if s := getenv("PORT"); s != "" {
@@ -162,6 +190,9 @@ func loadConfig(getenv func(string) string) (Config, error) {
 		{"LIVEPG_POLL_INTERVAL", &c.Node.PollInterval},
 		{"LIVEPG_LISTENER_MAX_LIFETIME", &c.Node.ListenerMaxLifetime},
 		{"LIVEPG_SHUTDOWN_TIMEOUT", &c.ShutdownTimeout},
+		{"LIVEPG_HEADER_TIMEOUT", &c.HeaderTimeout},
+		{"LIVEPG_BODY_TIMEOUT", &c.Node.BodyTimeout},
+		{"LIVEPG_IDLE_TIMEOUT", &c.IdleTimeout},
 	}
 	for _, v := range durations {
 		s := getenv(v.name)
@@ -209,6 +240,8 @@ func loadConfig(getenv func(string) string) (Config, error) {
 		{"LIVEPG_MAX_TOPICS", &c.Node.MaxTopics},
 		{"LIVEPG_MAX_EVENT_SIZE", &c.Node.MaxEventSize},
 		{"LIVEPG_MAX_STREAMS", &c.Node.MaxStreams},
+		{"LIVEPG_MAX_STREAMS_PER_CLIENT", &c.Node.MaxStreamsPerClient},
+		{"LIVEPG_MAX_CONNECTIONS", &c.MaxConnections},
 	}
 	for _, v := range ints {
 		s := getenv(v.name)
@@ -230,6 +263,17 @@ func loadConfig(getenv func(string) string) (Config, error) {
 	}
 	if s := getenv("LIVEPG_CORS_ORIGINS"); s != "" {
 		c.Node.CORSOrigins = splitList(s)
+		for _, o := range c.Node.CORSOrigins {
+			if err := realtime.CheckOrigin(o); err != nil {
+				return c, fmt.Errorf("LIVEPG_CORS_ORIGINS: %w", err)
+			}
+		}
+	}
+	if c.MetricsAddr = getenv("LIVEPG_METRICS_ADDR"); c.MetricsAddr != "" {
+		_, port, err := net.SplitHostPort(c.MetricsAddr)
+		if p, perr := strconv.Atoi(port); err != nil || perr != nil || p < 0 || p > 65535 {
+			return c, fmt.Errorf("LIVEPG_METRICS_ADDR=%q: want host:port, such as 127.0.0.1:9091, or :9091 for Fly's private network", c.MetricsAddr)
+		}
 	}
 	switch s := getenv("LIVEPG_DEMO"); s {
 	case "":
@@ -254,6 +298,7 @@ func loadConfig(getenv func(string) string) (Config, error) {
 // says whether a key to verify tokens with is configured.
 func loadAuth(getenv func(string) string, local bool) (auth *realtime.Auth, hasKey bool, err error) {
 	alg, key, private := getenv("LIVEPG_TOKEN_ALG"), getenv("LIVEPG_TOKEN_KEY"), getenv("LIVEPG_PRIVATE_TOPICS")
+	aud, iss := getenv("LIVEPG_TOKEN_AUDIENCE"), getenv("LIVEPG_TOKEN_ISSUER")
 	if file := getenv("LIVEPG_TOKEN_KEY_FILE"); file != "" {
 		if key != "" {
 			return nil, false, errors.New("set LIVEPG_TOKEN_KEY or LIVEPG_TOKEN_KEY_FILE, not both")
@@ -264,11 +309,20 @@ func loadAuth(getenv func(string) string, local bool) (auth *realtime.Auth, hasK
 		}
 		key = strings.TrimSpace(string(b))
 	}
-	if local && key == "" && private == "" {
-		return nil, false, nil
-	}
 	if alg == "" {
 		alg = defaultTokenAlg
+	}
+	switch alg {
+	case "HS256", "RS256", "ES256":
+	default:
+		// Even with no key: a node told to accept "none" must not start.
+		return nil, false, fmt.Errorf("LIVEPG_TOKEN_ALG=%q: want HS256, RS256 or ES256 (unsigned tokens, none, are never accepted)", alg)
+	}
+	if (aud != "" || iss != "") && key == "" {
+		return nil, false, errors.New("LIVEPG_TOKEN_AUDIENCE and LIVEPG_TOKEN_ISSUER need LIVEPG_TOKEN_KEY (or LIVEPG_TOKEN_KEY_FILE): without a key no token is checked")
+	}
+	if local && key == "" && private == "" {
+		return nil, false, nil
 	}
 	var sels []realtime.Selector
 	for _, p := range splitList(private) {
@@ -285,6 +339,7 @@ func loadAuth(getenv func(string) string, local bool) (auth *realtime.Auth, hasK
 	if err != nil {
 		return nil, false, fmt.Errorf("LIVEPG_TOKEN_KEY: %w", err)
 	}
+	auth.Audience, auth.Issuer = aud, iss
 	return auth, key != "", nil
 }
 

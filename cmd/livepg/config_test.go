@@ -111,3 +111,40 @@ func TestREADMEShowsTheDefaultsInForce(t *testing.T) {
 		t.Fatalf("only %d of the README's defaults checked: has its table changed shape?", checked)
 	}
 }
+
+// Start-up refuses settings that cannot work, saying why and what to set
+// instead (issue 11 item 10), whatever else is set or not.
+func TestStartupRefusesSettingsThatCannotWork(t *testing.T) {
+	t.Parallel()
+	key := strings.Repeat("k", 32)
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		want string // in the error
+	}{
+		{"wildcard origin with credentials", map[string]string{"LIVEPG_CORS_ORIGINS": "*"}, "list each origin"},
+		{"origin without a scheme", map[string]string{"LIVEPG_CORS_ORIGINS": "https://ok.example, app.example"}, "want a scheme and a host"},
+		{"origin with a path", map[string]string{"LIVEPG_CORS_ORIGINS": "https://app.example/"}, "no path"},
+		{"origin in capitals", map[string]string{"LIVEPG_CORS_ORIGINS": "https://App.example"}, "lower case"},
+		{"alg none without a key", map[string]string{"LIVEPG_TOKEN_ALG": "none"}, "want HS256, RS256 or ES256"},
+		{"alg none with a database and no key", map[string]string{"DATABASE_URL": "postgres://x/y", "LIVEPG_TOKEN_ALG": "none"}, "never accepted"},
+		{"unknown alg with a key", map[string]string{"LIVEPG_TOKEN_ALG": "HS512", "LIVEPG_TOKEN_KEY": key}, "want HS256, RS256 or ES256"},
+		{"audience without a key", map[string]string{"LIVEPG_TOKEN_AUDIENCE": "livepg"}, "need LIVEPG_TOKEN_KEY"},
+		{"metrics address without a port", map[string]string{"LIVEPG_METRICS_ADDR": "localhost"}, "want host:port"},
+	} {
+		_, err := loadConfig(func(k string) string { return tc.env[k] })
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: loadConfig = %v, want an error saying %q", tc.name, err, tc.want)
+		}
+	}
+	c, err := loadConfig(func(k string) string {
+		return map[string]string{"LIVEPG_CORS_ORIGINS": "https://app.example,http://localhost:3000", "LIVEPG_TOKEN_KEY": key,
+			"LIVEPG_TOKEN_AUDIENCE": "livepg", "LIVEPG_TOKEN_ISSUER": "https://auth.example", "LIVEPG_METRICS_ADDR": "127.0.0.1:9091"}[k]
+	})
+	if err != nil {
+		t.Fatalf("good settings refused: %v", err)
+	}
+	if c.Node.Auth.Audience != "livepg" || c.Node.Auth.Issuer != "https://auth.example" || c.MetricsAddr != "127.0.0.1:9091" {
+		t.Errorf("settings not taken: audience %q issuer %q metrics %q", c.Node.Auth.Audience, c.Node.Auth.Issuer, c.MetricsAddr)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"math/big"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -582,8 +583,12 @@ func TestFlyTomlMatchesTheCode(t *testing.T) {
 	if !contains(d.expose, strconv.Itoa(f.HTTPService.InternalPort)) {
 		t.Errorf("Dockerfile EXPOSE %v, fly.toml internal_port %d", d.expose, f.HTTPService.InternalPort)
 	}
-	if f.Metrics.Port != f.HTTPService.InternalPort {
-		t.Errorf("[metrics] port = %d: the server serves /metrics on %d", f.Metrics.Port, f.HTTPService.InternalPort)
+	metricsPort := strconv.Itoa(f.HTTPService.InternalPort)
+	if addr := f.Env["LIVEPG_METRICS_ADDR"]; addr != "" {
+		_, metricsPort, _ = net.SplitHostPort(addr)
+	}
+	if strconv.Itoa(f.Metrics.Port) != metricsPort {
+		t.Errorf("[metrics] port = %d: the server serves /metrics on %s", f.Metrics.Port, metricsPort)
 	}
 
 	// Shutdown: the signal starts a graceful shutdown, and Fly waits for it.
@@ -666,8 +671,29 @@ func TestFlyTomlRoutesAndReleaseCommandWork(t *testing.T) {
 		t.Fatalf("after the release command: %v\n%s", err, out.String())
 	}
 
-	base, _ := startServer(t, env)
-	paths := []string{f.Metrics.Path}
+	// /metrics where fly.toml's [env] puts it (on a port of the test's
+	// choosing), and not on the service port then.
+	metricsBase := ""
+	if addr := f.Env["LIVEPG_METRICS_ADDR"]; addr != "" {
+		env["LIVEPG_METRICS_ADDR"] = "127.0.0.1:0"
+	}
+	base, _, output := startServerOutput(t, env)
+	paths := []string{}
+	if env["LIVEPG_METRICS_ADDR"] != "" {
+		m := regexp.MustCompile(`metrics serving on (http://\S+)/metrics`).FindStringSubmatch(output.String())
+		if m == nil {
+			t.Fatalf("no metrics address in the output:\n%s", output.String())
+		}
+		metricsBase = m[1]
+		if code, _ := get(t, base+f.Metrics.Path); code != http.StatusNotFound {
+			t.Errorf("GET %s on the service port = %d with LIVEPG_METRICS_ADDR set, want 404", f.Metrics.Path, code)
+		}
+		if code, body := get(t, metricsBase+f.Metrics.Path); code != http.StatusOK || !strings.Contains(body, "livepg_streams_open") {
+			t.Errorf("GET %s on LIVEPG_METRICS_ADDR = %d %.200q", f.Metrics.Path, code, body)
+		}
+	} else {
+		paths = append(paths, f.Metrics.Path)
+	}
 	for _, ch := range f.HTTPService.Checks {
 		paths = append(paths, ch.Path)
 	}

@@ -275,17 +275,41 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, stdout io.Write
 		return err
 	}
 	defer stopPprof()
+	stopMetrics, err := startMetrics(cfg.MetricsAddr, node.MetricsHandler(), logger, stdout)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
 
+	conns := &connCounter{}
 	srv := &http.Server{
-		Handler:           newRouter(node, app),
-		ReadHeaderTimeout: 10 * time.Second,
-		// No WriteTimeout: it would cut every stream. Streams set a deadline
-		// per write instead.
+		Handler: newRouter(node, app, cfg.MetricsAddr == ""),
+		// Headers, then the body (publishes also bound theirs), then the
+		// wait for a keep-alive connection's next request: no client holds
+		// a connection, or its buffers, for as long as it likes. No
+		// WriteTimeout: it would cut every stream; streams set a deadline
+		// per write instead. (net/http lifts the read deadline once a
+		// request's body is read: streams are not cut by it.)
+		ReadHeaderTimeout: cfg.HeaderTimeout,
+		ReadTimeout:       cfg.HeaderTimeout + cfg.Node.BodyTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+		MaxHeaderBytes:    64 << 10,
+		ConnState:         conns.track,
+	}
+	maxConns := cfg.MaxConnections
+	if maxConns == 0 {
+		maxConns = defaultMaxConnections()
+	}
+	served := &limitListener{
+		Listener: ln,
+		open:     func() int64 { return conns.n.Load() + node.Streams() },
+		max:      int64(maxConns),
+		log:      logger,
 	}
 	srv.Handler = replayWritesToPrimary(cfg.FlyRegion, cfg.PrimaryRegion)(srv.Handler)
 	srv.RegisterOnShutdown(node.CloseStreams)
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	go func() { serveErr <- srv.Serve(served) }()
 	addr := ln.Addr().(*net.TCPAddr)
 	host := "localhost"
 	if !addr.IP.IsLoopback() && !addr.IP.IsUnspecified() {
@@ -333,12 +357,14 @@ func startDemo(ctx context.Context, cfg Config, st *store.Store, logger *slog.Lo
 	return demo.New(ctx, st.Pool, opts)
 }
 
-// newRouter mounts the node's endpoints, health, metrics and, when app is
-// not nil, the demo app.
-func newRouter(node *realtime.Node, app *demo.App) http.Handler {
+// newRouter mounts the node's endpoints, health, metrics (unless they are
+// served on an address of their own) and, when app is not nil, the demo app.
+func newRouter(node *realtime.Node, app *demo.App, metrics bool) http.Handler {
 	r := chi.NewRouter()
 	node.Routes(r)
-	r.Method(http.MethodGet, "/metrics", node.MetricsHandler())
+	if metrics {
+		r.Method(http.MethodGet, "/metrics", node.MetricsHandler())
+	}
 	r.Get("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		fmt.Fprintln(w, "ok")

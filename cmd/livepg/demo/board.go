@@ -97,6 +97,9 @@ func CleanBoardName(name string) (string, error) {
 	if utf8.RuneCountInString(name) > MaxBoardName {
 		return "", fmt.Errorf("%w: board name is longer than %d characters", ErrInvalid, MaxBoardName)
 	}
+	if !storable(name) {
+		return "", fmt.Errorf("%w: board name holds a NUL character or invalid UTF-8", ErrInvalid)
+	}
 	return name, nil
 }
 
@@ -109,8 +112,14 @@ func CleanCardText(text string) (string, error) {
 	if utf8.RuneCountInString(text) > MaxCardText {
 		return "", fmt.Errorf("%w: card text is longer than %d characters", ErrInvalid, MaxCardText)
 	}
+	if !storable(text) {
+		return "", fmt.Errorf("%w: card text holds a NUL character or invalid UTF-8", ErrInvalid)
+	}
 	return text, nil
 }
+
+// storable reports whether PostgreSQL's text can hold s: valid UTF-8, no NUL.
+func storable(s string) bool { return utf8.ValidString(s) && !strings.ContainsRune(s, 0) }
 
 // CheckColumn checks that col names a column.
 func CheckColumn(col string) error {
@@ -298,14 +307,25 @@ func (s *Boards) DeleteCard(ctx context.Context, boardID, cardID int64) error {
 
 // asInvalid wraps errors the database raised about its input (data
 // exceptions, check violations) in ErrInvalid so that the handlers answer
-// 4xx, not 500.
+// 4xx, not 500. The client is told what is wrong in its own terms; the
+// database's words stay in the error's chain, for the log.
 func asInvalid(err error) error {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		switch pgErr.Code[:2] {
 		case "22", "23":
-			return fmt.Errorf("%w: %s", ErrInvalid, pgErr.Message)
+			return refusal{err}
 		}
 	}
 	return err
 }
+
+// refusal is input the database refused: its message is the client's, its
+// chain (ErrInvalid and the database's error) the log's.
+type refusal struct{ db error }
+
+func (r refusal) Error() string {
+	return ErrInvalid.Error() + ": the database cannot store it (text must be valid UTF-8 without NUL characters)"
+}
+
+func (r refusal) Unwrap() []error { return []error{ErrInvalid, r.db} }

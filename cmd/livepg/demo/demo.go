@@ -298,6 +298,11 @@ func pathID(r *http.Request, name string) (int64, error) {
 func (a *App) fail(w http.ResponseWriter, err error) {
 	switch {
 	case errors.Is(err, ErrInvalid):
+		var r refusal
+		if errors.As(err, &r) {
+			a.log.Warn("demo request refused by the database", "err", r.db)
+			err = r // the client's words, not the database's
+		}
 		realtime.WriteError(w, http.StatusBadRequest, err.Error())
 	case errors.Is(err, ErrNotFound):
 		realtime.WriteError(w, http.StatusNotFound, err.Error())

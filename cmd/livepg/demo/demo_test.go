@@ -396,3 +396,32 @@ func TestCrossSiteMutationsAreRefused(t *testing.T) {
 		t.Errorf("delete from the page's own origin: %d", code)
 	}
 }
+
+// Bad input is refused with a message in the client's terms: the
+// database's error text goes to the log, never into the answer.
+func TestRefusalsShowNoDatabaseInternals(t *testing.T) {
+	t.Parallel()
+	app := startApp(t, demo.Options{})
+	base := app.URL
+	code, board := do(t, "POST", base+"/api/boards", `{"name":"B"}`)
+	if code != http.StatusCreated {
+		t.Fatalf("create board: %d %v", code, board)
+	}
+	cards := fmt.Sprintf("%s/api/boards/%v/cards", base, board["id"])
+	for _, body := range []string{`{"text":"a\u0000b","col":"todo"}`, `{"name":"x\u0000"}`} {
+		url := cards
+		if strings.Contains(body, "name") {
+			url = base + "/api/boards"
+		}
+		code, resp := do(t, "POST", url, body)
+		msg, _ := resp["error"].(string)
+		if code != http.StatusBadRequest || msg == "" {
+			t.Errorf("%s: %d %v, want 400 with a message", body, code, resp)
+		}
+		for _, internal := range []string{"SQLSTATE", "byte sequence", "UTF8\"", "0x00"} {
+			if strings.Contains(msg, internal) {
+				t.Errorf("%s: the answer %q shows the database's error text", body, msg)
+			}
+		}
+	}
+}

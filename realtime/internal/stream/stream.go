@@ -20,6 +20,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -49,8 +50,9 @@ type Config struct {
 	Metrics Metrics
 	Logger  *slog.Logger
 
-	// MaxStreams is the most places Reserve hands out.
-	MaxStreams int
+	// MaxStreams is the most places Reserve hands out;
+	// MaxStreamsPerClient the most one client may hold (0: no limit).
+	MaxStreams, MaxStreamsPerClient int
 	// Buffer is each subscriber's buffer in the hub; BatchSize the most
 	// events one catch-up read returns.
 	Buffer, BatchSize int
@@ -80,17 +82,25 @@ const (
 	ReasonWriteTimeout = "write_timeout" // no bytes accepted for the write timeout: cut off
 	ReasonWriteError   = "write_error"   // the connection failed
 	ReasonLogError     = "log_error"     // reading the event log failed during catch-up
+	ReasonTokenExpired = "token_expired" // the token the stream was opened with expired
 )
 
 // CloseReasons lists every reason a stream ends for.
-var CloseReasons = []string{ReasonClientGone, ReasonShutdown, ReasonWriteTimeout, ReasonWriteError, ReasonLogError}
+var CloseReasons = []string{ReasonClientGone, ReasonShutdown, ReasonWriteTimeout, ReasonWriteError, ReasonLogError, ReasonTokenExpired}
 
 // Why streams end, besides write errors.
 var (
 	errShutdown   = errors.New("node shutting down")
 	errClientGone = errors.New("client gone")
 	errLogRead    = errors.New("read the event log")
+	errExpired    = errors.New("token expired")
 )
+
+// TokenExpiredFrame is a stream's last event when the token it was opened
+// with expires: the page closes its EventSource, fetches a fresh token and
+// opens a new stream from its last event id. It has no id, so the resume
+// point stays the last event's.
+var TokenExpiredFrame = []byte("event: token-expired\ndata: {\"error\":\"the token of this stream expired: reconnect with a fresh token\"}\n\n")
 
 // Engine runs a node's streams.
 type Engine struct {
@@ -98,26 +108,70 @@ type Engine struct {
 	bounds sharedBounds
 	taken  takenStreams // streams on connections taken from net/http
 	open   atomic.Int64 // places taken: open streams, and requests on their way to be
+
+	mu      sync.Mutex
+	clients map[string]int // places taken, by client (see Reserve)
 }
 
 // New returns an engine on cfg's log and hub.
-func New(cfg Config) *Engine { return &Engine{cfg: cfg} }
+func New(cfg Config) *Engine { return &Engine{cfg: cfg, clients: make(map[string]int)} }
 
 // Open is the number of streams open (or being opened) now.
 func (e *Engine) Open() int64 { return e.open.Load() }
 
-// Reserve takes one of the MaxStreams places for a stream about to be
-// served, or reports false when every place is taken. Release gives it back.
-func (e *Engine) Reserve() bool {
-	if e.open.Add(1) > int64(e.cfg.MaxStreams) {
-		e.open.Add(-1)
-		return false
-	}
-	return true
+// Why Reserve refuses a place.
+var (
+	ErrNodeFull   = errors.New("every stream place of the node is taken")
+	ErrClientFull = errors.New("the client holds its most streams")
+)
+
+// Place is one of the node's MaxStreams places, held by one client. Each
+// open stream holds exactly one, from admission to its end, whether it is
+// served through net/http or on a taken connection: the node's count is
+// exact, never transiently double.
+type Place struct {
+	e      *Engine
+	client string
+	once   sync.Once
 }
 
-// Release gives back a place taken by Reserve.
-func (e *Engine) Release() { e.open.Add(-1) }
+// Reserve takes a place for a stream of client (an address: see
+// realtime's clientKey), or refuses with ErrNodeFull when every place of
+// the node is taken, ErrClientFull when client holds MaxStreamsPerClient.
+// The place goes back with Release, or at the end of the stream that Serve
+// runs with it.
+func (e *Engine) Reserve(client string) (*Place, error) {
+	if e.open.Add(1) > int64(e.cfg.MaxStreams) {
+		e.open.Add(-1)
+		return nil, ErrNodeFull
+	}
+	if max := e.cfg.MaxStreamsPerClient; max > 0 {
+		e.mu.Lock()
+		if e.clients[client] >= max {
+			e.mu.Unlock()
+			e.open.Add(-1)
+			return nil, ErrClientFull
+		}
+		e.clients[client]++
+		e.mu.Unlock()
+	}
+	return &Place{e: e, client: client}, nil
+}
+
+// Release gives the place back; calls after the first do nothing.
+func (p *Place) Release() {
+	p.once.Do(func() {
+		e := p.e
+		if e.cfg.MaxStreamsPerClient > 0 {
+			e.mu.Lock()
+			if e.clients[p.client]--; e.clients[p.client] <= 0 {
+				delete(e.clients, p.client)
+			}
+			e.mu.Unlock()
+		}
+		e.open.Add(-1)
+	})
+}
 
 // Request is an admitted stream request.
 type Request struct {
@@ -126,6 +180,12 @@ type Request struct {
 	Resume    bool  // the client sent a resume point
 	Start     int64 // the seq through which the client has every event (see Position)
 	Reset     bool  // the resume point was outside the log: send event: reset first
+	// Expires, when not zero, is when the stream's right to its topics
+	// ends (its token's expiry): it ends then with TokenExpiredFrame.
+	Expires time.Time
+	// Place is the stream's place (Reserve); Serve gives it back when the
+	// stream ends.
+	Place *Place
 }
 
 // Position is where a stream starts: the log's head for a new stream (it
@@ -148,9 +208,8 @@ func (e *Engine) Position(ctx context.Context, cursor int64, resume bool) (start
 }
 
 // Serve answers an admitted request with its stream and runs it until it
-// ends. The caller holds a place (Reserve) for the length of the call; a
-// stream that goes on on a taken connection after Serve returns takes a
-// place of its own.
+// ends. It takes over req.Place and gives it back when the stream ends: as
+// Serve returns, or later for a stream that goes on on a taken connection.
 func (e *Engine) Serve(w http.ResponseWriter, r *http.Request, req Request) {
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
@@ -161,15 +220,14 @@ func (e *Engine) Serve(w http.ResponseWriter, r *http.Request, req Request) {
 	e.cfg.Metrics.Opened.Inc()
 	e.cfg.Logger.Info("stream opened", "topics", req.Topics, "resume", req.Resume, "from", req.Start, "reset", req.Reset, "remote", r.RemoteAddr)
 	if !e.cfg.PlainStreams {
-		e.open.Add(1) // the taken stream's own place: the handler's ends as it returns
 		if e.taken.take(w, func(ctx context.Context, out streamOut) {
-			defer e.open.Add(-1)
+			defer req.Place.Release() // the place goes with the stream
 			e.run(ctx, out, req)
 		}) {
 			return
 		}
-		e.open.Add(-1)
 	}
+	defer req.Place.Release()
 	w.WriteHeader(http.StatusOK)
 	e.run(r.Context(), newResponseOut(w), req)
 }
@@ -190,7 +248,7 @@ func (e *Engine) run(ctx context.Context, out streamOut, req Request) {
 		cursor: req.Start,
 	}
 	defer e.cfg.Hub.Leave(s.sub)
-	err := s.run(ctx, req.Reset)
+	err := s.run(ctx, req.Reset, req.Expires)
 	reason := e.closed(err)
 	e.cfg.Logger.Info("stream closed", "reason", reason, "err", err, "topics", req.Topics,
 		"last_event_id", s.cursor, "events", s.delivered, "duration", time.Since(opened).Round(time.Millisecond))
@@ -214,6 +272,8 @@ func closeReason(err error) string {
 		return ReasonClientGone
 	case errors.Is(err, errLogRead):
 		return ReasonLogError
+	case errors.Is(err, errExpired):
+		return ReasonTokenExpired
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return ReasonWriteTimeout
 	}
@@ -236,10 +296,20 @@ type stream struct {
 	deadlineSet time.Time
 	// pauseTimer times writeLive's coalescing waits; made on the first.
 	pauseTimer *time.Timer
+	// expires is when the stream's token expires (zero: never); a long
+	// catch-up checks it between batches.
+	expires time.Time
 }
 
-func (s *stream) run(ctx context.Context, reset bool) error {
+func (s *stream) run(ctx context.Context, reset bool, expires time.Time) error {
 	cfg := &s.e.cfg
+	var expiry <-chan time.Time // nil, never ready, for a stream no token limits
+	if !expires.IsZero() {
+		t := time.NewTimer(time.Until(expires))
+		defer t.Stop()
+		expiry = t.C
+		s.expires = expires
+	}
 	frames := [][]byte{fanout.RetryFrame(cfg.Retry), []byte(": livepg\n\n")}
 	if reset {
 		frames = append(frames, fanout.ResetFrame(s.cursor))
@@ -259,6 +329,9 @@ func (s *stream) run(ctx context.Context, reset bool) error {
 		case <-cfg.Done:
 			_ = s.write(fanout.RetryFrame(cfg.Retry))
 			return errShutdown
+		case <-expiry:
+			_ = s.write(TokenExpiredFrame)
+			return errExpired
 		case <-heartbeat.C:
 			if err := s.write(fanout.HeartbeatFrame); err != nil {
 				return err
@@ -299,6 +372,10 @@ func (s *stream) catchUp(ctx context.Context) error {
 			return nil
 		}
 		for s.cursor < head {
+			if !s.expires.IsZero() && !time.Now().Before(s.expires) {
+				_ = s.write(TokenExpiredFrame)
+				return errExpired
+			}
 			rows, err := cfg.Log.ReadMatching(ctx, s.cursor, head, exact, prefixes, batch)
 			if err != nil {
 				if ctx.Err() != nil {

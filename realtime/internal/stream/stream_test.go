@@ -77,17 +77,18 @@ func newTestEngine(t *testing.T, cfg stream.Config) *testEngine {
 	te.Engine = stream.New(cfg)
 	sel, _ := fanout.ParseSelector("t")
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !te.Reserve() {
+		place, err := te.Reserve(r.RemoteAddr)
+		if err != nil {
 			http.Error(w, "full", http.StatusServiceUnavailable)
 			return
 		}
-		defer te.Release()
 		start, reset, err := te.Position(r.Context(), 0, false)
 		if err != nil {
+			place.Release()
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}
-		te.Serve(w, r, stream.Request{Topics: []string{"t"}, Selectors: []fanout.Selector{sel}, Start: start, Reset: reset})
+		te.Serve(w, r, stream.Request{Topics: []string{"t"}, Selectors: []fanout.Selector{sel}, Start: start, Reset: reset, Place: place})
 	}))
 	te.url = srv.URL
 	t.Cleanup(func() {
