@@ -54,6 +54,11 @@ func (n *Node) ServeEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer engine.Release()
+	if resume && engine.CatchUpQueueFull() {
+		w.Header().Set("Retry-After", "2")
+		WriteError(w, http.StatusServiceUnavailable, "too many streams are catching up from the log on this node")
+		return
+	}
 
 	// Find the start before answering, so that a client that has the
 	// response headers gets every event committed after it had them.

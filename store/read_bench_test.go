@@ -41,13 +41,13 @@ func BenchmarkRead(b *testing.B) {
 			for range b.N {
 				var n int
 				if c.exact == nil && c.prefixes == nil {
-					rows, err := s.ReadAfter(ctx, c.after, 1000)
+					rows, err := s.ReadAfter(ctx, c.after, 1000, 4<<20)
 					if err != nil {
 						b.Fatal(err)
 					}
 					n = len(rows)
 				} else {
-					rows, err := s.ReadMatching(ctx, c.after, head, c.exact, c.prefixes, 1000)
+					rows, err := s.ReadMatching(ctx, c.after, head, c.exact, c.prefixes, 1000, 4<<20)
 					if err != nil {
 						b.Fatal(err)
 					}
