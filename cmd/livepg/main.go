@@ -281,6 +281,7 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, stdout io.Write
 		ReadHeaderTimeout: 10 * time.Second,
 		// No WriteTimeout: it would cut every stream. Streams set a deadline
 		// per write instead.
+		ConnContext: realtime.ConnContext,
 	}
 	srv.Handler = replayWritesToPrimary(cfg.FlyRegion, cfg.PrimaryRegion)(srv.Handler)
 	srv.RegisterOnShutdown(node.CloseStreams)

@@ -199,6 +199,9 @@ func (e *Engine) Serve(w http.ResponseWriter, r *http.Request, req Request) {
 	h.Set("X-Accel-Buffering", "no") // tell buffering proxies to pass bytes at once
 	// Log here, on the handler's goroutine: formatting a log line takes
 	// stack, and a lean stream's own goroutine should stay small.
+	if c, ok := r.Context().Value(connKey{}).(net.Conn); ok {
+		limitSendBuffer(c)
+	}
 	e.cfg.Metrics.Opened.Inc()
 	e.cfg.Logger.Info("stream opened", "topics", req.Topics, "resume", req.Resume, "from", req.Start, "reset", req.Reset, "remote", r.RemoteAddr)
 	if !e.cfg.PlainStreams {
@@ -213,6 +216,33 @@ func (e *Engine) Serve(w http.ResponseWriter, r *http.Request, req Request) {
 	}
 	w.WriteHeader(http.StatusOK)
 	e.run(r.Context(), newResponseOut(w), req)
+}
+
+// connKey is the context key of ConnContext's connection.
+type connKey struct{}
+
+// ConnContext is for http.Server's ConnContext: it keeps each request's
+// connection in its context, so that a stream served through net/http
+// (HTTP/2 excepted) can limit its socket's send buffer as a lean stream
+// does (see limitSendBuffer).
+func ConnContext(ctx context.Context, c net.Conn) context.Context {
+	return context.WithValue(ctx, connKey{}, c)
+}
+
+// sendBuffer is the send buffer of a stream's socket. The kernel wakes a
+// writer blocked on a full socket only once a good part of the buffer has
+// drained: with the megabytes Linux gives a loopback or fast socket, a
+// client reading steadily at 40 KB/s can leave a write blocked for longer
+// than the write timeout although it accepts bytes all along. 128 KiB keeps
+// that wait short and still lets a stream carry megabytes a second.
+const sendBuffer = 128 << 10
+
+// limitSendBuffer sets c's send buffer to sendBuffer when c is a TCP
+// connection; anything else is left as it is.
+func limitSendBuffer(c net.Conn) {
+	if tcp, ok := c.(*net.TCPConn); ok {
+		_ = tcp.SetWriteBuffer(sendBuffer)
+	}
 }
 
 // Shutdown waits for the streams on taken connections to end (Done must be
