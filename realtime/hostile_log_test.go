@@ -317,3 +317,48 @@ func (s slowReader) Read(p []byte) (int, error) {
 	time.Sleep(16 * time.Millisecond)
 	return s.r.Read(p[:min(len(p), 4<<10)])
 }
+
+// TestCatchUpQueueRefusesBeyondItsBound (issue 11, item 3): catch-up reads
+// are admitted through a bounded queue. With one catch-up connection and a
+// queue of one, while catch-up reads are held up (livepg.limits locked), a
+// first resuming stream reads, a second waits, and a third gets 503 with
+// Retry-After; once the reads go on, the first two get their events.
+func TestCatchUpQueueRefusesBeyondItsBound(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := storetest.NewDatabase(t)
+	n := startNode(t, db, realtime.Config{CatchUpConns: 1, CatchUpQueue: 1})
+	seq, err := n.Store.Publish(ctx, "q/1", "message", []byte(`1`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the reader at the head", func() bool { return metric(t, n.Node, "livepg_log_head") == float64(seq) })
+	tx, err := n.Store.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `LOCK TABLE livepg.limits IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	first := ssetest.Open(t, n.URL+"/v1/events?topic=q/1", "0")
+	waitFor(t, "a catch-up read under way", func() bool { return metric(t, n.Node, "livepg_streams_open") == 1 })
+	second := ssetest.Open(t, n.URL+"/v1/events?topic=q/1", "0")
+	waitFor(t, "a stream waiting for a catch-up read", func() bool { return metric(t, n.Node, "livepg_catchups_waiting") == 1 })
+	resp, err := http.Get(n.URL + "/v1/events?topic=q/1&lastEventId=0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("a third resuming stream: status %d, Retry-After %q; want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []*ssetest.Stream{first, second} {
+		if got := collect(t, s, seq); len(got) != 1 {
+			t.Errorf("a queued stream got %d events, want 1", len(got))
+		}
+	}
+}

@@ -36,8 +36,10 @@ type metrics struct {
 // parts that own them.
 type metricSources struct {
 	openStreams func() int64
-	hub         func() *fanout.Hub // nil until the node starts
-	listener    *pglisten.Listener
+	// catchUpsWaiting is how many streams wait for a catch-up read.
+	catchUpsWaiting func() int64
+	hub             func() *fanout.Hub // nil until the node starts
+	listener        *pglisten.Listener
 }
 
 func newMetrics(src metricSources) *metrics {
@@ -92,6 +94,9 @@ func newMetrics(src metricSources) *metrics {
 	})
 	f(catchUpBatch)
 	m.streams.CatchUpBatch = catchUpBatch
+	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "livepg_catchups_waiting", Help: "Streams waiting for a catch-up read (LIVEPG_CATCHUP_CONNS read at once); at LIVEPG_CATCHUP_QUEUE resuming streams get 503.",
+	}, func() float64 { return float64(src.catchUpsWaiting()) }))
 	m.publishedEvents = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "livepg_events_read_total", Help: "Committed events the reader read from the log and routed to the hub.",
 	})

@@ -44,6 +44,7 @@ type Node struct {
 	readMu           sync.Mutex
 	readFailingSince time.Time
 	readErr          error
+	readStarted      time.Time
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -83,8 +84,14 @@ func NewNode(st *store.Store, cfg Config) (*Node, error) {
 	})
 	n.metrics = newMetrics(metricSources{
 		openStreams: n.Streams,
-		hub:         n.hub.Load,
-		listener:    n.listener,
+		catchUpsWaiting: func() int64 {
+			if e := n.engine.Load(); e != nil {
+				return e.CatchUpsWaiting()
+			}
+			return 0
+		},
+		hub:      n.hub.Load,
+		listener: n.listener,
 	})
 	if cfg.PublishBatchWindow > 0 {
 		n.batcher = newBatcher(cfg.PublishBatchWindow, st, cfg.Logger)
@@ -98,6 +105,14 @@ func (n *Node) Start(ctx context.Context) error {
 	bounds, err := n.store.Bounds(ctx)
 	if err != nil {
 		return fmt.Errorf("start node: %w", err)
+	}
+	// One limit: the database's, for every writer. The HTTP check is only
+	// the early answer, so it should say the same.
+	if limit, err := n.store.MaxEventSize(ctx); err != nil {
+		return fmt.Errorf("start node: %w", err)
+	} else if limit != n.cfg.MaxEventSize {
+		n.log.Warn("LIVEPG_MAX_EVENT_SIZE differs from the database's limit, livepg.limits.max_event_size, which every writer is held to: set them equal",
+			"max_event_size", n.cfg.MaxEventSize, "database_limit", limit)
 	}
 	// Catch-ups read through a pool of their own, so that however many
 	// streams resume at once, live reads, publishes and readiness have the
@@ -246,6 +261,7 @@ func (n *Node) readLoop(ctx context.Context, hub *fanout.Hub) {
 // counted (see store.ReadAfter, fanout.OmittedType).
 func (n *Node) readLog(ctx context.Context, hub *fanout.Hub) error {
 	for {
+		n.readStarting()
 		rows, err := n.store.ReadAfter(ctx, hub.Head(), n.cfg.BatchSize, n.cfg.BatchBytes)
 		if err != nil {
 			n.readFailed(err)
@@ -283,8 +299,15 @@ func (n *Node) omitted(row store.Event) (typ string, data []byte) {
 	return fanout.OmittedType, fanout.OmittedData(row.Type, row.Size, row.Omitted)
 }
 
-// readFailed and readOK keep the reader's state for Ready: since when its
-// reads have failed (0: the last one worked), and the last error.
+// readStarting, readFailed and readOK keep the reader's state for Ready:
+// since when its reads have failed (zero: the last one worked), the last
+// error, and since when the read under way has run.
+func (n *Node) readStarting() {
+	n.readMu.Lock()
+	defer n.readMu.Unlock()
+	n.readStarted = time.Now()
+}
+
 func (n *Node) readFailed(err error) {
 	n.readMu.Lock()
 	defer n.readMu.Unlock()
@@ -292,6 +315,7 @@ func (n *Node) readFailed(err error) {
 		n.readFailingSince = time.Now()
 	}
 	n.readErr = err
+	n.readStarted = time.Time{}
 }
 
 func (n *Node) readOK() {
@@ -299,19 +323,26 @@ func (n *Node) readOK() {
 	defer n.readMu.Unlock()
 	n.readFailingSince = time.Time{}
 	n.readErr = nil
+	n.readStarted = time.Time{}
 }
 
-// readerStalled reports the reader's error when its reads have failed for
-// longer than three poll intervals: its head stays where it is while the
-// log may grow.
+// readerStalled reports the reader when its reads have failed, or one read
+// has run, for longer than three poll intervals: its head stays where it
+// is while the log may grow.
 func (n *Node) readerStalled() error {
 	n.readMu.Lock()
 	defer n.readMu.Unlock()
-	if n.readFailingSince.IsZero() || time.Since(n.readFailingSince) < 3*n.cfg.PollInterval {
-		return nil
+	stall := 3 * n.cfg.PollInterval
+	head := n.hub.Load().Head()
+	switch {
+	case !n.readFailingSince.IsZero() && time.Since(n.readFailingSince) >= stall:
+		return fmt.Errorf("log reader: no read has worked for %s, head stuck at %d: %w",
+			time.Since(n.readFailingSince).Round(time.Second), head, n.readErr)
+	case !n.readStarted.IsZero() && time.Since(n.readStarted) >= stall:
+		return fmt.Errorf("log reader: a read has run for %s, head stuck at %d",
+			time.Since(n.readStarted).Round(time.Second), head)
 	}
-	return fmt.Errorf("log reader: no read has worked for %s, head stuck at %d: %w",
-		time.Since(n.readFailingSince).Round(time.Second), n.hub.Load().Head(), n.readErr)
+	return nil
 }
 
 func (n *Node) pruneLoop(ctx context.Context) {

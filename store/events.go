@@ -246,6 +246,16 @@ func (s *Store) readOneByOne(ctx context.Context, rows pgx.Rows, maxBytes int64)
 	return events, nil
 }
 
+// MaxEventSize is livepg.limits.max_event_size: the largest event data,
+// as JSON text, that the database accepts from any writer.
+func (s *Store) MaxEventSize(ctx context.Context) (int, error) {
+	var n int
+	if err := s.Pool.QueryRow(ctx, `SELECT max_event_size FROM livepg.limits`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("read livepg.limits: %w", err)
+	}
+	return n, nil
+}
+
 // LogBounds are the ends of the log as one snapshot sees them.
 type LogBounds struct {
 	// PrunedThrough: events with seq <= PrunedThrough may be gone.

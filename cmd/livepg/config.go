@@ -92,7 +92,10 @@ func envVars() []envVar {
 		{"LIVEPG_WRITE_COALESCE", showDuration(n.WriteCoalesce), "when the node is behind, a stream that wrote less than this long ago waits out the rest before writing again, so that fast events share a write; 0 never waits"},
 		{"LIVEPG_LEAN_STREAMS", onOff(!n.PlainStreams), "serve each HTTP/1.1 stream on its connection taken from net/http (about 15 KiB less per idle stream); off: through net/http to the end"},
 		{"LIVEPG_PUBLISH_BATCH_WINDOW", showDuration(n.PublishBatchWindow), "POST /v1/publish requests arriving within this window commit in one transaction; 0 commits each alone"},
-		{"LIVEPG_MAX_EVENT_SIZE", strconv.Itoa(n.MaxEventSize), "largest event data published over HTTP, bytes"},
+		{"LIVEPG_MAX_EVENT_SIZE", strconv.Itoa(n.MaxEventSize), "largest event data published over HTTP, bytes; the database's own limit, for every writer, is livepg.limits.max_event_size (same default; keep them equal)"},
+		{"LIVEPG_BATCH_BYTES", strconv.FormatInt(n.BatchBytes, 10), "most bytes of event data one log read (the reader's, or a stream's catch-up) holds"},
+		{"LIVEPG_CATCHUP_CONNS", strconv.Itoa(n.CatchUpConns), "connections of the catch-up reads' own pool: as many catch-ups read at once, the others queue"},
+		{"LIVEPG_CATCHUP_QUEUE", strconv.Itoa(n.CatchUpQueue), "streams that may wait for a catch-up read; beyond it a resuming stream gets 503 with Retry-After"},
 		{"LIVEPG_MAX_STREAMS", strconv.Itoa(n.MaxStreams), "most open streams per node; beyond it 503 with Retry-After"},
 		{"LIVEPG_TOKEN_ALG", defaultTokenAlg, "signing algorithm tokens must use: HS256, RS256 or ES256"},
 		{"LIVEPG_TOKEN_KEY", "(none)", "HS256 secret (32+ bytes), or the PEM public key for RS256/ES256"},
@@ -209,6 +212,8 @@ func loadConfig(getenv func(string) string) (Config, error) {
 		{"LIVEPG_MAX_TOPICS", &c.Node.MaxTopics},
 		{"LIVEPG_MAX_EVENT_SIZE", &c.Node.MaxEventSize},
 		{"LIVEPG_MAX_STREAMS", &c.Node.MaxStreams},
+		{"LIVEPG_CATCHUP_CONNS", &c.Node.CatchUpConns},
+		{"LIVEPG_CATCHUP_QUEUE", &c.Node.CatchUpQueue},
 	}
 	for _, v := range ints {
 		s := getenv(v.name)
@@ -220,6 +225,13 @@ func loadConfig(getenv func(string) string) (Config, error) {
 			return c, fmt.Errorf("%s=%q: want a positive integer", v.name, s)
 		}
 		*v.dst = n
+	}
+	if s := getenv("LIVEPG_BATCH_BYTES"); s != "" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n <= 0 {
+			return c, fmt.Errorf("LIVEPG_BATCH_BYTES=%q: want a positive number of bytes", s)
+		}
+		c.Node.BatchBytes = n
 	}
 	if s := getenv("LIVEPG_MAX_BODY"); s != "" {
 		n, err := strconv.ParseInt(s, 10, 64)

@@ -119,6 +119,9 @@ func (e *Engine) CatchUpQueueFull() bool {
 	return e.gate.waiting.Load() >= int64(e.cfg.CatchUpQueue)
 }
 
+// CatchUpsWaiting is how many streams wait for a catch-up read now.
+func (e *Engine) CatchUpsWaiting() int64 { return e.gate.waiting.Load() }
+
 // catchUpGate admits catch-up reads: at most cap(slots) at once, each held
 // for one read (never while writing to the client), and counts those
 // waiting.
