@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"net/url"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -167,9 +169,16 @@ func TestCatchUpStormLeavesLiveDeliveryAndReadinessAlone(t *testing.T) {
 		defer cancel()
 		return n.Ready(rctx)
 	}
+	var mu sync.Mutex
 	var published []int64
+	sent := map[string]time.Time{} // by the event's data
+	var publishTook []time.Duration
 	publish := func(i int) {
 		t.Helper()
+		start := time.Now()
+		mu.Lock()
+		sent[strconv.Itoa(i)] = start
+		mu.Unlock()
 		resp, err := http.Post(n.URL+"/v1/publish", "application/json", strings.NewReader(fmt.Sprintf(`{"topic":"live/1","data":%d}`, i)))
 		if err != nil {
 			t.Fatal(err)
@@ -179,10 +188,40 @@ func TestCatchUpStormLeavesLiveDeliveryAndReadinessAlone(t *testing.T) {
 		if err := json.NewDecoder(resp.Body).Decode(&r); err != nil || resp.StatusCode != http.StatusOK {
 			t.Fatalf("publish during the storm: status %d, %v", resp.StatusCode, err)
 		}
+		publishTook = append(publishTook, time.Since(start))
 		published = append(published, r.Seq)
 	}
+	// The live subscriber's events, as they arrive.
+	var got []ssetest.Event
+	var delivery []time.Duration
+	liveDone := make(chan struct{})
+	stopLive := make(chan struct{})
+	go func() {
+		defer close(liveDone)
+		for {
+			select {
+			case ev, ok := <-live.Events():
+				if !ok {
+					return
+				}
+				mu.Lock()
+				got = append(got, ev)
+				var p payload
+				_ = json.Unmarshal([]byte(ev.Data), &p)
+				if at, ok := sent[string(p.Data)]; ok {
+					delivery = append(delivery, time.Since(at))
+				}
+				mu.Unlock()
+			case <-stopLive:
+				return
+			}
+		}
+	}()
+	for i := range 10 {
+		publish(i) // a quiet node's publishes, for the figures below
+	}
+	quiet := len(publishTook)
 	var storm []*ssetest.Stream
-	var mu sync.Mutex
 	for _, size := range []int{8, 200} {
 		var wg sync.WaitGroup
 		for range size {
@@ -212,7 +251,17 @@ func TestCatchUpStormLeavesLiveDeliveryAndReadinessAlone(t *testing.T) {
 			s.Close()
 		}
 	}()
-	got := collect(t, live, published[len(published)-1])
+	last := published[len(published)-1]
+	waitFor(t, "every live event", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got) > 0 && got[len(got)-1].Seq() >= last
+	})
+	close(stopLive)
+	<-liveDone
+	t.Logf("publish latency: quiet median %v max %v; during the storms median %v max %v; publish to live delivery: median %v max %v (not asserted)",
+		median(publishTook[:quiet]), slices.Max(publishTook[:quiet]), median(publishTook[quiet:]), slices.Max(publishTook[quiet:]),
+		median(delivery), slices.Max(delivery))
 	if len(got) != len(published) {
 		t.Fatalf("live subscriber got %d events, want %d", len(got), len(published))
 	}
@@ -308,6 +357,12 @@ func TestSlowSteadyReaderFinishesALargeCatchUp(t *testing.T) {
 			}
 		})
 	}
+}
+
+func median(d []time.Duration) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[len(s)/2]
 }
 
 // slowReader reads at most 4 KB every 16 ms: about 250 KB/s, steadily.
