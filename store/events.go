@@ -42,7 +42,9 @@ const (
 // order, at most limit of them (CTE c); then each candidate's size is read
 // (not its data), a running total keeps the batch within maxBytes (the first
 // row always goes, so a read always moves on), and data is read only for
-// rows within livepg.limits.max_event_size. A row's cost is its size as
+// rows within livepg.limits.max_event_size. Each candidate is looked up by
+// seq (the LATERAL ... OFFSET 0 keeps the planner from joining the whole log
+// by hash or merge instead). A row's cost is its size as
 // measured at insert (the stored size for rows older than that); an
 // oversized row costs nothing: its data is not read.
 const boundedSelect = `,
@@ -50,15 +52,20 @@ const boundedSelect = `,
 	SELECT c.seq, e.size,
 	       coalesce(e.size > l.max_event_size, false) AS too_large,
 	       CASE WHEN e.size > l.max_event_size THEN 0
-	            ELSE coalesce(e.size, pg_column_size(e.data)) END::bigint AS cost
-	  FROM c JOIN livepg.events e ON e.seq = c.seq CROSS JOIN livepg.limits l
+	            ELSE coalesce(e.size, e.stored) END::bigint AS cost
+	  FROM c
+	  CROSS JOIN LATERAL (SELECT ev.size, pg_column_size(ev.data) AS stored
+	                        FROM livepg.events ev WHERE ev.seq = c.seq OFFSET 0) e
+	  CROSS JOIN (SELECT max_event_size FROM livepg.limits LIMIT 1) l
  ),
  r AS (
 	SELECT w.seq, w.size, w.too_large, sum(w.cost) OVER (ORDER BY w.seq) - w.cost AS before FROM w
  )
 SELECT e.seq, e.topic, e.type, CASE WHEN r.too_large THEN NULL ELSE e.data END,
        e.committed_at, coalesce(r.size, 0), r.too_large
-  FROM r JOIN livepg.events e ON e.seq = r.seq
+  FROM r
+  CROSS JOIN LATERAL (SELECT ev.seq, ev.topic, ev.type, ev.data, ev.committed_at
+                        FROM livepg.events ev WHERE ev.seq = r.seq OFFSET 0) e
  WHERE r.before < $%d
  ORDER BY e.seq`
 
@@ -154,7 +161,7 @@ func (s *Store) ReadMatching(ctx context.Context, after, through int64, exact, p
 		return events, nil
 	}
 	rows, err := s.Pool.Query(ctx, matchingCandidates+` SELECT seq FROM c ORDER BY seq`,
-		after, through, exact, lo, hi, limit)
+		pgx.QueryExecModeExec, after, through, exact, lo, hi, limit)
 	if err != nil {
 		return nil, fmt.Errorf("read matching events after %d: %w", after, err)
 	}
@@ -183,8 +190,14 @@ func prefixEnd(p string) string {
 	return string(b)
 }
 
+// readEvents runs one of the reads above. Each is planned with its
+// arguments every time (QueryExecModeExec: an unnamed statement), never
+// from a cached generic plan: PostgreSQL switches a prepared statement to
+// its generic plan after five executions, and the generic plan of a
+// per-selector read, not knowing the selectors or the window, walks the
+// whole log (about a second on a million events, against milliseconds).
 func (s *Store) readEvents(ctx context.Context, sql string, args ...any) ([]Event, error) {
-	rows, err := s.Pool.Query(ctx, sql, args...)
+	rows, err := s.Pool.Query(ctx, sql, append([]any{pgx.QueryExecModeExec}, args...)...)
 	if err != nil {
 		return nil, err
 	}
