@@ -313,7 +313,7 @@ func TestCatchUpMemoryIsBoundedInBytes(t *testing.T) {
 
 // TestSlowSteadyReaderFinishesALargeCatchUp (issue 11, item 8): a client
 // that reads steadily but slowly (about 250 KB/s, in 4 KB reads) resumes
-// through a 5 MB catch-up with a write timeout of 2 s and gets all of it:
+// through a 5 MB catch-up with a write timeout of 5 s and gets all of it:
 // the deadline follows the bytes it accepts, not whole batches. On both
 // stream paths: lean streams on taken connections, and net/http.
 func TestSlowSteadyReaderFinishesALargeCatchUp(t *testing.T) {
@@ -323,7 +323,7 @@ func TestSlowSteadyReaderFinishesALargeCatchUp(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
 			db := storetest.NewDatabase(t)
-			n := startNode(t, db, realtime.Config{WriteTimeout: 2 * time.Second, PlainStreams: plain})
+			n := startNode(t, db, realtime.Config{WriteTimeout: 5 * time.Second, PlainStreams: plain})
 			if _, err := n.Store.Pool.Exec(ctx, `SELECT livepg.publish('slow/1', to_jsonb(repeat('s', 50000))) FROM generate_series(1, 100) i`); err != nil {
 				t.Fatal(err)
 			}

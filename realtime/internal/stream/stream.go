@@ -108,6 +108,12 @@ type Engine struct {
 
 // New returns an engine on cfg's log and hub.
 func New(cfg Config) *Engine {
+	if cfg.CatchUps <= 0 {
+		cfg.CatchUps = 1 // an unbuffered gate would admit no read at all
+	}
+	if cfg.CatchUpQueue <= 0 {
+		cfg.CatchUpQueue = cfg.MaxStreams
+	}
 	return &Engine{cfg: cfg, gate: catchUpGate{slots: make(chan struct{}, cfg.CatchUps)}}
 }
 
@@ -200,11 +206,11 @@ func (e *Engine) Serve(w http.ResponseWriter, r *http.Request, req Request) {
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no") // tell buffering proxies to pass bytes at once
-	// Log here, on the handler's goroutine: formatting a log line takes
-	// stack, and a lean stream's own goroutine should stay small.
 	if c, ok := r.Context().Value(connKey{}).(net.Conn); ok {
 		limitSendBuffer(c)
 	}
+	// Log here, on the handler's goroutine: formatting a log line takes
+	// stack, and a lean stream's own goroutine should stay small.
 	e.cfg.Metrics.Opened.Inc()
 	e.cfg.Logger.Info("stream opened", "topics", req.Topics, "resume", req.Resume, "from", req.Start, "reset", req.Reset, "remote", r.RemoteAddr)
 	if !e.cfg.PlainStreams {
@@ -236,9 +242,10 @@ func ConnContext(ctx context.Context, c net.Conn) context.Context {
 // writer blocked on a full socket only once a good part of the buffer has
 // drained: with the megabytes Linux gives a loopback or fast socket, a
 // client reading steadily at 40 KB/s can leave a write blocked for longer
-// than the write timeout although it accepts bytes all along. 128 KiB keeps
-// that wait short and still lets a stream carry megabytes a second.
-const sendBuffer = 128 << 10
+// than the write timeout although it accepts bytes all along. 64 KiB keeps
+// that wait short (the kernel doubles it: at most about 128 KiB in flight
+// per round trip, 2.5 MB/s at 50 ms).
+const sendBuffer = 64 << 10
 
 // limitSendBuffer sets c's send buffer to sendBuffer when c is a TCP
 // connection; anything else is left as it is.
