@@ -25,8 +25,7 @@
 -- subscriber's selectors as a range of it: a selector with no events costs
 -- one index probe, whatever the log holds (see store/events.go). On a large
 -- log, building it takes a while and holds back writers of events
--- meanwhile (about a second per million events on a small machine): run
--- `livepg migrate up` at a quiet time.
+-- meanwhile: run `livepg migrate up` at a quiet time.
 
 -- +goose Up
 CREATE TABLE livepg.limits (
