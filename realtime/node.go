@@ -270,9 +270,7 @@ func (n *Node) readLog(ctx context.Context, hub *fanout.Hub) error {
 		n.readOK()
 		events := make([]*fanout.Event, len(rows))
 		now := time.Now()
-		var bytes int64
 		for i, row := range rows {
-			bytes += int64(len(row.Data))
 			typ, data := row.Type, row.Data
 			if row.Omitted != "" {
 				typ, data = n.omitted(row)
@@ -284,7 +282,7 @@ func (n *Node) readLog(ctx context.Context, hub *fanout.Hub) error {
 		}
 		n.metrics.publishedEvents.Add(float64(len(events)))
 		hub.Publish(events)
-		if !store.FullBatch(len(rows), bytes, n.cfg.BatchSize, n.cfg.BatchBytes) {
+		if !store.FullBatch(rows, n.cfg.BatchSize, n.cfg.BatchBytes) {
 			return nil
 		}
 	}

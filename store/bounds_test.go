@@ -155,6 +155,41 @@ func TestReadsAreBoundedInBytes(t *testing.T) {
 	}
 }
 
+// TestReadsOfUnmeasuredRowsSayWhenTheyAreCut: rows written before the log
+// measured events (size NULL) count their stored size against the budget,
+// which may exceed their text; a read they cut still says it may have more
+// (FullBatch), so that no caller takes it for the end of its window and
+// skips the rest.
+func TestReadsOfUnmeasuredRowsSayWhenTheyAreCut(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := storetest.NewStore(t)
+	if _, err := s.Pool.Exec(ctx, `ALTER TABLE livepg.events DISABLE TRIGGER events_measure`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Pool.Exec(ctx, `SELECT livepg.publish('old/1', jsonb_build_object('a', i)) FROM generate_series(1, 10) i`); err != nil {
+		t.Fatal(err)
+	}
+	var stored, text int64
+	if err := s.Pool.QueryRow(ctx, `SELECT pg_column_size(data), octet_length(data::text) FROM livepg.events LIMIT 1`).Scan(&stored, &text); err != nil {
+		t.Fatal(err)
+	}
+	budget := 2 * stored // two rows' worth, as the read counts them
+	for name, read := range map[string]func() ([]store.Event, error){
+		"ReadAfter":    func() ([]store.Event, error) { return s.ReadAfter(ctx, 0, 1000, budget) },
+		"ReadMatching": func() ([]store.Event, error) { return s.ReadMatching(ctx, 0, 10, []string{"old/1"}, nil, 1000, budget) },
+	} {
+		events, err := read()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(events) != 2 || !store.FullBatch(events, 1000, budget) {
+			t.Errorf("%s within %d bytes (rows of %d stored, %d as text): %d events, FullBatch %v; want 2 and true",
+				name, budget, stored, text, len(events), store.FullBatch(events, 1000, budget))
+		}
+	}
+}
+
 // TestCatchUpOfEmptySelectorsCostsIndexProbes: on a log of 100,000 events,
 // a catch-up for 32 prefixes and 32 exact topics that have no events, from
 // the start of the log, touches a few pages per selector (EXPLAIN ANALYZE's

@@ -25,6 +25,9 @@ type Event struct {
 	// OmittedUnreadable. Such an event is still delivered, as a placeholder
 	// with its id, so that no reader stops at it.
 	Omitted string
+	// cost is what the event counted against its read's byte budget (see
+	// boundedSelect), for FullBatch.
+	cost int64
 }
 
 // Why an event's data was left out of a read.
@@ -59,10 +62,10 @@ const boundedSelect = `,
 	  CROSS JOIN (SELECT max_event_size FROM livepg.limits LIMIT 1) l
  ),
  r AS (
-	SELECT w.seq, w.size, w.too_large, sum(w.cost) OVER (ORDER BY w.seq) - w.cost AS before FROM w
+	SELECT w.seq, w.size, w.too_large, w.cost, sum(w.cost) OVER (ORDER BY w.seq) - w.cost AS before FROM w
  )
 SELECT e.seq, e.topic, e.type, CASE WHEN r.too_large THEN NULL ELSE e.data END,
-       e.committed_at, coalesce(r.size, 0), r.too_large
+       e.committed_at, coalesce(r.size, 0), r.too_large, r.cost
   FROM r
   CROSS JOIN LATERAL (SELECT ev.seq, ev.topic, ev.type, ev.data, ev.committed_at
                         FROM livepg.events ev WHERE ev.seq = r.seq OFFSET 0) e
@@ -72,7 +75,7 @@ SELECT e.seq, e.topic, e.type, CASE WHEN r.too_large THEN NULL ELSE e.data END,
 func scanEvent(row pgx.CollectableRow) (Event, error) {
 	var e Event
 	var tooLarge bool
-	err := row.Scan(&e.Seq, &e.Topic, &e.Type, &e.Data, &e.CommittedAt, &e.Size, &tooLarge)
+	err := row.Scan(&e.Seq, &e.Topic, &e.Type, &e.Data, &e.CommittedAt, &e.Size, &tooLarge, &e.cost)
 	if tooLarge {
 		e.Omitted = OmittedTooLarge
 		e.Data = nil
@@ -80,11 +83,20 @@ func scanEvent(row pgx.CollectableRow) (Event, error) {
 	return e, err
 }
 
-// FullBatch reports whether a read that returned n events with dataBytes of
-// data may have stopped at its limits (limit rows, maxBytes bytes) rather
-// than at the end of what it reads: then there may be more to read.
-func FullBatch(n int, dataBytes int64, limit int, maxBytes int64) bool {
-	return n >= limit || dataBytes >= maxBytes
+// FullBatch reports whether a read (ReadAfter, ReadMatching) that returned
+// events may have stopped at its limits (limit rows, maxBytes bytes, as the
+// read counted them) rather than at the end of what it reads: then there
+// may be more to read. When it reports false, the read saw everything in
+// its window.
+func FullBatch(events []Event, limit int, maxBytes int64) bool {
+	if len(events) >= limit {
+		return true
+	}
+	var total int64
+	for _, e := range events {
+		total += e.cost
+	}
+	return total >= maxBytes
 }
 
 // afterSQL is ReadAfter's query: $1 after, $2 limit, $3 maxBytes.
@@ -244,8 +256,9 @@ func (s *Store) readOneByOne(ctx context.Context, rows pgx.Rows, maxBytes int64)
 			return nil, fmt.Errorf("read event %d: %w", seq, err)
 		}
 		if err == nil && len(got) == 1 {
+			got[0].cost = int64(len(got[0].Data))
 			events = append(events, got[0])
-			total += int64(len(got[0].Data))
+			total += got[0].cost
 			continue
 		}
 		e := Event{Seq: seq, Omitted: OmittedUnreadable}

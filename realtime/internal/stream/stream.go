@@ -396,10 +396,9 @@ func (s *stream) catchUp(ctx context.Context) error {
 			}
 			cfg.Metrics.CatchUpBatch.Observe(float64(len(rows)))
 			// One batch in memory: the rows become frames and go.
+			full := store.FullBatch(rows, batch, cfg.BatchBytes)
 			s.buf = s.buf[:0]
-			var bytes int64
 			for i, row := range rows {
-				bytes += int64(len(row.Data))
 				typ, data := row.Type, row.Data
 				if row.Omitted != "" {
 					typ, data = fanout.OmittedType, fanout.OmittedData(row.Type, row.Size, row.Omitted)
@@ -408,7 +407,7 @@ func (s *stream) catchUp(ctx context.Context) error {
 				s.cursor = row.Seq
 				rows[i] = store.Event{}
 			}
-			if !store.FullBatch(len(rows), bytes, batch, cfg.BatchBytes) {
+			if !full {
 				s.cursor = head
 			}
 			n := len(rows)
