@@ -18,6 +18,9 @@ type Config struct {
 	Buffer int
 	// BatchSize is how many events one log read returns at most.
 	BatchSize int
+	// BatchBytes is how many bytes of event data one log read returns at
+	// most (but always one event): the reader's and each catch-up's memory.
+	BatchBytes int64
 	// PollInterval is the slow timer that reads the log even without a
 	// notification, in case one was lost.
 	PollInterval time.Duration
@@ -32,6 +35,14 @@ type Config struct {
 	// Retention is how long events stay in the log; older resume points get
 	// a reset. PruneInterval is how often a node prunes.
 	Retention, PruneInterval time.Duration
+	// CatchUpConns is how many connections catch-up reads (resumes, and
+	// subscribers that fell behind) have, in a pool of their own: live
+	// reads, publishes and readiness never wait behind catch-ups. As many
+	// catch-up reads run at once; the others queue.
+	CatchUpConns int
+	// CatchUpQueue is how many streams may wait for a catch-up read before
+	// a new resuming stream gets 503 with Retry-After.
+	CatchUpQueue int
 	// MaxTopics is the most selectors one stream may name.
 	MaxTopics int
 	// MaxBody is the largest publish request body, in bytes.
@@ -93,6 +104,9 @@ type Config struct {
 var DefaultConfig = Config{
 	Buffer:              256,
 	BatchSize:           1000,
+	BatchBytes:          4 << 20,
+	CatchUpConns:        2,
+	CatchUpQueue:        1000,
 	PollInterval:        5 * time.Second,
 	Heartbeat:           15 * time.Second,
 	WriteTimeout:        30 * time.Second,
@@ -126,6 +140,15 @@ func (c Config) withDefaults() Config {
 	}
 	if c.BatchSize <= 0 {
 		c.BatchSize = d.BatchSize
+	}
+	if c.BatchBytes <= 0 {
+		c.BatchBytes = d.BatchBytes
+	}
+	if c.CatchUpConns <= 0 {
+		c.CatchUpConns = d.CatchUpConns
+	}
+	if c.CatchUpQueue <= 0 {
+		c.CatchUpQueue = d.CatchUpQueue
 	}
 	if c.MaxTopics <= 0 {
 		c.MaxTopics = d.MaxTopics

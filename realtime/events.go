@@ -60,6 +60,12 @@ func (n *Node) ServeEvents(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusServiceUnavailable, fmt.Sprintf("this node holds its maximum of %d streams", n.cfg.MaxStreams))
 		return
 	}
+	if resume && engine.CatchUpQueueFull() {
+		place.Release()
+		w.Header().Set("Retry-After", "2")
+		WriteError(w, http.StatusServiceUnavailable, "too many streams are catching up from the log on this node")
+		return
+	}
 
 	// Find the start before answering, so that a client that has the
 	// response headers gets every event committed after it had them.

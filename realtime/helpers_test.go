@@ -71,6 +71,7 @@ func startNodeListening(t *testing.T, dbURL string, cfg realtime.Config, wrap fu
 		}
 	})
 	srv := httptest.NewUnstartedServer(r)
+	srv.Config.ConnContext = realtime.ConnContext
 	if wrap != nil {
 		srv.Listener = wrap(srv.Listener)
 	}

@@ -25,6 +25,8 @@ type metrics struct {
 	// The reader's: events it read and their lag.
 	publishedEvents prometheus.Counter
 	lag             prometheus.Histogram
+	// omitted counts events routed as placeholders, by reason.
+	omitted *prometheus.CounterVec
 	// queueUsageBits is the float64 bits of the last
 	// pg_notification_queue_usage(), set by the stats poll.
 	queueUsageBits atomic.Uint64
@@ -34,8 +36,10 @@ type metrics struct {
 // parts that own them.
 type metricSources struct {
 	openStreams func() int64
-	hub         func() *fanout.Hub // nil until the node starts
-	listener    *pglisten.Listener
+	// catchUpsWaiting is how many streams wait for a catch-up read.
+	catchUpsWaiting func() int64
+	hub             func() *fanout.Hub // nil until the node starts
+	listener        *pglisten.Listener
 }
 
 func newMetrics(src metricSources) *metrics {
@@ -90,10 +94,17 @@ func newMetrics(src metricSources) *metrics {
 	})
 	f(catchUpBatch)
 	m.streams.CatchUpBatch = catchUpBatch
+	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "livepg_catchups_waiting", Help: "Streams waiting for a catch-up read (LIVEPG_CATCHUP_CONNS read at once); at LIVEPG_CATCHUP_QUEUE resuming streams get 503.",
+	}, func() float64 { return float64(src.catchUpsWaiting()) }))
 	m.publishedEvents = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "livepg_events_read_total", Help: "Committed events the reader read from the log and routed to the hub.",
 	})
 	f(m.publishedEvents)
+	m.omitted = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "livepg_events_omitted_total", Help: "Events the reader routed as placeholders (event: livepg.omitted) without their data, by reason: too_large (over livepg.limits.max_event_size), unreadable (the database failed to read it).",
+	}, []string{"reason"})
+	f(m.omitted)
 	m.lag = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "livepg_event_lag_seconds",
 		Help:    "From an event's commit (committed_at, the database's clock) to the reader routing it to the hub, once per event per node.",

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/livepg/livepg/realtime/fanout"
 	"github.com/livepg/livepg/realtime/internal/stream"
@@ -24,6 +25,7 @@ import (
 type Node struct {
 	cfg      Config
 	store    *store.Store
+	catchUp  *store.Store // the catch-up reads' own pool (Config.CatchUpConns); made by Start
 	listener *pglisten.Listener
 	metrics  *metrics
 	batcher  *batcher // nil when publish batching is off
@@ -37,6 +39,12 @@ type Node struct {
 	wake    chan struct{} // cap 1: "read the log now"
 	closing chan struct{} // closed when streams must end (shutdown)
 	closeMu sync.Once
+
+	// The reader's health, for Ready (see readFailed).
+	readMu           sync.Mutex
+	readFailingSince time.Time
+	readErr          error
+	readStarted      time.Time
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -81,8 +89,14 @@ func NewNode(st *store.Store, cfg Config) (*Node, error) {
 	})
 	n.metrics = newMetrics(metricSources{
 		openStreams: n.Streams,
-		hub:         n.hub.Load,
-		listener:    n.listener,
+		catchUpsWaiting: func() int64 {
+			if e := n.engine.Load(); e != nil {
+				return e.CatchUpsWaiting()
+			}
+			return 0
+		},
+		hub:      n.hub.Load,
+		listener: n.listener,
 	})
 	if cfg.PublishBatchWindow > 0 {
 		n.batcher = newBatcher(cfg.PublishBatchWindow, st, cfg.Logger)
@@ -97,10 +111,29 @@ func (n *Node) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("start node: %w", err)
 	}
+	// One limit: the database's, for every writer. The HTTP check is only
+	// the early answer, so it should say the same.
+	if limit, err := n.store.MaxEventSize(ctx); err != nil {
+		return fmt.Errorf("start node: %w", err)
+	} else if limit != n.cfg.MaxEventSize {
+		n.log.Warn("LIVEPG_MAX_EVENT_SIZE differs from the database's limit, livepg.limits.max_event_size, which every writer is held to: set them equal",
+			"max_event_size", n.cfg.MaxEventSize, "database_limit", limit)
+	}
+	// Catch-ups read through a pool of their own, so that however many
+	// streams resume at once, live reads, publishes and readiness have the
+	// main pool to themselves.
+	poolCfg := n.store.Pool.Config()
+	poolCfg.MaxConns = int32(n.cfg.CatchUpConns)
+	poolCfg.MinConns = 0
+	catchUpPool, err := pgxpool.NewWithConfig(ctx, poolCfg)
+	if err != nil {
+		return fmt.Errorf("start node: catch-up pool: %w", err)
+	}
+	n.catchUp = &store.Store{Pool: catchUpPool}
 	hub := fanout.NewHub(bounds.Head)
 	n.hub.Store(hub)
 	n.engine.Store(stream.New(stream.Config{
-		Log:                 n.store,
+		Log:                 catchUpLog{bounds: n.store, read: n.catchUp},
 		Hub:                 hub,
 		Done:                n.closing,
 		Metrics:             n.metrics.streams,
@@ -109,6 +142,9 @@ func (n *Node) Start(ctx context.Context) error {
 		MaxStreamsPerClient: n.cfg.MaxStreamsPerClient,
 		Buffer:              n.cfg.Buffer,
 		BatchSize:           n.cfg.BatchSize,
+		BatchBytes:          n.cfg.BatchBytes,
+		CatchUps:            n.cfg.CatchUpConns,
+		CatchUpQueue:        n.cfg.CatchUpQueue,
 		Heartbeat:           n.cfg.Heartbeat,
 		WriteTimeout:        n.cfg.WriteTimeout,
 		Retry:               n.cfg.Retry,
@@ -155,7 +191,23 @@ func (n *Node) Stop() {
 			n.cancel()
 		}
 		n.wg.Wait()
+		if n.catchUp != nil {
+			n.catchUp.Close()
+		}
 	})
+}
+
+// catchUpLog is what streams read: the log's bounds through the main pool
+// (one shared read for streams opening together), catch-up reads through
+// the catch-up pool.
+type catchUpLog struct {
+	bounds, read *store.Store
+}
+
+func (l catchUpLog) Bounds(ctx context.Context) (store.LogBounds, error) { return l.bounds.Bounds(ctx) }
+
+func (l catchUpLog) ReadMatching(ctx context.Context, after, through int64, exact, prefixes []string, limit int, maxBytes int64) ([]store.Event, error) {
+	return l.read.ReadMatching(ctx, after, through, exact, prefixes, limit, maxBytes)
 }
 
 // wakeReader asks the reader to read the log now. It never blocks.
@@ -176,9 +228,13 @@ func (n *Node) Streams() int64 {
 
 // Ready reports why the node cannot serve live events, or nil: the
 // listener is down, or has not proven that it hears what the pool sends
-// (see pglisten/probe.go), or the database does not answer.
+// (see pglisten/probe.go), or the log reader's reads have failed for three
+// poll intervals (its head stopped), or the database does not answer.
 func (n *Node) Ready(ctx context.Context) error {
 	if err := n.listener.Ready(); err != nil {
+		return err
+	}
+	if err := n.readerStalled(); err != nil {
 		return err
 	}
 	if err := n.store.Ping(ctx); err != nil {
@@ -205,27 +261,92 @@ func (n *Node) readLoop(ctx context.Context, hub *fanout.Hub) {
 	}
 }
 
-// readLog reads everything after the hub's head, in batches.
+// readLog reads everything after the hub's head, in batches bounded in rows
+// and bytes. No row stops it: one the log cannot deliver (over the size
+// limit, or unreadable) is routed as a placeholder with its id, logged and
+// counted (see store.ReadAfter, fanout.OmittedType).
 func (n *Node) readLog(ctx context.Context, hub *fanout.Hub) error {
 	for {
-		rows, err := n.store.ReadAfter(ctx, hub.Head(), n.cfg.BatchSize)
+		n.readStarting()
+		rows, err := n.store.ReadAfter(ctx, hub.Head(), n.cfg.BatchSize, n.cfg.BatchBytes)
 		if err != nil {
+			n.readFailed(err)
 			return err
 		}
+		n.readOK()
 		events := make([]*fanout.Event, len(rows))
 		now := time.Now()
 		for i, row := range rows {
-			events[i] = fanout.NewEvent(row.Seq, row.Type, row.Topic, row.Data, row.CommittedAt)
+			typ, data := row.Type, row.Data
+			if row.Omitted != "" {
+				typ, data = n.omitted(row)
+			}
+			events[i] = fanout.NewEvent(row.Seq, typ, row.Topic, data, row.CommittedAt)
 			// Lag is measured here, once per event, not per subscriber: the
 			// fan-out stays free of it.
 			n.metrics.lag.Observe(max(now.Sub(row.CommittedAt), 0).Seconds())
 		}
 		n.metrics.publishedEvents.Add(float64(len(events)))
 		hub.Publish(events)
-		if len(rows) < n.cfg.BatchSize {
+		if !store.FullBatch(rows, n.cfg.BatchSize, n.cfg.BatchBytes) {
 			return nil
 		}
 	}
+}
+
+// omitted logs and counts an event routed as a placeholder and returns the
+// placeholder's type and data.
+func (n *Node) omitted(row store.Event) (typ string, data []byte) {
+	n.log.Warn("event delivered as a placeholder, without its data", "seq", row.Seq, "topic", row.Topic,
+		"type", row.Type, "size", row.Size, "reason", row.Omitted)
+	n.metrics.omitted.WithLabelValues(row.Omitted).Inc()
+	return fanout.OmittedType, fanout.OmittedData(row.Type, row.Size, row.Omitted)
+}
+
+// readStarting, readFailed and readOK keep the reader's state for Ready:
+// since when its reads have failed (zero: the last one worked), the last
+// error, and since when the read under way has run.
+func (n *Node) readStarting() {
+	n.readMu.Lock()
+	defer n.readMu.Unlock()
+	n.readStarted = time.Now()
+}
+
+func (n *Node) readFailed(err error) {
+	n.readMu.Lock()
+	defer n.readMu.Unlock()
+	if n.readFailingSince.IsZero() {
+		n.readFailingSince = time.Now()
+	}
+	n.readErr = err
+	n.readStarted = time.Time{}
+}
+
+func (n *Node) readOK() {
+	n.readMu.Lock()
+	defer n.readMu.Unlock()
+	n.readFailingSince = time.Time{}
+	n.readErr = nil
+	n.readStarted = time.Time{}
+}
+
+// readerStalled reports the reader when its reads have failed, or one read
+// has run, for longer than three poll intervals: its head stays where it
+// is while the log may grow.
+func (n *Node) readerStalled() error {
+	n.readMu.Lock()
+	defer n.readMu.Unlock()
+	stall := 3 * n.cfg.PollInterval
+	head := n.hub.Load().Head()
+	switch {
+	case !n.readFailingSince.IsZero() && time.Since(n.readFailingSince) >= stall:
+		return fmt.Errorf("log reader: no read has worked for %s, head stuck at %d: %w",
+			time.Since(n.readFailingSince).Round(time.Second), head, n.readErr)
+	case !n.readStarted.IsZero() && time.Since(n.readStarted) >= stall:
+		return fmt.Errorf("log reader: a read has run for %s, head stuck at %d",
+			time.Since(n.readStarted).Round(time.Second), head)
+	}
+	return nil
 }
 
 func (n *Node) pruneLoop(ctx context.Context) {

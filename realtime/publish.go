@@ -70,6 +70,10 @@ func (n *Node) ServePublish(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	seq, err := n.publish(r.Context(), store.NewEvent{Topic: req.Topic, Type: req.Type, Data: req.Data})
+	if errors.Is(err, store.ErrTooLarge) {
+		WriteError(w, http.StatusRequestEntityTooLarge, err.Error())
+		return
+	}
 	if errors.Is(err, store.ErrInvalid) {
 		// What the checks above missed. PostgreSQL's words go to the log,
 		// not to the client.

@@ -1,10 +1,14 @@
 package realtime
 
 import (
+	"context"
+	"net"
 	"net/http"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/cors"
+
+	"github.com/livepg/livepg/realtime/internal/stream"
 )
 
 // Handler is the engine's HTTP interface for a Go application to mount in
@@ -17,7 +21,9 @@ import (
 //
 // Serve it from an http.Server without a WriteTimeout (streams set a
 // deadline per write) and register node.CloseStreams with its
-// RegisterOnShutdown, so that Shutdown does not wait for streams. Give the
+// RegisterOnShutdown, so that Shutdown does not wait for streams, and set
+// ConnContext to realtime.ConnContext (streams served through net/http then
+// size their sockets' send buffers as lean streams do). Give the
 // server a ReadHeaderTimeout, an IdleTimeout and, if you like, a
 // ReadTimeout (net/http lifts it once a request's body is read, so streams
 // are not cut; publishes set their own, BodyTimeout), as
@@ -33,6 +39,14 @@ func (n *Node) Handler() http.Handler {
 	})
 	n.Routes(r)
 	return r
+}
+
+// ConnContext is for http.Server's ConnContext field: it keeps each
+// request's connection in its context, where a stream served through
+// net/http finds it to limit its socket's send buffer, so that the write
+// timeout measures what the client accepts (see internal/stream).
+func ConnContext(ctx context.Context, c net.Conn) context.Context {
+	return stream.ConnContext(ctx, c)
 }
 
 // Routes mounts the node's HTTP interface (the event stream and publishing)

@@ -2,10 +2,13 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Event is one committed row of livepg.events.
@@ -13,53 +16,270 @@ type Event struct {
 	Seq         int64
 	Topic       string
 	Type        string
-	Data        []byte // the payload as JSON text
+	Data        []byte // the payload as JSON text; nil when Omitted
 	CommittedAt time.Time
+	// Size is the payload's length as JSON text, in bytes, as measured when
+	// it was written (0 for an event written before the log measured them).
+	Size int64
+	// Omitted says why Data was not read: "" (it was), OmittedTooLarge or
+	// OmittedUnreadable. Such an event is still delivered, as a placeholder
+	// with its id, so that no reader stops at it.
+	Omitted string
+	// cost is what the event counted against its read's byte budget (see
+	// boundedSelect), for FullBatch.
+	cost int64
 }
 
-const eventColumns = `seq, topic, type, data, committed_at`
+// Why an event's data was left out of a read.
+const (
+	// OmittedTooLarge: its size is over livepg.limits.max_event_size (it
+	// was written before the limit was lowered, or before the log measured
+	// events). Its data is never loaded.
+	OmittedTooLarge = "too_large"
+	// OmittedUnreadable: reading its data failed (PostgreSQL ran out of
+	// memory printing it, say), so it was skipped.
+	OmittedUnreadable = "unreadable"
+)
+
+// The reads below share one shape: a query yields the candidate seqs, in
+// order, at most limit of them (CTE c); then each candidate's size is read
+// (not its data), a running total keeps the batch within maxBytes (the first
+// row always goes, so a read always moves on), and data is read only for
+// rows within livepg.limits.max_event_size. Each candidate is looked up by
+// seq (the LATERAL ... OFFSET 0 keeps the planner from joining the whole log
+// by hash or merge instead). A row's cost is its size as
+// measured at insert (the stored size for rows older than that); an
+// oversized row costs nothing: its data is not read.
+const boundedSelect = `,
+ w AS (
+	SELECT c.seq, e.size,
+	       coalesce(e.size > l.max_event_size, false) AS too_large,
+	       CASE WHEN e.size > l.max_event_size THEN 0
+	            ELSE coalesce(e.size, e.stored) END::bigint AS cost
+	  FROM c
+	  CROSS JOIN LATERAL (SELECT ev.size, pg_column_size(ev.data) AS stored
+	                        FROM livepg.events ev WHERE ev.seq = c.seq OFFSET 0) e
+	  CROSS JOIN (SELECT max_event_size FROM livepg.limits LIMIT 1) l
+ ),
+ r AS (
+	SELECT w.seq, w.size, w.too_large, w.cost, sum(w.cost) OVER (ORDER BY w.seq) - w.cost AS before FROM w
+ )
+SELECT e.seq, e.topic, e.type, CASE WHEN r.too_large THEN NULL ELSE e.data END,
+       e.committed_at, coalesce(r.size, 0), r.too_large, r.cost
+  FROM r
+  CROSS JOIN LATERAL (SELECT ev.seq, ev.topic, ev.type, ev.data, ev.committed_at
+                        FROM livepg.events ev WHERE ev.seq = r.seq OFFSET 0) e
+ WHERE r.before < $%d
+ ORDER BY e.seq`
 
 func scanEvent(row pgx.CollectableRow) (Event, error) {
 	var e Event
-	err := row.Scan(&e.Seq, &e.Topic, &e.Type, &e.Data, &e.CommittedAt)
+	var tooLarge bool
+	err := row.Scan(&e.Seq, &e.Topic, &e.Type, &e.Data, &e.CommittedAt, &e.Size, &tooLarge, &e.cost)
+	if tooLarge {
+		e.Omitted = OmittedTooLarge
+		e.Data = nil
+	}
 	return e, err
 }
 
+// FullBatch reports whether a read (ReadAfter, ReadMatching) that returned
+// events may have stopped at its limits (limit rows, maxBytes bytes, as the
+// read counted them) rather than at the end of what it reads: then there
+// may be more to read. When it reports false, the read saw everything in
+// its window.
+func FullBatch(events []Event, limit int, maxBytes int64) bool {
+	if len(events) >= limit {
+		return true
+	}
+	var total int64
+	for _, e := range events {
+		total += e.cost
+	}
+	return total >= maxBytes
+}
+
+// afterSQL is ReadAfter's query: $1 after, $2 limit, $3 maxBytes.
+var afterSQL = `WITH c AS (SELECT seq FROM livepg.events WHERE seq > $1 ORDER BY seq LIMIT $2)` +
+	fmt.Sprintf(boundedSelect, 3)
+
 // ReadAfter returns up to limit committed events with seq > after, in seq
-// order. Because seq is assigned at commit under a lock, no event with a
-// smaller seq can commit after a reader has seen a larger one.
-func (s *Store) ReadAfter(ctx context.Context, after int64, limit int) ([]Event, error) {
-	rows, err := s.Pool.Query(ctx,
-		`SELECT `+eventColumns+` FROM livepg.events WHERE seq > $1 ORDER BY seq LIMIT $2`,
-		after, limit)
+// order, and no more than maxBytes of data (but always at least one event
+// when there is one). Because seq is assigned at commit under a lock, no
+// event with a smaller seq can commit after a reader has seen a larger one.
+//
+// No row stops it: an event over the size limit comes back Omitted
+// (OmittedTooLarge) without its data, and when reading the batch fails on
+// the database's side (an old row too large to print, say), the events are
+// read one at a time and those that still fail come back Omitted
+// (OmittedUnreadable).
+func (s *Store) ReadAfter(ctx context.Context, after int64, limit int, maxBytes int64) ([]Event, error) {
+	events, err := s.readEvents(ctx, afterSQL, after, limit, maxBytes)
+	if err == nil || !rowError(ctx, err) {
+		if err != nil {
+			return nil, fmt.Errorf("read events after %d: %w", after, err)
+		}
+		return events, nil
+	}
+	rows, err := s.Pool.Query(ctx, `SELECT seq FROM livepg.events WHERE seq > $1 ORDER BY seq LIMIT $2`, after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("read events after %d: %w", after, err)
 	}
-	events, err := pgx.CollectRows(rows, scanEvent)
+	return s.readOneByOne(ctx, rows, maxBytes)
+}
+
+// matchingSQL is ReadMatching's query: $1 after, $2 through, $3 exact
+// topics, $4 and $5 the prefixes' ranges [lo, hi), $6 limit, $7 maxBytes.
+//
+// Each selector is a range of the index on (topic COLLATE "C", seq): an
+// exact topic one topic's events in seq order, a prefix p/ the topics from
+// 'p/' up to 'p0' ('/' + 1). Each is read on its own, ordered by seq and
+// limited, and the results are merged by seq: a selector with no events
+// costs one index probe, whatever the log holds. (A prefix's range is
+// sorted by seq: it costs the matching events in the window, not the log.)
+var matchingSQL = matchingCandidates + fmt.Sprintf(boundedSelect, 7)
+
+const matchingCandidates = `WITH c AS (
+	SELECT seq FROM (
+		SELECT m.seq FROM unnest($3::text[]) AS s(topic)
+		CROSS JOIN LATERAL (
+			SELECT e.seq FROM livepg.events e
+			 WHERE e.topic COLLATE "C" = s.topic COLLATE "C" AND e.seq > $1 AND e.seq <= $2
+			 ORDER BY e.seq LIMIT $6) m
+		UNION
+		SELECT m.seq FROM unnest($4::text[], $5::text[]) AS p(lo, hi)
+		CROSS JOIN LATERAL (
+			SELECT e.seq FROM livepg.events e
+			 WHERE e.topic COLLATE "C" >= p.lo COLLATE "C" AND e.topic COLLATE "C" < p.hi COLLATE "C"
+			   AND e.seq > $1 AND e.seq <= $2
+			 ORDER BY e.seq LIMIT $6) m
+	) u ORDER BY seq LIMIT $6)`
+
+// ReadMatching returns up to limit events with after < seq <= through whose
+// topic is one of exact or starts with one of prefixes, in seq order, and
+// no more than maxBytes of data (at least one event when one matches): the
+// catch-up read of one subscriber. It costs what it returns, not what the
+// log holds (see matchingSQL), and omits rows as ReadAfter does.
+func (s *Store) ReadMatching(ctx context.Context, after, through int64, exact, prefixes []string, limit int, maxBytes int64) ([]Event, error) {
+	lo, hi := prefixRanges(prefixes)
+	if exact == nil {
+		exact = []string{}
+	}
+	events, err := s.readEvents(ctx, matchingSQL, after, through, exact, lo, hi, limit, maxBytes)
+	if err == nil || !rowError(ctx, err) {
+		if err != nil {
+			return nil, fmt.Errorf("read matching events after %d: %w", after, err)
+		}
+		return events, nil
+	}
+	rows, err := s.Pool.Query(ctx, matchingCandidates+` SELECT seq FROM c ORDER BY seq`,
+		pgx.QueryExecModeExec, after, through, exact, lo, hi, limit)
 	if err != nil {
-		return nil, fmt.Errorf("read events after %d: %w", after, err)
+		return nil, fmt.Errorf("read matching events after %d: %w", after, err)
+	}
+	return s.readOneByOne(ctx, rows, maxBytes)
+}
+
+// prefixRanges are the [lo, hi) ranges of topics that the prefixes match.
+func prefixRanges(prefixes []string) (lo, hi []string) {
+	lo = make([]string, len(prefixes))
+	hi = make([]string, len(prefixes))
+	for i, p := range prefixes {
+		lo[i], hi[i] = p, prefixEnd(p)
+	}
+	return lo, hi
+}
+
+// prefixEnd is the least string above every string that starts with p (in
+// C collation): p with its last byte incremented. Prefixes end with '/'
+// (fanout.Selector), so the end of "boards/" is "boards0".
+func prefixEnd(p string) string {
+	if p == "" {
+		return "\x7f"
+	}
+	b := []byte(p)
+	b[len(b)-1]++
+	return string(b)
+}
+
+// readEvents runs one of the reads above. Each is planned with its
+// arguments every time (QueryExecModeExec: an unnamed statement), never
+// from a cached generic plan: PostgreSQL switches a prepared statement to
+// its generic plan after five executions, and the generic plan of a
+// per-selector read, not knowing the selectors or the window, walks the
+// whole log (about a second on a million events, against milliseconds).
+func (s *Store) readEvents(ctx context.Context, sql string, args ...any) ([]Event, error) {
+	rows, err := s.Pool.Query(ctx, sql, append([]any{pgx.QueryExecModeExec}, args...)...)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, scanEvent)
+}
+
+// rowError reports whether err is the database failing to produce a row
+// (out of memory printing it, a value it cannot output), as opposed to the
+// caller giving up, the connection failing or the query being refused (a
+// missing table or grant): then reading the rows one by one can skip the
+// bad one. Other errors fail the read: nothing is skipped for them.
+func rowError(ctx context.Context, err error) bool {
+	var pgErr *pgconn.PgError
+	if ctx.Err() != nil || !errors.As(err, &pgErr) || len(pgErr.Code) != 5 {
+		return false
+	}
+	switch pgErr.Code[:2] {
+	case "22", // data exception
+		"53", // insufficient resources: out of memory
+		"54", // program limit exceeded
+		"XX": // internal error, data corrupted
+		return true
+	}
+	return false
+}
+
+// readOneByOne reads the events whose seqs rows yields one at a time, within
+// maxBytes: an event whose read fails comes back Omitted
+// (OmittedUnreadable), with its topic, type and commit time.
+func (s *Store) readOneByOne(ctx context.Context, rows pgx.Rows, maxBytes int64) ([]Event, error) {
+	seqs, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return nil, fmt.Errorf("read event seqs: %w", err)
+	}
+	one := `WITH c AS (SELECT $1::bigint AS seq)` + fmt.Sprintf(boundedSelect, 2)
+	var events []Event
+	var total int64
+	for _, seq := range seqs {
+		if len(events) > 0 && total >= maxBytes {
+			break
+		}
+		got, err := s.readEvents(ctx, one, seq, int64(math.MaxInt64))
+		if err != nil && !rowError(ctx, err) {
+			return nil, fmt.Errorf("read event %d: %w", seq, err)
+		}
+		if err == nil && len(got) == 1 {
+			got[0].cost = int64(len(got[0].Data))
+			events = append(events, got[0])
+			total += got[0].cost
+			continue
+		}
+		e := Event{Seq: seq, Omitted: OmittedUnreadable}
+		if err := s.Pool.QueryRow(ctx,
+			`SELECT topic, type, committed_at, coalesce(size, 0) FROM livepg.events WHERE seq = $1`, seq,
+		).Scan(&e.Topic, &e.Type, &e.CommittedAt, &e.Size); err != nil {
+			return nil, fmt.Errorf("read event %d without its data: %w", seq, err)
+		}
+		events = append(events, e)
 	}
 	return events, nil
 }
 
-// ReadMatching returns up to limit events with after < seq <= through whose
-// topic is one of exact or starts with one of prefixes, in seq order: the
-// catch-up read of one subscriber.
-func (s *Store) ReadMatching(ctx context.Context, after, through int64, exact, prefixes []string, limit int) ([]Event, error) {
-	rows, err := s.Pool.Query(ctx,
-		`SELECT `+eventColumns+` FROM livepg.events
-		  WHERE seq > $1 AND seq <= $2
-		    AND (topic = ANY($3) OR EXISTS (SELECT 1 FROM unnest($4::text[]) p WHERE starts_with(topic, p)))
-		  ORDER BY seq LIMIT $5`,
-		after, through, exact, prefixes, limit)
-	if err != nil {
-		return nil, fmt.Errorf("read matching events after %d: %w", after, err)
+// MaxEventSize is livepg.limits.max_event_size: the largest event data,
+// as JSON text, that the database accepts from any writer.
+func (s *Store) MaxEventSize(ctx context.Context) (int, error) {
+	var n int
+	if err := s.Pool.QueryRow(ctx, `SELECT max_event_size FROM livepg.limits`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("read livepg.limits: %w", err)
 	}
-	events, err := pgx.CollectRows(rows, scanEvent)
-	if err != nil {
-		return nil, fmt.Errorf("read matching events after %d: %w", after, err)
-	}
-	return events, nil
+	return n, nil
 }
 
 // LogBounds are the ends of the log as one snapshot sees them.

@@ -33,7 +33,7 @@ func TestPublishAssignsSeqAtCommit(t *testing.T) {
 	if seq2 <= seq1 {
 		t.Fatalf("second seq %d not after first %d", seq2, seq1)
 	}
-	events, err := s.ReadAfter(ctx, 0, 10)
+	events, err := s.ReadAfter(ctx, 0, 10, 1<<30)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +66,7 @@ func TestRolledBackPublishLeavesNothing(t *testing.T) {
 	if !errors.Is(err, errRollback) {
 		t.Fatal(err)
 	}
-	events, err := s.ReadAfter(ctx, 0, 10)
+	events, err := s.ReadAfter(ctx, 0, 10, 1<<30)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +97,7 @@ func TestPublishRefusesBadInput(t *testing.T) {
 			}
 		})
 	}
-	events, err := s.ReadAfter(ctx, 0, 10)
+	events, err := s.ReadAfter(ctx, 0, 10, 1<<30)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +133,7 @@ func TestTrackCapturesRowChanges(t *testing.T) {
 	exec(`SELECT livepg.untrack('"Card Table"')`)
 	exec(`INSERT INTO "Card Table" VALUES (2, 7, 'untracked')`)
 
-	events, err := s.ReadAfter(ctx, 0, 100)
+	events, err := s.ReadAfter(ctx, 0, 100, 1<<30)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,7 +213,7 @@ func TestPruneDropsOldEventsAndMovesHorizon(t *testing.T) {
 	if through != seqs[1] {
 		t.Fatalf("pruned through %d, want %d", through, seqs[1])
 	}
-	events, err := s.ReadAfter(ctx, 0, 10)
+	events, err := s.ReadAfter(ctx, 0, 10, 1<<30)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,7 +265,7 @@ func TestTrackBoundsTheRenderedTopic(t *testing.T) {
 			t.Fatalf("%s: %v", sql, err)
 		}
 	}
-	events, err := s.ReadAfter(ctx, 0, 10)
+	events, err := s.ReadAfter(ctx, 0, 10, 1<<30)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -131,7 +131,7 @@ func TestLeastPrivilegeRoles(t *testing.T) {
 	if err != nil || errs[0] != nil || seqs[0] != 8 {
 		t.Fatalf("publish batch as livepg_node: %v %v %v", seqs, errs, err)
 	}
-	events, err := node.ReadAfter(ctx, 0, 100)
+	events, err := node.ReadAfter(ctx, 0, 100, 1<<30)
 	if err != nil {
 		t.Fatalf("read the log as livepg_node: %v", err)
 	}
@@ -150,7 +150,7 @@ func TestLeastPrivilegeRoles(t *testing.T) {
 	if strings.Join(got, ", ") != strings.Join(want, ", ") {
 		t.Errorf("log as the node reads it:\n%s\nwant:\n%s", strings.Join(got, ", "), strings.Join(want, ", "))
 	}
-	if _, err := node.ReadMatching(ctx, 0, 8, []string{"notes/1"}, []string{"notes/"}, 10); err != nil {
+	if _, err := node.ReadMatching(ctx, 0, 8, []string{"notes/1"}, []string{"notes/"}, 10, 1<<30); err != nil {
 		t.Errorf("catch-up read as livepg_node: %v", err)
 	}
 	if b, err := node.Bounds(ctx); err != nil || b.Head != 8 {
@@ -195,12 +195,16 @@ func TestLeastPrivilegeRoles(t *testing.T) {
 	}
 
 	// A node does not migrate: when a migration is pending it says who must.
-	mustExec(t, admin, `DELETE FROM livepg.goose_db_version WHERE version_id = 5`)
+	var latest int64
+	if err := admin.QueryRow(ctx, `SELECT max(version_id) FROM livepg.goose_db_version`).Scan(&latest); err != nil {
+		t.Fatal(err)
+	}
+	mustExec(t, admin, fmt.Sprintf(`DELETE FROM livepg.goose_db_version WHERE version_id = %d`, latest))
 	err = node.MigrateUp(ctx)
 	if !errors.Is(err, store.ErrNotOwner) || !strings.Contains(err.Error(), "livepg migrate up") {
 		t.Errorf("migrate up as livepg_node with a migration pending: %v", err)
 	}
-	mustExec(t, admin, `INSERT INTO livepg.goose_db_version (version_id, is_applied) VALUES (5, true)`)
+	mustExec(t, admin, fmt.Sprintf(`INSERT INTO livepg.goose_db_version (version_id, is_applied) VALUES (%d, true)`, latest))
 
 	// A second database of the same cluster: the roles are there already.
 	second := storetest.NewEmptyDatabaseOn(t, r.Cluster.URL())

@@ -31,6 +31,10 @@ var (
 	// missing column); the wrapped error says what.
 	ErrInvalid  = errors.New("invalid input")
 	ErrNotFound = errors.New("not found")
+	// ErrTooLarge is an event larger than livepg.limits.max_event_size as
+	// JSON text (SQLSTATE 54000, raised by livepg.measure: see
+	// migrations/00007_bounds.sql). It comes wrapped with ErrInvalid too.
+	ErrTooLarge = errors.New("event too large")
 )
 
 // Store is the pool and everything livepg does through it.
@@ -106,11 +110,15 @@ func (s *Store) InTx(ctx context.Context, fn func(pgx.Tx) error) error {
 }
 
 // asInvalid wraps errors the database raised about its input (data
-// exceptions, undefined columns or tables, check violations) in ErrInvalid
+// exceptions, undefined columns or tables, check violations, an event over
+// the size limit) in ErrInvalid
 // so that the HTTP layer answers 4xx, not 500.
 func asInvalid(err error) error {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
+		if pgErr.Code == "54000" && strings.HasPrefix(pgErr.Message, "livepg: event data") {
+			return fmt.Errorf("%w: %w: %s", ErrInvalid, ErrTooLarge, pgErr.Message)
+		}
 		switch pgErr.Code[:2] {
 		case "22", "23", "42":
 			return fmt.Errorf("%w: %s", ErrInvalid, pgErr.Message)

@@ -108,7 +108,10 @@ func envVars() []envVar {
 		{"LIVEPG_WRITE_COALESCE", showDuration(n.WriteCoalesce), "when the node is behind, a stream that wrote less than this long ago waits out the rest before writing again, so that fast events share a write; 0 never waits"},
 		{"LIVEPG_LEAN_STREAMS", onOff(!n.PlainStreams), "serve each HTTP/1.1 stream on its connection taken from net/http (about 13 KiB per idle stream instead of 36); off: through net/http to the end"},
 		{"LIVEPG_PUBLISH_BATCH_WINDOW", showDuration(n.PublishBatchWindow), "POST /v1/publish requests arriving within this window commit in one transaction; 0 commits each alone"},
-		{"LIVEPG_MAX_EVENT_SIZE", strconv.Itoa(n.MaxEventSize), "largest event data published over HTTP, bytes"},
+		{"LIVEPG_MAX_EVENT_SIZE", strconv.Itoa(n.MaxEventSize), "largest event data published over HTTP, bytes; the database's own limit, for every writer, is livepg.limits.max_event_size (same default; keep them equal)"},
+		{"LIVEPG_BATCH_BYTES", strconv.FormatInt(n.BatchBytes, 10), "most bytes of event data one log read (the reader's, or a stream's catch-up) holds"},
+		{"LIVEPG_CATCHUP_CONNS", strconv.Itoa(n.CatchUpConns), "connections of the catch-up reads' own pool: as many catch-ups read at once, the others queue"},
+		{"LIVEPG_CATCHUP_QUEUE", strconv.Itoa(n.CatchUpQueue), "streams that may wait for a catch-up read; beyond it a resuming stream gets 503 with Retry-After"},
 		{"LIVEPG_MAX_STREAMS", strconv.Itoa(n.MaxStreams), "most open streams per node; beyond it 503 with Retry-After"},
 		{"LIVEPG_MAX_STREAMS_PER_CLIENT", strconv.Itoa(n.MaxStreamsPerClient), "most open streams per client address (an IPv6 /64) on a node; beyond it 429. Behind Fly's proxy (FLY_REGION set) the address is Fly-Client-IP's, else the connection's"},
 		{"LIVEPG_MAX_CONNECTIONS", "(the file limit less 128)", "most HTTP connections the node holds; beyond it a new connection gets 503 and is closed"},
@@ -242,6 +245,8 @@ func loadConfig(getenv func(string) string) (Config, error) {
 		{"LIVEPG_MAX_STREAMS", &c.Node.MaxStreams},
 		{"LIVEPG_MAX_STREAMS_PER_CLIENT", &c.Node.MaxStreamsPerClient},
 		{"LIVEPG_MAX_CONNECTIONS", &c.MaxConnections},
+		{"LIVEPG_CATCHUP_CONNS", &c.Node.CatchUpConns},
+		{"LIVEPG_CATCHUP_QUEUE", &c.Node.CatchUpQueue},
 	}
 	for _, v := range ints {
 		s := getenv(v.name)
@@ -253,6 +258,13 @@ func loadConfig(getenv func(string) string) (Config, error) {
 			return c, fmt.Errorf("%s=%q: want a positive integer", v.name, s)
 		}
 		*v.dst = n
+	}
+	if s := getenv("LIVEPG_BATCH_BYTES"); s != "" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n <= 0 {
+			return c, fmt.Errorf("LIVEPG_BATCH_BYTES=%q: want a positive number of bytes", s)
+		}
+		c.Node.BatchBytes = n
 	}
 	if s := getenv("LIVEPG_MAX_BODY"); s != "" {
 		n, err := strconv.ParseInt(s, 10, 64)

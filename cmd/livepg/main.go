@@ -295,6 +295,9 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, stdout io.Write
 		IdleTimeout:       cfg.IdleTimeout,
 		MaxHeaderBytes:    64 << 10,
 		ConnState:         conns.track,
+		// Streams served through net/http size their sockets' send
+		// buffers as lean streams do (see realtime.ConnContext).
+		ConnContext: realtime.ConnContext,
 	}
 	maxConns := cfg.MaxConnections
 	if maxConns == 0 {

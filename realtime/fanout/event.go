@@ -29,6 +29,25 @@ func NewEvent(seq int64, typ, topic string, data []byte, committedAt time.Time) 
 	}
 }
 
+// OmittedType is the event type of a placeholder: an event of the log that
+// is delivered without its data, because it is over the size limit or the
+// database could not read it (see store.Event.Omitted). Its id is the
+// event's, so a client's resume point moves past it, and its data says what
+// was left out: {"topic": <topic>, "data": {"type": <the event's type>,
+// "size": <bytes as JSON text, 0 if unknown>, "reason": "too_large" or
+// "unreadable"}}.
+const OmittedType = "livepg.omitted"
+
+// OmittedData is the data of a placeholder (see OmittedType).
+func OmittedData(typ string, size int64, reason string) []byte {
+	b, _ := json.Marshal(struct {
+		Type   string `json:"type"`
+		Size   int64  `json:"size"`
+		Reason string `json:"reason"`
+	}{typ, size, reason})
+	return b
+}
+
 // AppendFrame appends one event's SSE frame to b: the frame NewEvent makes,
 // for a stream that reads the log itself (catch-up).
 func AppendFrame(b []byte, seq int64, typ, topic string, data []byte) []byte {

@@ -36,8 +36,8 @@ type Log interface {
 	Bounds(ctx context.Context) (store.LogBounds, error)
 	// ReadMatching returns up to limit events with after < seq <= through
 	// whose topic is one of exact or starts with one of prefixes, in seq
-	// order.
-	ReadMatching(ctx context.Context, after, through int64, exact, prefixes []string, limit int) ([]store.Event, error)
+	// order, with no more than maxBytes of data (but at least one event).
+	ReadMatching(ctx context.Context, after, through int64, exact, prefixes []string, limit int, maxBytes int64) ([]store.Event, error)
 }
 
 // Config is the engine's dependencies and limits. Every field is required.
@@ -54,8 +54,13 @@ type Config struct {
 	// MaxStreamsPerClient the most one client may hold (0: no limit).
 	MaxStreams, MaxStreamsPerClient int
 	// Buffer is each subscriber's buffer in the hub; BatchSize the most
-	// events one catch-up read returns.
+	// events one catch-up read returns, BatchBytes the most bytes of data.
 	Buffer, BatchSize int
+	BatchBytes        int64
+	// CatchUps is how many catch-up reads run at once (the connections of
+	// the pool Log reads with); CatchUpQueue how many streams may wait for
+	// one before new resuming streams are refused (see CatchUpQueueFull).
+	CatchUps, CatchUpQueue int
 	// Heartbeat, WriteTimeout, Retry and WriteCoalesce are as documented
 	// on realtime.Config.
 	Heartbeat, WriteTimeout, Retry, WriteCoalesce time.Duration
@@ -105,6 +110,7 @@ var TokenExpiredFrame = []byte("event: token-expired\ndata: {\"error\":\"the tok
 // Engine runs a node's streams.
 type Engine struct {
 	cfg    Config
+	gate   catchUpGate
 	bounds sharedBounds
 	taken  takenStreams // streams on connections taken from net/http
 	open   atomic.Int64 // places taken: open streams, and requests on their way to be
@@ -114,7 +120,51 @@ type Engine struct {
 }
 
 // New returns an engine on cfg's log and hub.
-func New(cfg Config) *Engine { return &Engine{cfg: cfg, clients: make(map[string]int)} }
+func New(cfg Config) *Engine {
+	if cfg.CatchUps <= 0 {
+		cfg.CatchUps = 1 // an unbuffered gate would admit no read at all
+	}
+	if cfg.CatchUpQueue <= 0 {
+		cfg.CatchUpQueue = cfg.MaxStreams
+	}
+	return &Engine{cfg: cfg, clients: make(map[string]int), gate: catchUpGate{slots: make(chan struct{}, cfg.CatchUps)}}
+}
+
+// CatchUpQueueFull reports whether CatchUpQueue streams already wait for a
+// catch-up read: a resuming stream is then better sent elsewhere (503 with
+// Retry-After) than queued. Streams already open that fall behind still
+// queue: they hold one of MaxStreams places.
+func (e *Engine) CatchUpQueueFull() bool {
+	return e.gate.waiting.Load() >= int64(e.cfg.CatchUpQueue)
+}
+
+// CatchUpsWaiting is how many streams wait for a catch-up read now.
+func (e *Engine) CatchUpsWaiting() int64 { return e.gate.waiting.Load() }
+
+// catchUpGate admits catch-up reads: at most cap(slots) at once, each held
+// for one read (never while writing to the client), and counts those
+// waiting.
+type catchUpGate struct {
+	slots   chan struct{}
+	waiting atomic.Int64
+}
+
+// read runs one catch-up read when a slot is free.
+func (g *catchUpGate) read(ctx context.Context, done <-chan struct{}, read func() ([]store.Event, error)) ([]store.Event, error) {
+	g.waiting.Add(1)
+	select {
+	case g.slots <- struct{}{}:
+		g.waiting.Add(-1)
+	case <-ctx.Done():
+		g.waiting.Add(-1)
+		return nil, errClientGone
+	case <-done:
+		g.waiting.Add(-1)
+		return nil, errShutdown
+	}
+	defer func() { <-g.slots }()
+	return read()
+}
 
 // Open is the number of streams open (or being opened) now.
 func (e *Engine) Open() int64 { return e.open.Load() }
@@ -215,6 +265,9 @@ func (e *Engine) Serve(w http.ResponseWriter, r *http.Request, req Request) {
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no") // tell buffering proxies to pass bytes at once
+	if c, ok := r.Context().Value(connKey{}).(net.Conn); ok {
+		limitSendBuffer(c)
+	}
 	// Log here, on the handler's goroutine: formatting a log line takes
 	// stack, and a lean stream's own goroutine should stay small.
 	e.cfg.Metrics.Opened.Inc()
@@ -230,6 +283,34 @@ func (e *Engine) Serve(w http.ResponseWriter, r *http.Request, req Request) {
 	defer req.Place.Release()
 	w.WriteHeader(http.StatusOK)
 	e.run(r.Context(), newResponseOut(w), req)
+}
+
+// connKey is the context key of ConnContext's connection.
+type connKey struct{}
+
+// ConnContext is for http.Server's ConnContext: it keeps each request's
+// connection in its context, so that a stream served through net/http
+// (HTTP/2 excepted) can limit its socket's send buffer as a lean stream
+// does (see limitSendBuffer).
+func ConnContext(ctx context.Context, c net.Conn) context.Context {
+	return context.WithValue(ctx, connKey{}, c)
+}
+
+// sendBuffer is the send buffer of a stream's socket. The kernel wakes a
+// writer blocked on a full socket only once a good part of the buffer has
+// drained: with the megabytes Linux gives a loopback or fast socket, a
+// client reading steadily at 40 KB/s can leave a write blocked for longer
+// than the write timeout although it accepts bytes all along. 64 KiB keeps
+// that wait short (the kernel doubles it: at most about 128 KiB in flight
+// per round trip, 2.5 MB/s at 50 ms).
+const sendBuffer = 64 << 10
+
+// limitSendBuffer sets c's send buffer to sendBuffer when c is a TCP
+// connection; anything else is left as it is.
+func limitSendBuffer(c net.Conn) {
+	if tcp, ok := c.(*net.TCPConn); ok {
+		_ = tcp.SetWriteBuffer(sendBuffer)
+	}
 }
 
 // Shutdown waits for the streams on taken connections to end (Done must be
@@ -294,6 +375,8 @@ type stream struct {
 	wrote time.Time
 	// deadlineSet is when the write deadline was last moved (see extendDeadline).
 	deadlineSet time.Time
+	// pending is how many bytes put has queued since the last flush.
+	pending int
 	// pauseTimer times writeLive's coalescing waits; made on the first.
 	pauseTimer *time.Timer
 	// expires is when the stream's token expires (zero: never); a long
@@ -376,26 +459,43 @@ func (s *stream) catchUp(ctx context.Context) error {
 				_ = s.write(TokenExpiredFrame)
 				return errExpired
 			}
-			rows, err := cfg.Log.ReadMatching(ctx, s.cursor, head, exact, prefixes, batch)
+			rows, err := s.e.gate.read(ctx, cfg.Done, func() ([]store.Event, error) {
+				return cfg.Log.ReadMatching(ctx, s.cursor, head, exact, prefixes, batch, cfg.BatchBytes)
+			})
 			if err != nil {
+				if errors.Is(err, errShutdown) || errors.Is(err, errClientGone) {
+					return err
+				}
 				if ctx.Err() != nil {
 					return errClientGone
 				}
 				return fmt.Errorf("catch up: %w: %w", errLogRead, err)
 			}
 			cfg.Metrics.CatchUpBatch.Observe(float64(len(rows)))
+			// One batch in memory: the rows become frames and go.
+			full := store.FullBatch(rows, batch, cfg.BatchBytes)
 			s.buf = s.buf[:0]
-			for _, row := range rows {
-				s.buf = fanout.AppendFrame(s.buf, row.Seq, row.Type, row.Topic, row.Data)
+			for i, row := range rows {
+				typ, data := row.Type, row.Data
+				if row.Omitted != "" {
+					typ, data = fanout.OmittedType, fanout.OmittedData(row.Type, row.Size, row.Omitted)
+				}
+				s.buf = fanout.AppendFrame(s.buf, row.Seq, typ, row.Topic, data)
 				s.cursor = row.Seq
+				rows[i] = store.Event{}
 			}
-			if len(rows) < batch {
+			if !full {
 				s.cursor = head
 			}
+			n := len(rows)
+			rows = nil
 			if err := s.write(s.buf); err != nil {
 				return err
 			}
-			s.counted(len(rows), 0)
+			s.counted(n, 0)
+		}
+		if cap(s.buf) > maxKeptBuf {
+			s.buf = nil // a batch's worth of memory is not kept by a stream gone live
 		}
 	}
 }
@@ -422,7 +522,7 @@ func (s *stream) writeLive(ctx context.Context, ev *fanout.Event) error {
 	events, bytes := 0, 0
 	for {
 		if ev != nil && ev.Seq > s.cursor {
-			if _, err := s.out.Write(ev.Frame); err != nil {
+			if err := s.put(ev.Frame); err != nil {
 				return err
 			}
 			s.cursor = ev.Seq
@@ -434,7 +534,7 @@ func (s *stream) writeLive(ctx context.Context, ev *fanout.Event) error {
 			continue
 		default:
 		}
-		if err := s.out.Flush(); err != nil {
+		if err := s.flush(); err != nil {
 			return err
 		}
 		s.counted(events, bytes)
@@ -491,23 +591,62 @@ func (s *stream) counted(events, bytes int) {
 	}
 }
 
-// write writes frames and flushes them, giving up after the write timeout.
+// write writes frames and flushes them, giving up when the client accepts
+// no bytes for the write timeout.
 func (s *stream) write(frames ...[]byte) error {
-	if err := s.extendDeadline(time.Now()); err != nil {
-		return err
-	}
 	bytes := 0
 	for _, f := range frames {
-		if _, err := s.out.Write(f); err != nil {
+		if err := s.put(f); err != nil {
 			return err
 		}
 		bytes += len(f)
 	}
-	if err := s.out.Flush(); err != nil {
+	if err := s.flush(); err != nil {
 		return err
 	}
 	s.counted(0, bytes)
 	return nil
+}
+
+// writeChunk is how many bytes go out under one extension of the write
+// deadline: a client that accepts bytes at all keeps its stream however
+// large the batch (at 40 KB/s a chunk takes under a second), and one that
+// accepts none for the write timeout is cut off.
+const writeChunk = 32 << 10
+
+// maxKeptBuf is the most catch-up buffer a stream keeps once live.
+const maxKeptBuf = 64 << 10
+
+// put writes p, in chunks of writeChunk bytes, each sent (flushed) under a
+// deadline moved on before it: the deadline follows the bytes the client
+// accepts, not whole batches.
+func (s *stream) put(p []byte) error {
+	for len(p) > 0 {
+		n := min(len(p), writeChunk-s.pending)
+		if err := s.extendDeadline(time.Now()); err != nil {
+			return err
+		}
+		if _, err := s.out.Write(p[:n]); err != nil {
+			return err
+		}
+		p = p[n:]
+		s.pending += n
+		if s.pending == writeChunk {
+			if err := s.flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// flush sends what put queued, under a deadline moved on before it.
+func (s *stream) flush() error {
+	s.pending = 0
+	if err := s.extendDeadline(time.Now()); err != nil {
+		return err
+	}
+	return s.out.Flush()
 }
 
 // streamOut is where a stream writes: the ResponseWriter (with its

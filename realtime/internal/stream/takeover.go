@@ -69,6 +69,7 @@ func (t *takenStreams) take(w http.ResponseWriter, serve func(ctx context.Contex
 	}
 	// Drop net/http's buffers with the handler. A client has no business
 	// sending anything more on a stream's connection.
+	limitSendBuffer(conn)
 	brw.Reader.Reset(nil)
 	brw.Writer.Reset(nil)
 	watch := t.watch
