@@ -124,7 +124,7 @@ func decodePublish(body io.Reader, maxData int) (PublishRequest, error) {
 	if len(req.Data) == 0 {
 		req.Data = json.RawMessage("null")
 	}
-	if err := checkEventData(req.Data); err != nil {
+	if err := checkEventData(req.Data, maxData); err != nil {
 		return req, err
 	}
 	return req, nil

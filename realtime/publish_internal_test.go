@@ -2,12 +2,17 @@ package realtime
 
 import (
 	"bytes"
+	"cmp"
+	"context"
 	"encoding/json"
+	"errors"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/livepg/livepg/store/storetest"
 )
 
 func TestParseEventID(t *testing.T) {
@@ -96,24 +101,72 @@ func holdsNUL(v any) bool {
 }
 
 func TestCheckEventData(t *testing.T) {
+	compactOnes := "[" + strings.TrimSuffix(strings.Repeat("1,", 1000), ",") + "]" // 2,001 bytes sent, 3,000 printed
 	for _, tc := range []struct {
-		data string
-		ok   bool
+		data    string
+		maxSize int
+		want    string // "" for accepted, "invalid" or "too large"
 	}{
-		{`{"a":"b"}`, true},
-		{`"\\u0000"`, true}, // an escaped backslash, then the text u0000
-		{`[true,false,1e5,-2.5E+10,1e-300]`, true},
-		{`"\u0000"`, false},
-		{`{"\u0000":1}`, false},
-		{`"a\u0000b"`, false},
-		{"\"\xff\"", false},
-		{`1e16001`, false},
-		{`[1E+99999]`, false},
-		{`123456e15999`, false},
-		{`"1e99999"`, true}, // a string, not a number
+		{`{"a":"b"}`, 100, ""},
+		{`"\\u0000"`, 100, ""}, // an escaped backslash, then the text u0000
+		{`[true,false,1e5,-2.5E+10,1e-300]`, 1000, ""},
+		{`"\u0000"`, 100, "invalid"},
+		{`{"\u0000":1}`, 100, "invalid"},
+		{`"a\u0000b"`, 100, "invalid"},
+		{"\"\xff\"", 100, "invalid"},
+		{`"1e99999"`, 100, ""}, // a string, not a number
+		// Numbers print in full: 1e16001 is 16,002 digits.
+		{`1e16001`, 16002, ""},
+		{`1e16001`, 16001, "too large"},
+		{`123456e15999`, 1 << 20, ""},
+		{`-1.5e-3`, 7, ""}, // -0.0015
+		{`-1.5e-3`, 6, "too large"},
+		{`[1E+99999]`, 1 << 20, ""},
+		{`[1e131071,1e131071]`, 1 << 18, "too large"},
+		{`1e131071`, 1 << 20, ""},
+		{`1e131072`, 1 << 30, "invalid"}, // past numeric's 131,072 digits before the point
+		{`1e-16384`, 1 << 30, "invalid"}, // past its 16,383 after
+		// jsonb spaces its separators: "[1, 1, ...]".
+		{compactOnes, 3000, ""},
+		{compactOnes, 2999, "too large"},
 	} {
-		if err := checkEventData([]byte(tc.data)); (err == nil) != tc.ok {
-			t.Errorf("checkEventData(%q) = %v, want ok %v", tc.data, err, tc.ok)
+		err := checkEventData([]byte(tc.data), tc.maxSize)
+		switch {
+		case tc.want == "" && err != nil,
+			tc.want == "invalid" && (err == nil || errors.Is(err, errEventTooLarge)),
+			tc.want == "too large" && !errors.Is(err, errEventTooLarge):
+			t.Errorf("checkEventData(%.40q, %d) = %v, want %s", tc.data, tc.maxSize, err, cmp.Or(tc.want, "accepted"))
+		}
+	}
+}
+
+// The size checkEventData measures is never below what the log measures
+// (octet_length(data::text) of the stored jsonb), so a publish the node lets
+// into a batch is never refused there for its size; and it is exactly that
+// for data without escapes, duplicate keys or negative zeros.
+func TestCheckEventDataMeasuresAsTheLogDoes(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := storetest.NewStore(t)
+	for _, tc := range []struct {
+		data  string
+		exact bool
+	}{
+		{`null`, true}, {`true`, true}, {`[1,2,3]`, true},
+		{`{"a":1,"b":[true,false,null],"c":{"d":"e"}}`, true},
+		{`[1e5, -2.5E+10, 1e-30, 0.0, 12.340, 1.5e-3, 123456e3]`, true},
+		{`{"k" : [ 1 , 2 ] , "l" : "x y" }`, true}, {`[1e3000]`, true}, {`[[[[[]]]],{}]`, true},
+		{`-0`, false}, {`"é and \u00e9 and \n and \\"`, false}, {`{"a":1,"a":2}`, false},
+	} {
+		var printed int
+		if err := st.Pool.QueryRow(ctx, `SELECT octet_length($1::jsonb::text)`, tc.data).Scan(&printed); err != nil {
+			t.Fatalf("%s: %v", tc.data, err)
+		}
+		if err := checkEventData([]byte(tc.data), printed-1); !errors.Is(err, errEventTooLarge) {
+			t.Errorf("%s prints as %d bytes, but checkEventData with a limit of %d says %v", tc.data, printed, printed-1, err)
+		}
+		if err := checkEventData([]byte(tc.data), printed); tc.exact && err != nil {
+			t.Errorf("%s prints as %d bytes, but checkEventData with that limit says %v", tc.data, printed, err)
 		}
 	}
 }
