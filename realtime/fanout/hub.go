@@ -5,15 +5,32 @@ import (
 	"sync"
 )
 
+// The hub's index: what it costs to route an event depends on the event's
+// topic and on the subscribers it reaches, never on how many subscribers
+// hold selectors that do not match it.
+//
+//   - exact selectors: a map from the topic to its subscribers;
+//   - prefix selectors (their Topic ends in a slash, "boards/"): a map from
+//     the prefix to its subscribers, looked up at each slash of the event's
+//     topic: "a/b/c" visits "a/" and "a/b/" only, whatever else is held;
+//   - a prefix Selector built by hand without the trailing slash (ParseSelector
+//     never makes one) cannot be found at a slash: it is kept apart and
+//     checked on every event, as before the index, so that the hub routes
+//     exactly as Selector.Match says for any selector.
+//
+// A subscriber matched by several selectors is offered the event once per
+// selector; offer keeps only the first (Subscriber.queued).
+
 // Hub routes each event to the subscribers whose selectors match it. It
 // never waits for a subscriber: each has a bounded buffer, and one whose
 // buffer is full is dropped from the live flow and told so (Subscriber.Lagged);
 // its owner catches up from the log and joins again.
 type Hub struct {
 	mu     sync.Mutex
-	head   int64 // seq of the last event routed: the node's place in the log
-	exact  map[string]map[*Subscriber]struct{}
-	prefix map[*Subscriber][]string // prefix selectors, with trailing slash
+	head   int64           // seq of the last event routed: the node's place in the log
+	exact  subscriberIndex // by exact topic
+	prefix subscriberIndex // by prefix selector, with its trailing slash
+	loose  subscriberIndex // by prefix selector without a trailing slash
 	count  int
 	lagged int64 // subscribers moved off the live flow, ever
 }
@@ -59,8 +76,9 @@ func (s *Subscriber) Lagged() <-chan struct{} { return s.lagged }
 func NewHub(head int64) *Hub {
 	return &Hub{
 		head:   head,
-		exact:  make(map[string]map[*Subscriber]struct{}),
-		prefix: make(map[*Subscriber][]string),
+		exact:  make(subscriberIndex),
+		prefix: make(subscriberIndex),
+		loose:  make(subscriberIndex),
 	}
 }
 
@@ -98,11 +116,23 @@ func (h *Hub) Publish(events []*Event) {
 		for sub := range h.exact[ev.Topic] {
 			h.offer(sub, ev)
 		}
-		for sub, prefixes := range h.prefix {
-			for _, p := range prefixes {
-				if strings.HasPrefix(ev.Topic, p) {
+		if len(h.prefix) > 0 {
+			// Every prefix of the topic that ends at a slash, shortest first.
+			// topic[:i+1] is a slice of the topic: the lookup allocates nothing.
+			topic := ev.Topic
+			for i := 0; i < len(topic); i++ {
+				if topic[i] != '/' {
+					continue
+				}
+				for sub := range h.prefix[topic[:i+1]] {
 					h.offer(sub, ev)
-					break
+				}
+			}
+		}
+		for p, subs := range h.loose {
+			if strings.HasPrefix(ev.Topic, p) {
+				for sub := range subs {
+					h.offer(sub, ev)
 				}
 			}
 		}
@@ -157,32 +187,50 @@ func (h *Hub) addLocked(sub *Subscriber) {
 	sub.joined = true
 	h.count++
 	for _, sel := range sub.selectors {
-		if sel.Prefix {
-			h.prefix[sub] = append(h.prefix[sub], sel.Topic)
-			continue
-		}
-		set := h.exact[sel.Topic]
-		if set == nil {
-			set = make(map[*Subscriber]struct{})
-			h.exact[sel.Topic] = set
-		}
-		set[sub] = struct{}{}
+		h.indexOf(sel).add(sel.Topic, sub)
 	}
 }
 
 func (h *Hub) removeLocked(sub *Subscriber) {
 	sub.joined = false
 	h.count--
-	delete(h.prefix, sub)
 	for _, sel := range sub.selectors {
-		if sel.Prefix {
-			continue
-		}
-		if set := h.exact[sel.Topic]; set != nil {
-			delete(set, sub)
-			if len(set) == 0 {
-				delete(h.exact, sel.Topic)
-			}
+		h.indexOf(sel).remove(sel.Topic, sub)
+	}
+}
+
+// indexOf is the index that holds sel.
+func (h *Hub) indexOf(sel Selector) subscriberIndex {
+	switch {
+	case !sel.Prefix:
+		return h.exact
+	case strings.HasSuffix(sel.Topic, "/"):
+		return h.prefix
+	default:
+		return h.loose
+	}
+}
+
+// subscriberIndex maps a selector's Topic to the subscribers holding it.
+type subscriberIndex map[string]map[*Subscriber]struct{}
+
+func (x subscriberIndex) add(key string, sub *Subscriber) {
+	set := x[key]
+	if set == nil {
+		set = make(map[*Subscriber]struct{})
+		x[key] = set
+	}
+	set[sub] = struct{}{}
+}
+
+// remove drops sub from key's set, and the set once it is empty, so that the
+// index holds only what joined subscribers select. Removing what is not
+// there (a selector listed twice) does nothing.
+func (x subscriberIndex) remove(key string, sub *Subscriber) {
+	if set := x[key]; set != nil {
+		delete(set, sub)
+		if len(set) == 0 {
+			delete(x, key)
 		}
 	}
 }
