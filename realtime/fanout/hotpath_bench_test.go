@@ -8,7 +8,7 @@ import (
 
 // The hot paths of delivery, measured with allocations:
 //
-//	go test ./realtime -run '^$' -bench 'Frame|Hub|Selector' -benchmem
+//	go test ./realtime/fanout -run '^$' -bench 'Frame|Hub|Selector' -benchmem
 
 func BenchmarkAppendFrame(b *testing.B) {
 	for _, size := range []int{32, 1024, 16 << 10} {
