@@ -104,8 +104,9 @@ type Listener struct {
 	cfg   Config
 	probe *prober // nil without Config.SendProbe
 
-	connected  atomic.Bool
-	reconnects atomic.Int64
+	connected     atomic.Bool
+	reconnects    atomic.Int64
+	notifications atomic.Int64
 }
 
 // New returns a listener; Run runs it.
@@ -123,6 +124,11 @@ func (l *Listener) Connected() bool { return l.connected.Load() }
 
 // Reconnects counts the connections opened after the first.
 func (l *Listener) Reconnects() int64 { return l.reconnects.Load() }
+
+// Notifications counts the notifications the listener has received on its
+// channel, its own and other nodes' wiring probes included. Its rate is the
+// cluster's rate of notifying commits on the channel, as this node drains it.
+func (l *Listener) Notifications() int64 { return l.notifications.Load() }
 
 // WiringProven reports whether the listener heard the latest wiring probe
 // (always true without a probe).
@@ -220,6 +226,7 @@ func (l *Listener) session(ctx context.Context) (listened bool, err error) {
 		cancel()
 		switch {
 		case err == nil:
+			l.notifications.Add(1)
 			if l.probe == nil || !l.probe.notified(n.Payload) {
 				l.cfg.Handle(n.Payload)
 			}
