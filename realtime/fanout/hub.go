@@ -113,9 +113,7 @@ func (h *Hub) Publish(events []*Event) {
 		if ev.Seq <= h.head {
 			continue
 		}
-		for sub := range h.exact[ev.Topic] {
-			h.offer(sub, ev)
-		}
+		h.offerAll(h.exact[ev.Topic], ev)
 		if len(h.prefix) > 0 {
 			// Every prefix of the topic that ends at a slash, shortest first.
 			// topic[:i+1] is a slice of the topic: the lookup allocates nothing.
@@ -124,19 +122,25 @@ func (h *Hub) Publish(events []*Event) {
 				if topic[i] != '/' {
 					continue
 				}
-				for sub := range h.prefix[topic[:i+1]] {
-					h.offer(sub, ev)
-				}
+				h.offerAll(h.prefix[topic[:i+1]], ev)
 			}
 		}
-		for p, subs := range h.loose {
+		for p, set := range h.loose {
 			if strings.HasPrefix(ev.Topic, p) {
-				for sub := range subs {
-					h.offer(sub, ev)
-				}
+				h.offerAll(set, ev)
 			}
 		}
 		h.head = ev.Seq
+	}
+}
+
+// offerAll offers ev to every subscriber in set.
+func (h *Hub) offerAll(set subscriberSet, ev *Event) {
+	if set.one != nil {
+		h.offer(set.one, ev)
+	}
+	for sub := range set.many {
+		h.offer(sub, ev)
 	}
 }
 
@@ -212,25 +216,45 @@ func (h *Hub) indexOf(sel Selector) subscriberIndex {
 }
 
 // subscriberIndex maps a selector's Topic to the subscribers holding it.
-type subscriberIndex map[string]map[*Subscriber]struct{}
+type subscriberIndex map[string]subscriberSet
+
+// subscriberSet is the subscribers holding one selector. Most selectors of
+// a node with many streams are held by one stream (users/42/inbox), so one
+// subscriber is kept without a map of its own: a map per selector would
+// cost four times the memory.
+type subscriberSet struct {
+	one  *Subscriber              // the only subscriber, while many is nil
+	many map[*Subscriber]struct{} // every subscriber, once there were two
+}
 
 func (x subscriberIndex) add(key string, sub *Subscriber) {
 	set := x[key]
-	if set == nil {
-		set = make(map[*Subscriber]struct{})
-		x[key] = set
+	switch {
+	case set.many != nil:
+		set.many[sub] = struct{}{}
+	case set.one == nil || set.one == sub:
+		set.one = sub
+	default:
+		set.many = map[*Subscriber]struct{}{set.one: {}, sub: {}}
+		set.one = nil
 	}
-	set[sub] = struct{}{}
+	x[key] = set
 }
 
 // remove drops sub from key's set, and the set once it is empty, so that the
 // index holds only what joined subscribers select. Removing what is not
-// there (a selector listed twice) does nothing.
+// there (a selector listed twice) does nothing. Removing while offerAll
+// ranges over the set is safe.
 func (x subscriberIndex) remove(key string, sub *Subscriber) {
-	if set := x[key]; set != nil {
-		delete(set, sub)
-		if len(set) == 0 {
+	set, ok := x[key]
+	switch {
+	case !ok:
+	case set.many != nil:
+		delete(set.many, sub)
+		if len(set.many) == 0 {
 			delete(x, key)
 		}
+	case set.one == sub:
+		delete(x, key)
 	}
 }
