@@ -117,6 +117,9 @@ func newMetrics(src metricSources) *metrics {
 	f(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "livepg_listener_reconnects_total", Help: "LISTEN connections opened after the first (failures, lifetime reached).",
 	}, func() float64 { return float64(src.listener.Reconnects()) }))
+	f(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "livepg_listener_notifications_total", Help: "Notifications the listener received (wiring probes included): the rate at which this node drains the cluster's NOTIFY queue.",
+	}, func() float64 { return float64(src.listener.Notifications()) }))
 	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "livepg_listener_connected", Help: "1 while the LISTEN connection is in place.",
 	}, func() float64 { return boolFloat(src.listener.Connected()) }))

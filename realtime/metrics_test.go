@@ -9,10 +9,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/livepg/livepg/realtime"
 	"github.com/livepg/livepg/realtime/ssetest"
+	"github.com/livepg/livepg/store"
 	"github.com/livepg/livepg/store/storetest"
 )
 
@@ -173,11 +175,22 @@ func TestMetricsCountLaggedAndCutOffSubscribers(t *testing.T) {
 	// The stuck client sends its request and never reads a byte.
 	stuckClient(t, n, "/v1/events?topic=stuck")
 	waitFor(t, "stream joined", func() bool { return metric(t, n.Node, "livepg_subscribers_live") == 1 })
-	blob := strings.Repeat("x", 256<<10)
-	for range 40 {
-		if _, err := n.Store.Publish(ctx, "stuck", "message", []byte(`"`+blob+`"`)); err != nil {
-			t.Fatal(err)
+	// 40 events of 256 KB in one transaction: the reader reads them in one
+	// batch and the hub routes them in one go, while no write to the stuck
+	// client is pending yet. The socket takes a few, the buffer 4: the rest
+	// overflow it whatever the machine's speed. (Published one at a time on
+	// a loaded machine, the write timeout could cut the stream off before
+	// enough of them were routed to overflow its buffer.)
+	blob := []byte(`"` + strings.Repeat("x", 256<<10) + `"`)
+	if err := n.Store.InTx(ctx, func(tx pgx.Tx) error {
+		for range 40 {
+			if _, err := store.PublishTx(ctx, tx, "stuck", "message", blob); err != nil {
+				return err
+			}
 		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 	waitFor(t, "stuck stream cut off", func() bool {
 		return metric(t, n.Node, "livepg_subscribers_cut_off_total") == 1

@@ -8,7 +8,7 @@ import (
 
 // The hot paths of delivery, measured with allocations:
 //
-//	go test ./realtime -run '^$' -bench 'Frame|Hub|Selector' -benchmem
+//	go test ./realtime/fanout -run '^$' -bench 'Frame|Hub|Selector' -benchmem
 
 func BenchmarkAppendFrame(b *testing.B) {
 	for _, size := range []int{32, 1024, 16 << 10} {
@@ -115,4 +115,62 @@ func BenchmarkSelectorMatch(b *testing.B) {
 			_, _ = ParseSelector("boards/*")
 		}
 	})
+}
+
+// BenchmarkHubRouteBesideBystanders routes one event on boards/42 to the one
+// subscriber that wants it, beside 20,000 bystanders holding 32 selectors
+// each that match nothing (the storm of issue 11 item 5: streams of
+// ?topic=none0/*&...&topic=none31/*, or the same with exact topics). ns/op
+// is the cost of routing one event; it must not grow with the bystanders.
+//
+//	go test -run '^$' -bench HubRouteBesideBystanders ./realtime/fanout
+func BenchmarkHubRouteBesideBystanders(b *testing.B) {
+	for _, kind := range []string{"prefix", "exact"} {
+		for _, bystanders := range []int{0, 20_000} {
+			b.Run(fmt.Sprintf("selectors=%s/bystanders=%dx32", kind, bystanders), func(b *testing.B) {
+				const buffer = 256
+				h := NewHub(0)
+				sels := make([]Selector, 32)
+				for i := range sels {
+					s := fmt.Sprintf("none%d/x%d", i, i)
+					if kind == "prefix" {
+						s = fmt.Sprintf("none%d/*", i)
+					}
+					sel, err := ParseSelector(s)
+					if err != nil {
+						b.Fatal(err)
+					}
+					sels[i] = sel
+				}
+				for range bystanders {
+					if ok, _ := h.Join(NewSubscriber(sels, buffer), 0); !ok {
+						b.Fatal("join refused")
+					}
+				}
+				want, _ := ParseSelector("boards/42")
+				receiver := NewSubscriber([]Selector{want}, buffer)
+				if ok, _ := h.Join(receiver, 0); !ok {
+					b.Fatal("join refused")
+				}
+				all := []*Subscriber{receiver}
+				ev := benchEvent(1)
+				events := []*Event{ev}
+				b.ReportAllocs()
+				b.ResetTimer()
+				for i := range b.N {
+					if i%buffer == buffer-1 {
+						b.StopTimer()
+						drainAll(all)
+						b.StartTimer()
+					}
+					ev.Seq = int64(i + 1)
+					h.Publish(events)
+				}
+				b.StopTimer()
+				if h.Subscribers() != bystanders+1 {
+					b.Fatalf("%d subscribers left the live flow", bystanders+1-h.Subscribers())
+				}
+			})
+		}
+	}
 }

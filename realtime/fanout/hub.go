@@ -5,15 +5,32 @@ import (
 	"sync"
 )
 
+// The hub's index: what it costs to route an event depends on the event's
+// topic and on the subscribers it reaches, never on how many subscribers
+// hold selectors that do not match it.
+//
+//   - exact selectors: a map from the topic to its subscribers;
+//   - prefix selectors (their Topic ends in a slash, "boards/"): a map from
+//     the prefix to its subscribers, looked up at each slash of the event's
+//     topic: "a/b/c" visits "a/" and "a/b/" only, whatever else is held;
+//   - a prefix Selector built by hand without the trailing slash (ParseSelector
+//     never makes one) cannot be found at a slash: it is kept apart and
+//     checked on every event, as before the index, so that the hub routes
+//     exactly as Selector.Match says for any selector.
+//
+// A subscriber matched by several selectors is offered the event once per
+// selector; offer keeps only the first (Subscriber.queued).
+
 // Hub routes each event to the subscribers whose selectors match it. It
 // never waits for a subscriber: each has a bounded buffer, and one whose
 // buffer is full is dropped from the live flow and told so (Subscriber.Lagged);
 // its owner catches up from the log and joins again.
 type Hub struct {
 	mu     sync.Mutex
-	head   int64 // seq of the last event routed: the node's place in the log
-	exact  map[string]map[*Subscriber]struct{}
-	prefix map[*Subscriber][]string // prefix selectors, with trailing slash
+	head   int64           // seq of the last event routed: the node's place in the log
+	exact  subscriberIndex // by exact topic
+	prefix subscriberIndex // by prefix selector, with its trailing slash
+	loose  subscriberIndex // by prefix selector without a trailing slash
 	count  int
 	lagged int64 // subscribers moved off the live flow, ever
 }
@@ -59,8 +76,9 @@ func (s *Subscriber) Lagged() <-chan struct{} { return s.lagged }
 func NewHub(head int64) *Hub {
 	return &Hub{
 		head:   head,
-		exact:  make(map[string]map[*Subscriber]struct{}),
-		prefix: make(map[*Subscriber][]string),
+		exact:  make(subscriberIndex),
+		prefix: make(subscriberIndex),
+		loose:  make(subscriberIndex),
 	}
 }
 
@@ -95,18 +113,34 @@ func (h *Hub) Publish(events []*Event) {
 		if ev.Seq <= h.head {
 			continue
 		}
-		for sub := range h.exact[ev.Topic] {
-			h.offer(sub, ev)
-		}
-		for sub, prefixes := range h.prefix {
-			for _, p := range prefixes {
-				if strings.HasPrefix(ev.Topic, p) {
-					h.offer(sub, ev)
-					break
+		h.offerAll(h.exact[ev.Topic], ev)
+		if len(h.prefix) > 0 {
+			// Every prefix of the topic that ends at a slash, shortest first.
+			// topic[:i+1] is a slice of the topic: the lookup allocates nothing.
+			topic := ev.Topic
+			for i := 0; i < len(topic); i++ {
+				if topic[i] != '/' {
+					continue
 				}
+				h.offerAll(h.prefix[topic[:i+1]], ev)
+			}
+		}
+		for p, set := range h.loose {
+			if strings.HasPrefix(ev.Topic, p) {
+				h.offerAll(set, ev)
 			}
 		}
 		h.head = ev.Seq
+	}
+}
+
+// offerAll offers ev to every subscriber in set.
+func (h *Hub) offerAll(set subscriberSet, ev *Event) {
+	if set.one != nil {
+		h.offer(set.one, ev)
+	}
+	for sub := range set.many {
+		h.offer(sub, ev)
 	}
 }
 
@@ -157,32 +191,70 @@ func (h *Hub) addLocked(sub *Subscriber) {
 	sub.joined = true
 	h.count++
 	for _, sel := range sub.selectors {
-		if sel.Prefix {
-			h.prefix[sub] = append(h.prefix[sub], sel.Topic)
-			continue
-		}
-		set := h.exact[sel.Topic]
-		if set == nil {
-			set = make(map[*Subscriber]struct{})
-			h.exact[sel.Topic] = set
-		}
-		set[sub] = struct{}{}
+		h.indexOf(sel).add(sel.Topic, sub)
 	}
 }
 
 func (h *Hub) removeLocked(sub *Subscriber) {
 	sub.joined = false
 	h.count--
-	delete(h.prefix, sub)
 	for _, sel := range sub.selectors {
-		if sel.Prefix {
-			continue
+		h.indexOf(sel).remove(sel.Topic, sub)
+	}
+}
+
+// indexOf is the index that holds sel.
+func (h *Hub) indexOf(sel Selector) subscriberIndex {
+	switch {
+	case !sel.Prefix:
+		return h.exact
+	case strings.HasSuffix(sel.Topic, "/"):
+		return h.prefix
+	default:
+		return h.loose
+	}
+}
+
+// subscriberIndex maps a selector's Topic to the subscribers holding it.
+type subscriberIndex map[string]subscriberSet
+
+// subscriberSet is the subscribers holding one selector. Most selectors of
+// a node with many streams are held by one stream (users/42/inbox), so one
+// subscriber is kept without a map of its own: a map per selector would
+// cost four times the memory.
+type subscriberSet struct {
+	one  *Subscriber              // the only subscriber, while many is nil
+	many map[*Subscriber]struct{} // every subscriber, once there were two
+}
+
+func (x subscriberIndex) add(key string, sub *Subscriber) {
+	set := x[key]
+	switch {
+	case set.many != nil:
+		set.many[sub] = struct{}{}
+	case set.one == nil || set.one == sub:
+		set.one = sub
+	default:
+		set.many = map[*Subscriber]struct{}{set.one: {}, sub: {}}
+		set.one = nil
+	}
+	x[key] = set
+}
+
+// remove drops sub from key's set, and the set once it is empty, so that the
+// index holds only what joined subscribers select. Removing what is not
+// there (a selector listed twice) does nothing. Removing while offerAll
+// ranges over the set is safe.
+func (x subscriberIndex) remove(key string, sub *Subscriber) {
+	set, ok := x[key]
+	switch {
+	case !ok:
+	case set.many != nil:
+		delete(set.many, sub)
+		if len(set.many) == 0 {
+			delete(x, key)
 		}
-		if set := h.exact[sel.Topic]; set != nil {
-			delete(set, sub)
-			if len(set) == 0 {
-				delete(h.exact, sel.Topic)
-			}
-		}
+	case set.one == sub:
+		delete(x, key)
 	}
 }

@@ -56,7 +56,8 @@ type Config struct {
 	// listener reports itself not ready.
 	ProbeInterval, ProbeTimeout time.Duration
 	// PingAfter is how long the connection may stay quiet before a ping
-	// checks that it is still alive.
+	// checks that it is still alive (between once and twice this long: it
+	// is pinged after a period of PingAfter in which nothing arrived).
 	PingAfter time.Duration
 	// MaxLifetime ends a connection after this long and opens a new one
 	// managed Postgres proxies cut long-lived connections
@@ -104,8 +105,9 @@ type Listener struct {
 	cfg   Config
 	probe *prober // nil without Config.SendProbe
 
-	connected  atomic.Bool
-	reconnects atomic.Int64
+	connected     atomic.Bool
+	reconnects    atomic.Int64
+	notifications atomic.Int64
 }
 
 // New returns a listener; Run runs it.
@@ -123,6 +125,11 @@ func (l *Listener) Connected() bool { return l.connected.Load() }
 
 // Reconnects counts the connections opened after the first.
 func (l *Listener) Reconnects() int64 { return l.reconnects.Load() }
+
+// Notifications counts the notifications the listener has received on its
+// channel, its own and other nodes' wiring probes included. Its rate is the
+// cluster's rate of notifying commits on the channel, as this node drains it.
+func (l *Listener) Notifications() int64 { return l.notifications.Load() }
 
 // WiringProven reports whether the listener heard the latest wiring probe
 // (always true without a probe).
@@ -215,16 +222,17 @@ func (l *Listener) session(ctx context.Context) (listened bool, err error) {
 		if wait <= 0 {
 			return true, nil
 		}
+		// One wait serves every notification until it ends: a context per
+		// notification was most of the cost of draining a busy queue.
 		wctx, cancel := context.WithTimeout(ctx, wait)
-		n, err := conn.WaitForNotification(wctx)
+		received, err := l.receive(wctx, conn)
 		cancel()
 		switch {
-		case err == nil:
-			if l.probe == nil || !l.probe.notified(n.Payload) {
-				l.cfg.Handle(n.Payload)
-			}
 		case ctx.Err() != nil:
 			return true, nil
+		case received > 0 && (errors.Is(err, context.DeadlineExceeded) || pgconn.Timeout(err)):
+			// Busy: the connection is alive. (A ping now would wait behind
+			// whatever backlog the server is still sending.)
 		case errors.Is(err, context.DeadlineExceeded) || pgconn.Timeout(err):
 			// Quiet for a while: make sure the connection is still there.
 			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -235,6 +243,22 @@ func (l *Listener) session(ctx context.Context) (listened bool, err error) {
 			}
 		default:
 			return true, fmt.Errorf("listener wait: %w", err)
+		}
+	}
+}
+
+// receive hands every notification to the handler until ctx ends or the
+// connection fails, and returns how many it received.
+func (l *Listener) receive(ctx context.Context, conn *pgx.Conn) (received int, err error) {
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return received, err
+		}
+		received++
+		l.notifications.Add(1)
+		if l.probe == nil || !l.probe.notified(n.Payload) {
+			l.cfg.Handle(n.Payload)
 		}
 	}
 }
