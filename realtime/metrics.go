@@ -25,6 +25,7 @@ type metrics struct {
 	// The reader's: events it read and their lag.
 	publishedEvents prometheus.Counter
 	lag             prometheus.Histogram
+	historyResets   prometheus.Counter
 	// queueUsageBits is the float64 bits of the last
 	// pg_notification_queue_usage(), set by the stats poll.
 	queueUsageBits atomic.Uint64
@@ -94,6 +95,10 @@ func newMetrics(src metricSources) *metrics {
 		Name: "livepg_events_read_total", Help: "Committed events the reader read from the log and routed to the hub.",
 	})
 	f(m.publishedEvents)
+	m.historyResets = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "livepg_history_resets_total", Help: "Times the reader found its place no longer in the log's history (a restored backup, a failover to a replica that lost the last commits) and told every open stream to reset.",
+	})
+	f(m.historyResets)
 	m.lag = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "livepg_event_lag_seconds",
 		Help:    "From an event's commit (committed_at, the database's clock) to the reader routing it to the hub, once per event per node.",

@@ -93,6 +93,7 @@ func (n *Node) Start(ctx context.Context) error {
 		return fmt.Errorf("start node: %w", err)
 	}
 	hub := fanout.NewHub(bounds.Head)
+	hub.Reset(bounds.Epoch, bounds.Head) // no subscriber yet: this only names the history
 	n.hub.Store(hub)
 	n.engine.Store(stream.New(stream.Config{
 		Log:           n.store,
@@ -170,12 +171,14 @@ func (n *Node) Streams() int64 {
 
 // Ready reports why the node cannot serve live events, or nil: the
 // listener is down, or has not proven that it hears what the pool sends
-// (see pglisten/probe.go), or the database does not answer.
+// (see pglisten/probe.go), or the database does not answer, or it answers
+// but cannot take writes (a standby: during a failover, until the pool
+// reaches the promoted one).
 func (n *Node) Ready(ctx context.Context) error {
 	if err := n.listener.Ready(); err != nil {
 		return err
 	}
-	if err := n.store.Ping(ctx); err != nil {
+	if err := n.store.CheckWritable(ctx); err != nil {
 		return fmt.Errorf("database: %w", err)
 	}
 	return nil
@@ -199,17 +202,30 @@ func (n *Node) readLoop(ctx context.Context, hub *fanout.Hub) {
 	}
 }
 
-// readLog reads everything after the hub's head, in batches.
+// readLog reads everything after the hub's head, in batches. Each read
+// first checks, in the same snapshot, that the hub's place is still in the
+// log's history: after a restore or a failover to a replica that lost the
+// tail, the database's log is behind the node or another history; the hub
+// then moves to the log's head and every open stream tells its client to
+// reset (fanout.Hub.Reset).
 func (n *Node) readLog(ctx context.Context, hub *fanout.Hub) error {
 	for {
-		rows, err := n.store.ReadAfter(ctx, hub.Head(), n.cfg.BatchSize)
+		view := hub.View()
+		history, rows, err := n.store.ReadHistory(ctx, view.Epoch, view.Head, n.cfg.BatchSize)
 		if err != nil {
 			return err
+		}
+		if !history.InHistory {
+			n.log.Warn("the log's history changed under the node (a restored backup, a failover to a replica that lost the last commits?): its streams are told to reset",
+				"node_at", view.ID().String(), "log_head", fanout.EventID{Seq: history.Head, Epoch: history.Epoch}.String())
+			n.metrics.historyResets.Inc()
+			hub.Reset(history.Epoch, history.Head)
+			continue
 		}
 		events := make([]*fanout.Event, len(rows))
 		now := time.Now()
 		for i, row := range rows {
-			events[i] = fanout.NewEvent(row.Seq, row.Type, row.Topic, row.Data, row.CommittedAt)
+			events[i] = fanout.NewEvent(fanout.EventID{Seq: row.Seq, Epoch: history.Epoch}, row.Type, row.Topic, row.Data, row.CommittedAt)
 			// Lag is measured here, once per event, not per subscriber: the
 			// fan-out stays free of it.
 			n.metrics.lag.Observe(max(now.Sub(row.CommittedAt), 0).Seconds())

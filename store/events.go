@@ -68,17 +68,93 @@ type LogBounds struct {
 	PrunedThrough int64
 	// Head: the highest committed seq.
 	Head int64
+	// Epoch names the log's current history (see migrations/00006_history.sql):
+	// an event id is its seq and an epoch of its history.
+	Epoch string
 }
 
-// Bounds reads both ends of the log in one snapshot.
+// Bounds reads both ends of the log, and its epoch, in one snapshot.
 func (s *Store) Bounds(ctx context.Context) (LogBounds, error) {
-	var b LogBounds
-	err := s.Pool.QueryRow(ctx,
-		`SELECT pruned_through, livepg.head() FROM livepg.state`).Scan(&b.PrunedThrough, &b.Head)
+	h, err := s.Position(ctx, "", -1)
 	if err != nil {
-		return b, fmt.Errorf("read log bounds: %w", err)
+		return LogBounds{}, fmt.Errorf("read log bounds: %w", err)
 	}
-	return b, nil
+	return h.LogBounds, nil
+}
+
+// History is where the log is, and whether an id is in its history.
+type History struct {
+	LogBounds
+	// InHistory: the id asked about names an event of the log's current
+	// history (or the head before any event): its epoch is the current one
+	// or an ancestor, and its seq is no higher than what the current history
+	// inherited from that epoch. It says nothing of pruning: compare the
+	// seq with PrunedThrough.
+	InHistory bool
+}
+
+// Position reads the log's bounds and checks that the id (epoch, seq) is in
+// its current history, in one snapshot. An empty epoch is a plain-number id
+// from before epochs: a seq of the current history. A negative seq asks
+// nothing (InHistory is false).
+func (s *Store) Position(ctx context.Context, epoch string, seq int64) (History, error) {
+	var h History
+	err := s.Pool.QueryRow(ctx, `SELECT epoch, head, pruned_through, valid FROM livepg.position($1, $2)`,
+		nullIfEmpty(epoch), nullIfNegative(seq)).Scan(&h.Epoch, &h.Head, &h.PrunedThrough, &h.InHistory)
+	if err != nil {
+		return h, fmt.Errorf("read log position: %w", err)
+	}
+	return h, nil
+}
+
+// ReadHistory is the node's read of the log: in one snapshot, whether its
+// place (epoch, after) is still in the log's history (see Position) and, if
+// it is, up to limit committed events with seq > after, in seq order. The
+// events belong to the history named by the returned Epoch.
+func (s *Store) ReadHistory(ctx context.Context, epoch string, after int64, limit int) (History, []Event, error) {
+	rows, err := s.Pool.Query(ctx,
+		`SELECT p.epoch, p.head, p.pruned_through, p.valid, e.seq, e.topic, e.type, e.data, e.committed_at
+		   FROM livepg.position($1, $2) p
+		   LEFT JOIN LATERAL (SELECT `+eventColumns+` FROM livepg.events
+		                       WHERE seq > $2 ORDER BY seq LIMIT $3) e ON p.valid
+		  ORDER BY e.seq`,
+		nullIfEmpty(epoch), after, limit)
+	if err != nil {
+		return History{}, nil, fmt.Errorf("read events after %d: %w", after, err)
+	}
+	defer rows.Close()
+	var h History
+	var events []Event
+	for rows.Next() {
+		var seq *int64
+		var topic, typ *string
+		var data []byte
+		var at *time.Time
+		if err := rows.Scan(&h.Epoch, &h.Head, &h.PrunedThrough, &h.InHistory, &seq, &topic, &typ, &data, &at); err != nil {
+			return History{}, nil, fmt.Errorf("read events after %d: %w", after, err)
+		}
+		if seq != nil {
+			events = append(events, Event{Seq: *seq, Topic: *topic, Type: *typ, Data: data, CommittedAt: *at})
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return History{}, nil, fmt.Errorf("read events after %d: %w", after, err)
+	}
+	return h, events, nil
+}
+
+func nullIfEmpty(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+func nullIfNegative(n int64) *int64 {
+	if n < 0 {
+		return nil
+	}
+	return &n
 }
 
 // Publish records one event and commits it, returning its seq.

@@ -18,7 +18,7 @@ func BenchmarkAppendFrame(b *testing.B) {
 			b.SetBytes(int64(len(data)))
 			var buf []byte
 			for i := range b.N {
-				buf = AppendFrame(buf[:0], int64(i), "update", "boards/42", data)
+				buf = AppendFrame(buf[:0], EventID{Seq: int64(i), Epoch: "0123456789ab"}, "update", "boards/42", data)
 			}
 		})
 	}
@@ -35,7 +35,7 @@ func newBenchHub(subs, buffer int, topic string) (*Hub, []*Subscriber) {
 			panic(err)
 		}
 		all[i] = NewSubscriber([]Selector{sel}, buffer)
-		if ok, _ := h.Join(all[i], 0); !ok {
+		if ok, _ := h.Join(all[i], 0, 0); !ok {
 			panic("join refused")
 		}
 	}

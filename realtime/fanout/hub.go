@@ -11,7 +11,9 @@ import (
 // its owner catches up from the log and joins again.
 type Hub struct {
 	mu     sync.Mutex
-	head   int64 // seq of the last event routed: the node's place in the log
+	head   int64  // seq of the last event routed: the node's place in the log
+	epoch  string // the epoch of the history the node's place is in
+	gen    uint64 // how many times Reset moved the node to another history
 	exact  map[string]map[*Subscriber]struct{}
 	prefix map[*Subscriber][]string // prefix selectors, with trailing slash
 	count  int
@@ -64,6 +66,47 @@ func NewHub(head int64) *Hub {
 	}
 }
 
+// View is the hub's place in the log: the id of the last event routed, and
+// the generation of its view of the log's history.
+type View struct {
+	Head  int64
+	Epoch string
+	// Gen changes each time Reset moves the hub to another history: a
+	// position read under an older Gen may belong to a history the node
+	// has left.
+	Gen uint64
+}
+
+// ID is the view's place as an event id.
+func (v View) ID() EventID { return EventID{Seq: v.Head, Epoch: v.Epoch} }
+
+// View returns the hub's place in the log.
+func (h *Hub) View() View {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return View{Head: h.head, Epoch: h.epoch, Gen: h.gen}
+}
+
+// Reset moves the hub to the log's current history at head, when the node
+// finds that its place is no longer in the log's history (a restored backup,
+// a promoted replica that lost the tail): every subscriber is dropped from
+// the live flow and signalled (Lagged); the generation changes, so that
+// Join refuses them until their owner has told its client to reset.
+func (h *Hub) Reset(epoch string, head int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.gen++
+	h.head, h.epoch = head, epoch
+	for _, set := range h.exact {
+		for sub := range set {
+			h.dropLocked(sub)
+		}
+	}
+	for sub := range h.prefix {
+		h.dropLocked(sub)
+	}
+}
+
 // Head is the seq of the last event routed.
 func (h *Hub) Head() int64 {
 	h.mu.Lock()
@@ -107,6 +150,7 @@ func (h *Hub) Publish(events []*Event) {
 			}
 		}
 		h.head = ev.Seq
+		h.epoch = ev.Epoch
 	}
 }
 
@@ -122,26 +166,38 @@ func (h *Hub) offer(sub *Subscriber, ev *Event) {
 		sub.queued = ev.Seq
 	default:
 		h.lagged++
-		h.removeLocked(sub)
-		select {
-		case sub.lagged <- struct{}{}:
-		default:
-		}
+		h.dropLocked(sub)
+	}
+}
+
+// dropLocked takes sub off the live flow and signals it to catch up.
+func (h *Hub) dropLocked(sub *Subscriber) {
+	if !sub.joined {
+		return
+	}
+	h.removeLocked(sub)
+	select {
+	case sub.lagged <- struct{}{}:
+	default:
 	}
 }
 
 // Join adds sub to the live flow if the hub has routed nothing after cursor,
-// the seq through which sub has everything. Otherwise it returns false and
-// the head, and the caller first reads (cursor, head] from the log.
-func (h *Hub) Join(sub *Subscriber, cursor int64) (bool, int64) {
+// the seq through which sub has everything, and its view of the log's
+// history is still gen (see View). Otherwise it returns false and the
+// view: with the same Gen, the caller first reads (cursor, Head] from the
+// log; with another, its cursor is from a history the node has left, and
+// its client must be told to reset.
+func (h *Hub) Join(sub *Subscriber, cursor int64, gen uint64) (bool, View) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.head > cursor {
-		return false, h.head
+	v := View{Head: h.head, Epoch: h.epoch, Gen: h.gen}
+	if h.head > cursor || gen != h.gen {
+		return false, v
 	}
 	sub.queued = cursor
 	h.addLocked(sub)
-	return true, h.head
+	return true, v
 }
 
 // Leave removes sub from the live flow, if it is there.

@@ -21,9 +21,11 @@ type Event struct {
 	Data string
 }
 
-// Seq is the event's id as a number (0 if it has none).
+// Seq is the seq in the event's id ('<seq>-<epoch>', or a plain '<seq>'),
+// 0 if it has none.
 func (e Event) Seq() int64 {
-	n, _ := strconv.ParseInt(e.ID, 10, 64)
+	seq, _, _ := strings.Cut(e.ID, "-")
+	n, _ := strconv.ParseInt(seq, 10, 64)
 	return n
 }
 
