@@ -208,6 +208,7 @@ func (e *Engine) run(ctx context.Context, out streamOut, req Request) {
 		sub:    fanout.NewSubscriber(req.Selectors, e.cfg.Buffer),
 		cursor: req.Start.Seq,
 		gen:    req.Gen,
+		sent:   req.Start,
 	}
 	defer e.cfg.Hub.Leave(s.sub)
 	err := s.run(ctx, req)
@@ -249,6 +250,9 @@ type stream struct {
 	// in the history the hub's generation gen names.
 	cursor int64
 	gen    uint64
+	// sent is the id the client would resume from now: the last event (or
+	// reset) written, or where the stream started.
+	sent   fanout.EventID
 	resets int64 // event: reset frames written
 	buf    []byte
 	// delivered counts the events written, for the stream's closing log line.
@@ -293,8 +297,13 @@ func (s *stream) run(ctx context.Context, req Request) error {
 			}
 		case <-s.sub.Lagged():
 			// Fallen behind the live flow: send what is queued, then read the
-			// rest from the log and join again.
-			if err := s.writeLive(ctx, nil); err != nil {
+			// rest from the log and join again. Unless the node left its
+			// history (Hub.Reset): then what is queued may be events the
+			// log no longer has, and catchUp finds out what the client
+			// needs.
+			if cfg.Hub.View().Gen != s.gen {
+				s.discardQueued()
+			} else if err := s.writeLive(ctx, nil); err != nil {
 				return err
 			}
 			if err := s.catchUp(ctx); err != nil {
@@ -325,8 +334,21 @@ func (s *stream) catchUp(ctx context.Context) error {
 		if view.Gen != s.gen {
 			// The node found that its place was no longer in the log's
 			// history (a restored backup, a promoted replica that lost the
-			// tail) and moved to the new history's head: the stream's
-			// cursor may name events the log no longer has.
+			// tail) and moved to the new history's head. If what the client
+			// has is still in the log's history, the stream goes on from
+			// there, reading the new history; if not, the client is told to
+			// reset.
+			h, err := cfg.Log.Position(ctx, s.sent.Epoch, s.sent.Seq)
+			if err != nil {
+				if ctx.Err() != nil {
+					return errClientGone
+				}
+				return fmt.Errorf("catch up: %w: %w", errLogRead, err)
+			}
+			if h.InHistory && s.sent.Seq >= h.PrunedThrough {
+				s.cursor, s.gen = s.sent.Seq, view.Gen
+				continue
+			}
 			if err := s.resetTo(view.ID(), view.Gen); err != nil {
 				return err
 			}
@@ -356,8 +378,9 @@ func (s *stream) catchUp(ctx context.Context) error {
 			cfg.Metrics.CatchUpBatch.Observe(float64(len(rows)))
 			s.buf = s.buf[:0]
 			for _, row := range rows {
-				s.buf = fanout.AppendFrame(s.buf, fanout.EventID{Seq: row.Seq, Epoch: view.Epoch}, row.Type, row.Topic, row.Data)
-				s.cursor = row.Seq
+				id := fanout.EventID{Seq: row.Seq, Epoch: view.Epoch}
+				s.buf = fanout.AppendFrame(s.buf, id, row.Type, row.Topic, row.Data)
+				s.cursor, s.sent = row.Seq, id
 			}
 			if len(rows) < batch {
 				s.cursor = view.Head
@@ -390,7 +413,7 @@ func (s *stream) prunedPast(ctx context.Context, from int64) (*fanout.EventID, e
 // resetTo tells the client to reset: it has missed events it can no longer
 // get, and the stream continues after to.
 func (s *stream) resetTo(to fanout.EventID, gen uint64) error {
-	s.cursor, s.gen = to.Seq, gen
+	s.cursor, s.gen, s.sent = to.Seq, gen, to
 	s.resets++
 	s.e.cfg.Logger.Info("stream reset", "to", to.String())
 	return s.write(fanout.ResetFrame(to))
@@ -422,6 +445,7 @@ func (s *stream) writeLive(ctx context.Context, ev *fanout.Event) error {
 				return err
 			}
 			s.cursor = ev.Seq
+			s.sent = fanout.EventID{Seq: ev.Seq, Epoch: ev.Epoch}
 			events++
 			bytes += len(ev.Frame)
 		}
@@ -435,6 +459,18 @@ func (s *stream) writeLive(ctx context.Context, ev *fanout.Event) error {
 		}
 		s.counted(events, bytes)
 		return nil
+	}
+}
+
+// discardQueued drops the events the hub queued for the stream before it
+// was dropped from the live flow.
+func (s *stream) discardQueued() {
+	for {
+		select {
+		case <-s.sub.Events():
+		default:
+			return
+		}
 	}
 }
 
