@@ -57,6 +57,11 @@ func Open(t testing.TB, url, lastEventID string) *Stream {
 
 // Dial connects to url; the caller closes the stream.
 func Dial(ctx context.Context, url, lastEventID string) (*Stream, error) {
+	return DialClient(ctx, http.DefaultClient, url, lastEventID)
+}
+
+// DialClient is Dial through client (a slow reader's, say).
+func DialClient(ctx context.Context, client *http.Client, url, lastEventID string) (*Stream, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
@@ -67,7 +72,7 @@ func Dial(ctx context.Context, url, lastEventID string) (*Stream, error) {
 	if lastEventID != "" {
 		req.Header.Set("Last-Event-ID", lastEventID)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		cancel()
 		return nil, err
