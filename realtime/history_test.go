@@ -360,7 +360,6 @@ func TestPruneDuringACatchUpResetsTheSlowReader(t *testing.T) {
 				_ = c.(*net.TCPConn).SetReadBuffer(64 << 10) // fixed: no autotuning to absorb the log
 				return gatedConn{Conn: c, gate: gate}, nil
 			}}}
-			t.Logf("published %s", time.Now().Format(time.StampMilli))
 			var s *ssetest.Stream
 			var dialErr error
 			var wg sync.WaitGroup
@@ -386,7 +385,6 @@ func TestPruneDuringACatchUpResetsTheSlowReader(t *testing.T) {
 					return err == nil && pruned >= total
 				})
 			}
-			t.Logf("pruned %s", time.Now().Format(time.StampMilli))
 			close(gate)
 			wg.Wait()
 			if dialErr != nil {
@@ -415,12 +413,11 @@ func TestPruneDuringACatchUpResetsTheSlowReader(t *testing.T) {
 			if reset := got[len(got)-1]; reset.Seq() < int64(len(got)-1) {
 				t.Fatalf("reset at %s, behind the events received", reset.ID)
 			}
-			t.Logf("reset read %s", time.Now().Format(time.StampMilli))
 			publishN(t, db, "p", "after", 1)
 			if ev := s.Next(t, 60*time.Second); ev.Seq() != total+1 {
 				t.Fatalf("after the reset: %+v, want event %d", ev, total+1)
 			}
-			t.Logf("the slow reader received %d of %d events, then a reset %s", len(got)-1, total, time.Now().Format(time.StampMilli))
+			t.Logf("the slow reader received %d of %d events, then a reset", len(got)-1, total)
 		})
 	}
 }
