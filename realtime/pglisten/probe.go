@@ -153,7 +153,7 @@ const sendRetry = time.Second
 
 // probe sends one probe and waits for it. It returns again if a new LISTEN
 // session began meanwhile, which needs a probe of its own, and sendFailed
-// if the pool could not send it.
+// if the pool refused to send it before the timeout.
 func (p *prober) probe(ctx context.Context) (again, sendFailed bool) {
 	// Drop earlier signals first: this probe covers the session read below,
 	// and a session that begins after it kicks again.
@@ -170,12 +170,16 @@ func (p *prober) probe(ctx context.Context) (again, sendFailed bool) {
 
 	sctx, cancel := context.WithTimeout(ctx, p.timeout)
 	err := p.send(sctx, probePrefix+p.id+":"+strconv.FormatInt(n, 10))
+	timedOut := sctx.Err() != nil
 	cancel()
 	if err != nil {
 		if ctx.Err() == nil {
 			p.fail(session, n, fmt.Errorf("send wiring probe through the pool (DATABASE_URL must reach the primary, not a read replica): %w", err))
 		}
-		return false, true
+		// Refused at once (a database restarting, a standby not yet
+		// promoted) is worth retrying soon; a pool that gave no connection
+		// for the whole timeout is not.
+		return false, !timedOut
 	}
 	timeout := time.NewTimer(p.timeout)
 	defer timeout.Stop()
