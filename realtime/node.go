@@ -215,9 +215,16 @@ func (n *Node) readLog(ctx context.Context, hub *fanout.Hub) error {
 		if err != nil {
 			return err
 		}
-		if !history.InHistory {
-			n.log.Warn("the log's history changed under the node (a restored backup, a failover to a replica that lost the last commits?): its streams are told to reset",
-				"node_at", view.ID().String(), "log_head", fanout.EventID{Seq: history.Head, Epoch: history.Epoch}.String())
+		if !history.InHistory || history.PrunedThrough > view.Head {
+			if !history.InHistory {
+				n.log.Warn("the log's history changed under the node (a restored backup, a failover to a replica that lost the last commits?): its streams are told to reset",
+					"node_at", view.ID().String(), "log_head", fanout.EventID{Seq: history.Head, Epoch: history.Epoch}.String())
+			} else {
+				// Events after the node's head were pruned (or truncated)
+				// before it read them: its streams never got them.
+				n.log.Warn("the log was pruned past the node's head before it read the events there (a retention shorter than the node's lag?): its streams are told to reset",
+					"node_at", view.ID().String(), "pruned_through", history.PrunedThrough)
+			}
 			n.metrics.historyResets.Inc()
 			hub.Reset(history.Epoch, history.Head)
 			continue
