@@ -600,3 +600,37 @@ func goroutinesWith(fns ...string) int {
 	}
 	return n
 }
+
+// Events pruned before the node's reader got to them (a retention shorter
+// than the node's lag) never reached its live streams: they are told to
+// reset, not left to skip them. The node's pool is held so that its reader
+// cannot read while five events are committed and pruned.
+func TestEventsPrunedBeforeTheNodeReadThemResetItsStreams(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := storetest.NewDatabase(t)
+	poolURL := mustParse(t, db)
+	q := poolURL.Query()
+	q.Set("pool_max_conns", "1")
+	poolURL.RawQuery = q.Encode()
+	n := startNode(t, poolURL.String(), realtime.Config{ListenURL: db, PollInterval: time.Hour})
+	publishN(t, db, "pr", "seen", 2)
+	f := &record{f: ssetest.Follow(t, []string{n.URL}, "/v1/events?topic=pr", "0")}
+	f.until(t, "the first events", reachedSeq(2, false))
+
+	held, err := n.Store.Pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, db, "pr", "pruned", 5) // 3-7, gone before the node reads them
+	queryOrExec(t, db, `SELECT livepg.prune('0 seconds')`)
+	publishN(t, db, "pr", "after", 1) // 8
+	held.Release()
+
+	f.until(t, "a reset and event 8", reachedSeq(8, true))
+	log := logOf(t, db, "pr")
+	checkRecord(t, "live page", f.events, log, 0, true)
+	if metric(t, n.Node, "livepg_history_resets_total") < 1 {
+		t.Fatal("livepg_history_resets_total did not count the reset")
+	}
+}
