@@ -12,7 +12,11 @@
 // Its guarantee: every subscriber receives exactly the committed events
 // matching its topics, in commit order, each once — across reconnects,
 // node switches, listener reconnects and PostgreSQL restarts — or, when its
-// resume point is gone, event: reset before anything else.
+// resume point is gone (pruned, truncated, or in a history of the log that a
+// restored backup or a failover left behind), event: reset before anything
+// else. Event ids are '<seq>-<epoch>', the epoch naming the log's history
+// (migrations/00006_history.sql); node.go checks the node's own place in it
+// at every read of the log.
 //
 // The node is built from parts that each own one job:
 //

@@ -4,8 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 
+	"github.com/livepg/livepg/realtime/fanout"
 	"github.com/livepg/livepg/realtime/internal/stream"
 )
 
@@ -69,7 +69,7 @@ func (n *Node) ServeEvents(w http.ResponseWriter, r *http.Request) {
 
 	// Find the start before answering, so that a client that has the
 	// response headers gets every event committed after it had them.
-	start, reset, err := engine.Position(r.Context(), cursor, resume)
+	start, gen, reset, err := engine.Position(r.Context(), cursor, resume)
 	if err != nil {
 		place.Release()
 		n.log.Error("stream start", "err", err)
@@ -77,7 +77,7 @@ func (n *Node) ServeEvents(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusServiceUnavailable, "event log unavailable")
 		return
 	}
-	engine.Serve(w, r, stream.Request{Topics: topics, Selectors: selectors, Resume: resume, Start: start, Reset: reset, Expires: expires, Place: place})
+	engine.Serve(w, r, stream.Request{Topics: topics, Selectors: selectors, Resume: resume, Start: start, Gen: gen, Reset: reset, Expires: expires, Place: place})
 }
 
 func parseSelectors(topics []string, max int) ([]Selector, error) {
@@ -101,30 +101,31 @@ func parseSelectors(topics []string, max int) ([]Selector, error) {
 // parseResumePoint reads the Last-Event-ID header, which a reconnecting
 // EventSource sends, or else the lastEventId query parameter, which a page
 // sets on its first connect.
-func parseResumePoint(r *http.Request) (seq int64, ok bool, err error) {
+func parseResumePoint(r *http.Request) (id EventID, ok bool, err error) {
 	v := r.Header.Get("Last-Event-ID")
 	if v == "" {
 		v = r.URL.Query().Get("lastEventId")
 	}
 	if v == "" {
-		return 0, false, nil
+		return id, false, nil
 	}
 	return ParseEventID(v)
 }
 
-// ParseEventID parses a resume point: a seq, a decimal integer >= 0.
-func ParseEventID(v string) (seq int64, ok bool, err error) {
-	digits := v != ""
-	for i := 0; i < len(v); i++ {
-		digits = digits && '0' <= v[i] && v[i] <= '9'
+// EventID is an event's id on the stream: its seq and the epoch of the
+// log's history it belongs to, written '<seq>-<epoch>' (see
+// migrations/00006_history.sql); a plain '<seq>' is an id from before
+// epochs. Clients treat it as an opaque string.
+type EventID = fanout.EventID
+
+// ParseEventID parses a resume point: the id of an event ('<seq>-<epoch>',
+// as streams and livepg.head() write it), or a plain seq from before epochs.
+func ParseEventID(v string) (id EventID, ok bool, err error) {
+	id, err = fanout.ParseEventID(v)
+	if err != nil {
+		return id, false, fmt.Errorf("invalid Last-Event-ID %q: want the id of an event (<seq>-<epoch>, or a plain <seq> >= 0)", truncate(v, 40))
 	}
-	if digits {
-		seq, err = strconv.ParseInt(v, 10, 64)
-	}
-	if !digits || err != nil {
-		return 0, false, fmt.Errorf("invalid Last-Event-ID %q: want the id of an event, a decimal integer >= 0", truncate(v, 40))
-	}
-	return seq, true, nil
+	return id, true, nil
 }
 
 func truncate(s string, n int) string {

@@ -27,6 +27,7 @@ type metrics struct {
 	lag             prometheus.Histogram
 	// omitted counts events routed as placeholders, by reason.
 	omitted *prometheus.CounterVec
+	historyResets   prometheus.Counter
 	// queueUsageBits is the float64 bits of the last
 	// pg_notification_queue_usage(), set by the stats poll.
 	queueUsageBits atomic.Uint64
@@ -105,6 +106,10 @@ func newMetrics(src metricSources) *metrics {
 		Name: "livepg_events_omitted_total", Help: "Events the reader routed as placeholders (event: livepg.omitted) without their data, by reason: too_large (over livepg.limits.max_event_size), unreadable (the database failed to read it).",
 	}, []string{"reason"})
 	f(m.omitted)
+	m.historyResets = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "livepg_history_resets_total", Help: "Times the reader found its place no longer in the log's history (a restored backup, a failover to a replica that lost the last commits) and told every open stream to reset.",
+	})
+	f(m.historyResets)
 	m.lag = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "livepg_event_lag_seconds",
 		Help:    "From an event's commit (committed_at, the database's clock) to the reader routing it to the hub, once per event per node.",

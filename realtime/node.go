@@ -131,6 +131,7 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	n.catchUp = &store.Store{Pool: catchUpPool}
 	hub := fanout.NewHub(bounds.Head)
+	hub.Reset(bounds.Epoch, bounds.Head) // no subscriber yet: this only names the history
 	n.hub.Store(hub)
 	n.engine.Store(stream.New(stream.Config{
 		Log:                 catchUpLog{bounds: n.store, read: n.catchUp},
@@ -206,6 +207,10 @@ type catchUpLog struct {
 
 func (l catchUpLog) Bounds(ctx context.Context) (store.LogBounds, error) { return l.bounds.Bounds(ctx) }
 
+func (l catchUpLog) Position(ctx context.Context, epoch string, seq int64) (store.History, error) {
+	return l.bounds.Position(ctx, epoch, seq)
+}
+
 func (l catchUpLog) ReadMatching(ctx context.Context, after, through int64, exact, prefixes []string, limit int, maxBytes int64) ([]store.Event, error) {
 	return l.read.ReadMatching(ctx, after, through, exact, prefixes, limit, maxBytes)
 }
@@ -229,7 +234,9 @@ func (n *Node) Streams() int64 {
 // Ready reports why the node cannot serve live events, or nil: the
 // listener is down, or has not proven that it hears what the pool sends
 // (see pglisten/probe.go), or the log reader's reads have failed for three
-// poll intervals (its head stopped), or the database does not answer.
+// poll intervals (its head stopped), or the database does not answer, or it
+// answers but cannot take writes (a standby: during a failover, until the
+// pool reaches the promoted one).
 func (n *Node) Ready(ctx context.Context) error {
 	if err := n.listener.Ready(); err != nil {
 		return err
@@ -237,7 +244,7 @@ func (n *Node) Ready(ctx context.Context) error {
 	if err := n.readerStalled(); err != nil {
 		return err
 	}
-	if err := n.store.Ping(ctx); err != nil {
+	if err := n.store.CheckWritable(ctx); err != nil {
 		return fmt.Errorf("database: %w", err)
 	}
 	return nil
@@ -262,18 +269,38 @@ func (n *Node) readLoop(ctx context.Context, hub *fanout.Hub) {
 }
 
 // readLog reads everything after the hub's head, in batches bounded in rows
-// and bytes. No row stops it: one the log cannot deliver (over the size
-// limit, or unreadable) is routed as a placeholder with its id, logged and
-// counted (see store.ReadAfter, fanout.OmittedType).
+// and bytes. Each read first checks, in the same snapshot, that the hub's
+// place is still in the log's history: after a restore or a failover to a
+// replica that lost the tail, the database's log is behind the node or
+// another history; the hub then moves to the log's head and every open
+// stream tells its client to reset (fanout.Hub.Reset). No row stops it: one
+// the log cannot deliver (over the size limit, or unreadable) is routed as a
+// placeholder with its id, logged and counted (see store.ReadAfter,
+// fanout.OmittedType).
 func (n *Node) readLog(ctx context.Context, hub *fanout.Hub) error {
 	for {
 		n.readStarting()
-		rows, err := n.store.ReadAfter(ctx, hub.Head(), n.cfg.BatchSize, n.cfg.BatchBytes)
+		view := hub.View()
+		history, rows, err := n.store.ReadHistory(ctx, view.Epoch, view.Head, n.cfg.BatchSize, n.cfg.BatchBytes)
 		if err != nil {
 			n.readFailed(err)
 			return err
 		}
 		n.readOK()
+		if !history.InHistory || history.PrunedThrough > view.Head {
+			if !history.InHistory {
+				n.log.Warn("the log's history changed under the node (a restored backup, a failover to a replica that lost the last commits?): its streams are told to reset",
+					"node_at", view.ID().String(), "log_head", fanout.EventID{Seq: history.Head, Epoch: history.Epoch}.String())
+			} else {
+				// Events after the node's head were pruned (or truncated)
+				// before it read them: its streams never got them.
+				n.log.Warn("the log was pruned past the node's head before it read the events there (a retention shorter than the node's lag?): its streams are told to reset",
+					"node_at", view.ID().String(), "pruned_through", history.PrunedThrough)
+			}
+			n.metrics.historyResets.Inc()
+			hub.Reset(history.Epoch, history.Head)
+			continue
+		}
 		events := make([]*fanout.Event, len(rows))
 		now := time.Now()
 		for i, row := range rows {
@@ -281,7 +308,7 @@ func (n *Node) readLog(ctx context.Context, hub *fanout.Hub) error {
 			if row.Omitted != "" {
 				typ, data = n.omitted(row)
 			}
-			events[i] = fanout.NewEvent(row.Seq, typ, row.Topic, data, row.CommittedAt)
+			events[i] = fanout.NewEvent(fanout.EventID{Seq: row.Seq, Epoch: history.Epoch}, typ, row.Topic, data, row.CommittedAt)
 			// Lag is measured here, once per event, not per subscriber: the
 			// fan-out stays free of it.
 			n.metrics.lag.Observe(max(now.Sub(row.CommittedAt), 0).Seconds())

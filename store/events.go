@@ -114,7 +114,7 @@ var afterSQL = `WITH c AS (SELECT seq FROM livepg.events WHERE seq > $1 ORDER BY
 // read one at a time and those that still fail come back Omitted
 // (OmittedUnreadable).
 func (s *Store) ReadAfter(ctx context.Context, after int64, limit int, maxBytes int64) ([]Event, error) {
-	events, err := s.readEvents(ctx, afterSQL, after, limit, maxBytes)
+	events, err := readEvents(ctx, s.Pool, afterSQL, after, limit, maxBytes)
 	if err == nil || !rowError(ctx, err) {
 		if err != nil {
 			return nil, fmt.Errorf("read events after %d: %w", after, err)
@@ -125,7 +125,7 @@ func (s *Store) ReadAfter(ctx context.Context, after int64, limit int, maxBytes 
 	if err != nil {
 		return nil, fmt.Errorf("read events after %d: %w", after, err)
 	}
-	return s.readOneByOne(ctx, rows, maxBytes)
+	return readOneByOne(ctx, s.Pool, rows, maxBytes)
 }
 
 // matchingSQL is ReadMatching's query: $1 after, $2 through, $3 exact
@@ -165,7 +165,7 @@ func (s *Store) ReadMatching(ctx context.Context, after, through int64, exact, p
 	if exact == nil {
 		exact = []string{}
 	}
-	events, err := s.readEvents(ctx, matchingSQL, after, through, exact, lo, hi, limit, maxBytes)
+	events, err := readEvents(ctx, s.Pool, matchingSQL, after, through, exact, lo, hi, limit, maxBytes)
 	if err == nil || !rowError(ctx, err) {
 		if err != nil {
 			return nil, fmt.Errorf("read matching events after %d: %w", after, err)
@@ -177,7 +177,7 @@ func (s *Store) ReadMatching(ctx context.Context, after, through int64, exact, p
 	if err != nil {
 		return nil, fmt.Errorf("read matching events after %d: %w", after, err)
 	}
-	return s.readOneByOne(ctx, rows, maxBytes)
+	return readOneByOne(ctx, s.Pool, rows, maxBytes)
 }
 
 // prefixRanges are the [lo, hi) ranges of topics that the prefixes match.
@@ -202,14 +202,20 @@ func prefixEnd(p string) string {
 	return string(b)
 }
 
+// querier is a pool, a connection or a transaction.
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
 // readEvents runs one of the reads above. Each is planned with its
 // arguments every time (QueryExecModeExec: an unnamed statement), never
 // from a cached generic plan: PostgreSQL switches a prepared statement to
 // its generic plan after five executions, and the generic plan of a
 // per-selector read, not knowing the selectors or the window, walks the
 // whole log (about a second on a million events, against milliseconds).
-func (s *Store) readEvents(ctx context.Context, sql string, args ...any) ([]Event, error) {
-	rows, err := s.Pool.Query(ctx, sql, append([]any{pgx.QueryExecModeExec}, args...)...)
+func readEvents(ctx context.Context, q querier, sql string, args ...any) ([]Event, error) {
+	rows, err := q.Query(ctx, sql, append([]any{pgx.QueryExecModeExec}, args...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -239,19 +245,29 @@ func rowError(ctx context.Context, err error) bool {
 // readOneByOne reads the events whose seqs rows yields one at a time, within
 // maxBytes: an event whose read fails comes back Omitted
 // (OmittedUnreadable), with its topic, type and commit time.
-func (s *Store) readOneByOne(ctx context.Context, rows pgx.Rows, maxBytes int64) ([]Event, error) {
+func readOneByOne(ctx context.Context, q querier, rows pgx.Rows, maxBytes int64) ([]Event, error) {
 	seqs, err := pgx.CollectRows(rows, pgx.RowTo[int64])
 	if err != nil {
 		return nil, fmt.Errorf("read event seqs: %w", err)
 	}
 	one := `WITH c AS (SELECT $1::bigint AS seq)` + fmt.Sprintf(boundedSelect, 2)
+	readRow := func(seq int64) ([]Event, error) { return readEvents(ctx, q, one, seq, int64(math.MaxInt64)) }
+	if tx, ok := q.(pgx.Tx); ok {
+		// In a transaction, a failed row would abort it: each row gets a
+		// savepoint.
+		readRow = func(seq int64) ([]Event, error) {
+			return inSavepoint(ctx, tx, func(sp pgx.Tx) ([]Event, error) {
+				return readEvents(ctx, sp, one, seq, int64(math.MaxInt64))
+			})
+		}
+	}
 	var events []Event
 	var total int64
 	for _, seq := range seqs {
 		if len(events) > 0 && total >= maxBytes {
 			break
 		}
-		got, err := s.readEvents(ctx, one, seq, int64(math.MaxInt64))
+		got, err := readRow(seq)
 		if err != nil && !rowError(ctx, err) {
 			return nil, fmt.Errorf("read event %d: %w", seq, err)
 		}
@@ -262,7 +278,7 @@ func (s *Store) readOneByOne(ctx context.Context, rows pgx.Rows, maxBytes int64)
 			continue
 		}
 		e := Event{Seq: seq, Omitted: OmittedUnreadable}
-		if err := s.Pool.QueryRow(ctx,
+		if err := q.QueryRow(ctx,
 			`SELECT topic, type, committed_at, coalesce(size, 0) FROM livepg.events WHERE seq = $1`, seq,
 		).Scan(&e.Topic, &e.Type, &e.CommittedAt, &e.Size); err != nil {
 			return nil, fmt.Errorf("read event %d without its data: %w", seq, err)
@@ -288,17 +304,114 @@ type LogBounds struct {
 	PrunedThrough int64
 	// Head: the highest committed seq.
 	Head int64
+	// Epoch names the log's current history (see migrations/00006_history.sql):
+	// an event id is its seq and an epoch of its history.
+	Epoch string
 }
 
-// Bounds reads both ends of the log in one snapshot.
+// Bounds reads both ends of the log, and its epoch, in one snapshot.
 func (s *Store) Bounds(ctx context.Context) (LogBounds, error) {
-	var b LogBounds
-	err := s.Pool.QueryRow(ctx,
-		`SELECT pruned_through, livepg.head() FROM livepg.state`).Scan(&b.PrunedThrough, &b.Head)
+	h, err := s.Position(ctx, "", -1)
 	if err != nil {
-		return b, fmt.Errorf("read log bounds: %w", err)
+		return LogBounds{}, fmt.Errorf("read log bounds: %w", err)
 	}
-	return b, nil
+	return h.LogBounds, nil
+}
+
+// History is where the log is, and whether an id is in its history.
+type History struct {
+	LogBounds
+	// InHistory: the id asked about names an event of the log's current
+	// history (or the head before any event): its epoch is the current one
+	// or an ancestor, and its seq is no higher than what the current history
+	// inherited from that epoch. It says nothing of pruning: compare the
+	// seq with PrunedThrough.
+	InHistory bool
+}
+
+// Position reads the log's bounds and checks that the id (epoch, seq) is in
+// its current history, in one snapshot. An empty epoch is a plain-number id
+// from before epochs: a seq of the current history. A negative seq asks
+// nothing (InHistory is false).
+func (s *Store) Position(ctx context.Context, epoch string, seq int64) (History, error) {
+	var h History
+	err := s.Pool.QueryRow(ctx, `SELECT epoch, head, pruned_through, valid FROM livepg.position($1, $2)`,
+		nullIfEmpty(epoch), nullIfNegative(seq)).Scan(&h.Epoch, &h.Head, &h.PrunedThrough, &h.InHistory)
+	if err != nil {
+		return h, fmt.Errorf("read log position: %w", err)
+	}
+	return h, nil
+}
+
+// ReadHistory is the node's read of the log: in one snapshot, whether its
+// place (epoch, after) is still in the log's history (see Position) and, if
+// it is, the events after it as ReadAfter reads them (at most limit rows and
+// maxBytes of data, no row stopping it). The events belong to the history
+// named by the returned Epoch.
+//
+// One REPEATABLE READ transaction on one connection: a pool whose
+// connection moved to another server in between (a failover) can never
+// pair one history's place with another's rows. A batch the database fails
+// to print is read again one row at a time inside the same snapshot, each
+// row in a savepoint of its own.
+func (s *Store) ReadHistory(ctx context.Context, epoch string, after int64, limit int, maxBytes int64) (History, []Event, error) {
+	var h History
+	var events []Event
+	err := pgx.BeginTxFunc(ctx, s.Pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		if err := tx.QueryRow(ctx, `SELECT epoch, head, pruned_through, valid FROM livepg.position($1, $2)`,
+			nullIfEmpty(epoch), after).Scan(&h.Epoch, &h.Head, &h.PrunedThrough, &h.InHistory); err != nil {
+			return err
+		}
+		if !h.InHistory {
+			return nil
+		}
+		var err error
+		events, err = inSavepoint(ctx, tx, func(q pgx.Tx) ([]Event, error) {
+			return readEvents(ctx, q, afterSQL, after, limit, maxBytes)
+		})
+		if err == nil || !rowError(ctx, err) {
+			return err
+		}
+		rows, err := tx.Query(ctx, `SELECT seq FROM livepg.events WHERE seq > $1 ORDER BY seq LIMIT $2`, after, limit)
+		if err != nil {
+			return err
+		}
+		events, err = readOneByOne(ctx, tx, rows, maxBytes)
+		return err
+	})
+	if err != nil {
+		return History{}, nil, fmt.Errorf("read events after %d: %w", after, err)
+	}
+	return h, events, nil
+}
+
+// inSavepoint runs read in a savepoint of tx, so that the database failing
+// on a row leaves tx usable.
+func inSavepoint(ctx context.Context, tx pgx.Tx, read func(pgx.Tx) ([]Event, error)) ([]Event, error) {
+	sp, err := tx.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	events, err := read(sp)
+	if err != nil {
+		_ = sp.Rollback(ctx)
+		return nil, err
+	}
+	return events, sp.Commit(ctx)
+}
+
+func nullIfEmpty(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+func nullIfNegative(n int64) *int64 {
+	if n < 0 {
+		return nil
+	}
+	return &n
 }
 
 // Publish records one event and commits it, returning its seq.

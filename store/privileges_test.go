@@ -82,9 +82,9 @@ func TestLeastPrivilegeRoles(t *testing.T) {
 	mustExec(t, app, `SELECT livepg.track('myapp.notes', 'notes/{id}')`)
 	mustExec(t, app, `INSERT INTO myapp.notes VALUES (1, 'first')`)
 	mustExec(t, app, `SELECT livepg.publish('notes/1', '{"n": 1}', 'message')`)
-	var head int64
-	if err := app.QueryRow(ctx, `SELECT livepg.head()`).Scan(&head); err != nil || head != 2 {
-		t.Fatalf("livepg.head() as the application: %d, %v", head, err)
+	var head string
+	if err := app.QueryRow(ctx, `SELECT livepg.head()`).Scan(&head); err != nil || !strings.HasPrefix(head, "2-") {
+		t.Fatalf("livepg.head() as the application: %q, %v", head, err)
 	}
 
 	for _, sql := range tampering {

@@ -104,6 +104,19 @@ func (s *Store) Close() { s.Pool.Close() }
 // Ping reports whether the database answers.
 func (s *Store) Ping(ctx context.Context) error { return s.Pool.Ping(ctx) }
 
+// CheckWritable reports whether the database answers and takes writes: not
+// a standby (pg_is_in_recovery()), such as a replica being promoted.
+func (s *Store) CheckWritable(ctx context.Context) error {
+	var standby bool
+	if err := s.Pool.QueryRow(ctx, `SELECT pg_is_in_recovery()`).Scan(&standby); err != nil {
+		return err
+	}
+	if standby {
+		return ErrReplica
+	}
+	return nil
+}
+
 // InTx runs fn in a transaction, committing if it returns nil.
 func (s *Store) InTx(ctx context.Context, fn func(pgx.Tx) error) error {
 	return pgx.BeginFunc(ctx, s.Pool, fn)

@@ -25,7 +25,7 @@ func logHead(t *testing.T, db string) int64 {
 	}
 	defer conn.Close(ctx)
 	var head int64
-	if err := conn.QueryRow(ctx, `SELECT livepg.head()`).Scan(&head); err != nil {
+	if err := conn.QueryRow(ctx, `SELECT head FROM livepg.position(NULL, NULL)`).Scan(&head); err != nil {
 		t.Fatal(err)
 	}
 	return head

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/livepg/livepg/store/storetest"
 )
@@ -65,8 +66,14 @@ func TestTailPrintsEventsAndResumesAfterDisconnects(t *testing.T) {
 		fmt.Sscanf(body, `{"seq":%d}`, &seq)
 		return seq
 	}
+	// An id is '<seq>-<epoch>'; the log's epoch stays the same through
+	// this test (the database does not restart).
+	var epoch string
+	if err := pgxConnectQueryRow(t, db, `SELECT epoch FROM livepg.state`, &epoch); err != nil {
+		t.Fatal(err)
+	}
 	line := func(seq int64, topic, data string) string {
-		return fmt.Sprintf("%d\tnote\t%s\t%s\n", seq, topic, data)
+		return fmt.Sprintf("%d-%s\tnote\t%s\t%s\n", seq, epoch, topic, data)
 	}
 
 	skipped := publish("boards/1", `{"n": 0}`)
@@ -181,4 +188,16 @@ func TestTailSendsItsToken(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// pgxConnectQueryRow runs one query on db and scans its row into dest.
+func pgxConnectQueryRow(t *testing.T, db, sql string, dest ...any) error {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, db)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	return conn.QueryRow(ctx, sql).Scan(dest...)
 }

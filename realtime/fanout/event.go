@@ -10,6 +10,7 @@ import (
 // and the same bytes are written to every subscriber.
 type Event struct {
 	Seq         int64
+	Epoch       string // the epoch of the history it was read in (see EventID)
 	Topic       string
 	CommittedAt time.Time
 	Frame       []byte
@@ -17,15 +18,16 @@ type Event struct {
 
 // NewEvent encodes one committed event of the log as an SSE frame:
 //
-//	id: <seq>
+//	id: <seq>-<epoch>
 //	event: <type>
 //	data: {"topic": <topic>, "data": <payload>}
-func NewEvent(seq int64, typ, topic string, data []byte, committedAt time.Time) *Event {
+func NewEvent(id EventID, typ, topic string, data []byte, committedAt time.Time) *Event {
 	return &Event{
-		Seq:         seq,
+		Seq:         id.Seq,
+		Epoch:       id.Epoch,
 		Topic:       topic,
 		CommittedAt: committedAt,
-		Frame:       AppendFrame(nil, seq, typ, topic, data),
+		Frame:       AppendFrame(nil, id, typ, topic, data),
 	}
 }
 
@@ -50,7 +52,7 @@ func OmittedData(typ string, size int64, reason string) []byte {
 
 // AppendFrame appends one event's SSE frame to b: the frame NewEvent makes,
 // for a stream that reads the log itself (catch-up).
-func AppendFrame(b []byte, seq int64, typ, topic string, data []byte) []byte {
+func AppendFrame(b []byte, id EventID, typ, topic string, data []byte) []byte {
 	topicJSON, _ := json.Marshal(topic) // a string always marshals
 	if len(data) == 0 {
 		data = []byte("null")
@@ -63,7 +65,7 @@ func AppendFrame(b []byte, seq int64, typ, topic string, data []byte) []byte {
 	payload = append(payload, '}')
 
 	b = append(b, "id: "...)
-	b = strconv.AppendInt(b, seq, 10)
+	b = id.Append(b)
 	b = append(b, '\n')
 	b = appendField(b, "event", typ)
 	b = appendData(b, payload)
@@ -107,10 +109,11 @@ func appendData(b, data []byte) []byte {
 }
 
 // ResetFrame tells the client its resume point is gone (pruned, or from
-// another database) and where the stream continues: the page refetches its
-// state.
-func ResetFrame(head int64) []byte {
-	b := append([]byte("id: "), strconv.FormatInt(head, 10)...)
+// another history of the log: a restored backup, a promoted replica that
+// lost the tail, another database) and where the stream continues: the page
+// refetches its state.
+func ResetFrame(head EventID) []byte {
+	b := head.Append([]byte("id: "))
 	return append(b, "\nevent: reset\ndata: {}\n\n"...)
 }
 

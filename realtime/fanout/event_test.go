@@ -8,7 +8,7 @@ import (
 )
 
 func TestFrameSplitsDataLines(t *testing.T) {
-	got := string(AppendFrame(nil, 42, "update", "boards/1", []byte("{\"a\":\n1,\r\n\"b\":\r2}")))
+	got := string(AppendFrame(nil, EventID{Seq: 42}, "update", "boards/1", []byte("{\"a\":\n1,\r\n\"b\":\r2}")))
 	want := "id: 42\nevent: update\n" +
 		"data: {\"topic\":\"boards/1\",\"data\":{\"a\":\n" +
 		"data: 1,\n" +
@@ -17,7 +17,7 @@ func TestFrameSplitsDataLines(t *testing.T) {
 	if got != want {
 		t.Fatalf("frame:\n%q\nwant:\n%q", got, want)
 	}
-	if got := string(AppendFrame(nil, 1, "message", "t", nil)); got != "id: 1\nevent: message\ndata: {\"topic\":\"t\",\"data\":null}\n\n" {
+	if got := string(AppendFrame(nil, EventID{Seq: 1}, "message", "t", nil)); got != "id: 1\nevent: message\ndata: {\"topic\":\"t\",\"data\":null}\n\n" {
 		t.Fatalf("empty data frame: %q", got)
 	}
 }
@@ -89,7 +89,7 @@ func FuzzFrame(f *testing.F) {
 	f.Add("", []byte{})
 	f.Add("t\x00", []byte("\x00\r"))
 	f.Fuzz(func(t *testing.T, typ string, data []byte) {
-		frame := AppendFrame(nil, 7, typ, "t/1", data)
+		frame := AppendFrame(nil, EventID{Seq: 7}, typ, "t/1", data)
 		events, _ := parseFrames(frame)
 		if len(events) != 1 {
 			t.Fatalf("%d events from one frame %q", len(events), frame)

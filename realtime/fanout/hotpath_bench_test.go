@@ -18,7 +18,7 @@ func BenchmarkAppendFrame(b *testing.B) {
 			b.SetBytes(int64(len(data)))
 			var buf []byte
 			for i := range b.N {
-				buf = AppendFrame(buf[:0], int64(i), "update", "boards/42", data)
+				buf = AppendFrame(buf[:0], EventID{Seq: int64(i), Epoch: "0123456789ab"}, "update", "boards/42", data)
 			}
 		})
 	}
@@ -35,7 +35,7 @@ func newBenchHub(subs, buffer int, topic string) (*Hub, []*Subscriber) {
 			panic(err)
 		}
 		all[i] = NewSubscriber([]Selector{sel}, buffer)
-		if ok, _ := h.Join(all[i], 0); !ok {
+		if ok, _ := h.Join(all[i], 0, 0); !ok {
 			panic("join refused")
 		}
 	}
@@ -143,13 +143,13 @@ func BenchmarkHubRouteBesideBystanders(b *testing.B) {
 					sels[i] = sel
 				}
 				for range bystanders {
-					if ok, _ := h.Join(NewSubscriber(sels, buffer), 0); !ok {
+					if ok, _ := h.Join(NewSubscriber(sels, buffer), 0, 0); !ok {
 						b.Fatal("join refused")
 					}
 				}
 				want, _ := ParseSelector("boards/42")
 				receiver := NewSubscriber([]Selector{want}, buffer)
-				if ok, _ := h.Join(receiver, 0); !ok {
+				if ok, _ := h.Join(receiver, 0, 0); !ok {
 					b.Fatal("join refused")
 				}
 				all := []*Subscriber{receiver}

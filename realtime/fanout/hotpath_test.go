@@ -7,7 +7,7 @@ import (
 
 // benchEvent is a typical tracked-table event on boards/42.
 func benchEvent(seq int64) *Event {
-	return NewEvent(seq, "update", "boards/42", []byte(`{"op":"update","new":{"id":7,"text":"hello"}}`), time.Now())
+	return NewEvent(EventID{Seq: seq}, "update", "boards/42", []byte(`{"op":"update","new":{"id":7,"text":"hello"}}`), time.Now())
 }
 
 // TestDeliveryToOneMoreSubscriberDoesNotAllocate: the hub hands every

@@ -28,6 +28,8 @@ import (
 type Hub struct {
 	mu     sync.Mutex
 	head   int64           // seq of the last event routed: the node's place in the log
+	epoch  string          // the epoch of the history the node's place is in
+	gen    uint64          // how many times Reset moved the node to another history
 	exact  subscriberIndex // by exact topic
 	prefix subscriberIndex // by prefix selector, with its trailing slash
 	loose  subscriberIndex // by prefix selector without a trailing slash
@@ -82,6 +84,54 @@ func NewHub(head int64) *Hub {
 	}
 }
 
+// View is the hub's place in the log: the id of the last event routed, and
+// the generation of its view of the log's history.
+type View struct {
+	Head  int64
+	Epoch string
+	// Gen changes each time Reset moves the hub to another history: a
+	// position read under an older Gen may belong to a history the node
+	// has left.
+	Gen uint64
+}
+
+// ID is the view's place as an event id.
+func (v View) ID() EventID { return EventID{Seq: v.Head, Epoch: v.Epoch} }
+
+// View returns the hub's place in the log.
+func (h *Hub) View() View {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return View{Head: h.head, Epoch: h.epoch, Gen: h.gen}
+}
+
+// Reset moves the hub to the log's current history at head, when the node
+// finds that its place is no longer in the log's history (a restored backup,
+// a promoted replica that lost the tail): every subscriber is dropped from
+// the live flow and signalled (Lagged); the generation changes, so that
+// Join refuses them until their owner has told its client to reset.
+func (h *Hub) Reset(epoch string, head int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.gen++
+	h.head, h.epoch = head, epoch
+	// Collected first: dropping a subscriber changes the indexes.
+	var joined []*Subscriber
+	for _, x := range []subscriberIndex{h.exact, h.prefix, h.loose} {
+		for _, set := range x {
+			if set.one != nil {
+				joined = append(joined, set.one)
+			}
+			for sub := range set.many {
+				joined = append(joined, sub)
+			}
+		}
+	}
+	for _, sub := range joined {
+		h.dropLocked(sub) // once: a second time finds it gone
+	}
+}
+
 // Head is the seq of the last event routed.
 func (h *Hub) Head() int64 {
 	h.mu.Lock()
@@ -131,6 +181,7 @@ func (h *Hub) Publish(events []*Event) {
 			}
 		}
 		h.head = ev.Seq
+		h.epoch = ev.Epoch
 	}
 }
 
@@ -156,26 +207,38 @@ func (h *Hub) offer(sub *Subscriber, ev *Event) {
 		sub.queued = ev.Seq
 	default:
 		h.lagged++
-		h.removeLocked(sub)
-		select {
-		case sub.lagged <- struct{}{}:
-		default:
-		}
+		h.dropLocked(sub)
+	}
+}
+
+// dropLocked takes sub off the live flow and signals it to catch up.
+func (h *Hub) dropLocked(sub *Subscriber) {
+	if !sub.joined {
+		return
+	}
+	h.removeLocked(sub)
+	select {
+	case sub.lagged <- struct{}{}:
+	default:
 	}
 }
 
 // Join adds sub to the live flow if the hub has routed nothing after cursor,
-// the seq through which sub has everything. Otherwise it returns false and
-// the head, and the caller first reads (cursor, head] from the log.
-func (h *Hub) Join(sub *Subscriber, cursor int64) (bool, int64) {
+// the seq through which sub has everything, and its view of the log's
+// history is still gen (see View). Otherwise it returns false and the
+// view: with the same Gen, the caller first reads (cursor, Head] from the
+// log; with another, its cursor is from a history the node has left, and
+// its client must be told to reset.
+func (h *Hub) Join(sub *Subscriber, cursor int64, gen uint64) (bool, View) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.head > cursor {
-		return false, h.head
+	v := View{Head: h.head, Epoch: h.epoch, Gen: h.gen}
+	if h.head > cursor || gen != h.gen {
+		return false, v
 	}
 	sub.queued = cursor
 	h.addLocked(sub)
-	return true, h.head
+	return true, v
 }
 
 // Leave removes sub from the live flow, if it is there.

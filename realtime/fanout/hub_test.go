@@ -8,7 +8,7 @@ import (
 )
 
 func ev(seq int64, topic string) *fanout.Event {
-	return fanout.NewEvent(seq, "message", topic, []byte(`{}`), time.Now())
+	return fanout.NewEvent(fanout.EventID{Seq: seq, Epoch: "00000000000a"}, "message", topic, []byte(`{}`), time.Now())
 }
 
 func sub(t *testing.T, buffer int, selectors ...string) *fanout.Subscriber {
@@ -44,10 +44,10 @@ func TestHubRoutesInOrderAndDropsWhoFallsBehind(t *testing.T) {
 	t.Parallel()
 	h := fanout.NewHub(10)
 	s := sub(t, 3, "boards/*", "boards/1") // two selectors matching one topic: still once
-	if ok, head := h.Join(s, 5); ok || head != 10 {
-		t.Fatalf("join behind the head: %v, %d; want refused with head 10", ok, head)
+	if ok, v := h.Join(s, 5, 0); ok || v.Head != 10 {
+		t.Fatalf("join behind the head: %v, %d; want refused with head 10", ok, v.Head)
 	}
-	if ok, _ := h.Join(s, 10); !ok || h.Subscribers() != 1 {
+	if ok, _ := h.Join(s, 10, 0); !ok || h.Subscribers() != 1 {
 		t.Fatal("join at the head refused")
 	}
 	h.Publish([]*fanout.Event{ev(9, "boards/1"), ev(11, "boards/1"), ev(12, "users/1"), ev(13, "boards/2/cards")})
@@ -71,15 +71,61 @@ func TestHubRoutesInOrderAndDropsWhoFallsBehind(t *testing.T) {
 		t.Fatalf("buffer held %v, want [14 15 16]", got)
 	}
 	// Caught up through 16 from the log, it may not join: 17 was routed.
-	if ok, head := h.Join(s, 16); ok || head != 17 {
-		t.Fatalf("rejoin at 16: %v, %d; want refused with head 17", ok, head)
+	if ok, v := h.Join(s, 16, 0); ok || v.Head != 17 {
+		t.Fatalf("rejoin at 16: %v, %d; want refused with head 17", ok, v.Head)
 	}
-	if ok, _ := h.Join(s, 17); !ok {
+	if ok, _ := h.Join(s, 17, 0); !ok {
 		t.Fatal("rejoin at the head refused")
 	}
 	h.Leave(s)
 	h.Publish([]*fanout.Event{ev(18, "boards/1")})
 	if got := received(s); len(got) != 0 || h.Subscribers() != 0 {
 		t.Fatalf("after Leave: received %v, %d subscribers", got, h.Subscribers())
+	}
+}
+
+// A hub moved to another history (Reset) drops every subscriber from the
+// live flow and refuses them until they come with the new generation: a
+// subscriber whose cursor is from the history the node left never joins the
+// new one as if nothing happened.
+func TestHubResetDropsEverySubscriberAndRefusesTheOldGeneration(t *testing.T) {
+	t.Parallel()
+	h := fanout.NewHub(20)
+	old := h.View()
+	a, b := sub(t, 8, "boards/1"), sub(t, 8, "boards/*")
+	for _, s := range []*fanout.Subscriber{a, b} {
+		if ok, _ := h.Join(s, 20, old.Gen); !ok {
+			t.Fatal("join at the head refused")
+		}
+	}
+	h.Reset("00000000000b", 10)
+	for _, s := range []*fanout.Subscriber{a, b} {
+		select {
+		case <-s.Lagged():
+		default:
+			t.Fatal("a subscriber was not signalled by Reset")
+		}
+	}
+	if h.Subscribers() != 0 {
+		t.Fatalf("%d subscribers after Reset, want 0", h.Subscribers())
+	}
+	v := h.View()
+	if v.Head != 10 || v.Epoch != "00000000000b" || v.Gen == old.Gen {
+		t.Fatalf("view after Reset %+v (before %+v)", v, old)
+	}
+	// Its cursor (20) is above the new head: under the old generation it
+	// would join and skip 11-20 of the new history.
+	if ok, _ := h.Join(a, 20, old.Gen); ok {
+		t.Fatal("joined with the old generation")
+	}
+	if ok, _ := h.Join(a, 10, v.Gen); !ok {
+		t.Fatal("join at the new head with the new generation refused")
+	}
+	h.Publish([]*fanout.Event{ev(11, "boards/1")})
+	if got := received(a); len(got) != 1 || got[0] != 11 {
+		t.Fatalf("after rejoining: received %v, want [11]", got)
+	}
+	if id := h.View().ID().String(); id != "11-00000000000a" {
+		t.Fatalf("view id %q, want the last event's", id)
 	}
 }

@@ -173,8 +173,8 @@ func routeProgram(t *testing.T, program []byte) (routeStats, bool) {
 		switch p.next() % 5 {
 		case 0:
 			if !m.joined {
-				if joined, head := h.Join(m.sub, h.Head()); !joined {
-					t.Fatalf("join at the head %d refused", head)
+				if joined, view := h.Join(m.sub, h.Head(), h.View().Gen); !joined {
+					t.Fatalf("join at the head %d refused", view.Head)
 				}
 				m.joined = true
 			}
@@ -189,7 +189,7 @@ func routeProgram(t *testing.T, program []byte) (routeStats, bool) {
 				seq++
 				topic := p.topic()
 				topics[seq] = topic
-				batch = append(batch, fanout.NewEvent(seq, "message", topic, []byte(`{}`), time.Time{}))
+				batch = append(batch, fanout.NewEvent(fanout.EventID{Seq: seq}, "message", topic, []byte(`{}`), time.Time{}))
 				for _, m := range subs {
 					switch {
 					case !m.joined || !m.wants(topic):

@@ -129,20 +129,32 @@ func (p *prober) run(ctx context.Context) {
 		case <-p.kick:
 		case <-next.C:
 		}
-		for p.probe(ctx) {
+		again, sendFailed := p.probe(ctx)
+		for again {
 			// A new session began while waiting: prove it at once.
+			again, sendFailed = p.probe(ctx)
 		}
 		wait := p.interval
 		if p.err() != nil {
 			wait = p.timeout
 		}
+		if sendFailed {
+			// The pool could not send it (the database restarting, a
+			// failover under way): try again soon, not a whole timeout
+			// later, so that readiness follows the database back.
+			wait = min(wait, sendRetry)
+		}
 		next.Reset(wait)
 	}
 }
 
-// probe sends one probe and waits for it. It returns true if a new LISTEN
-// session began meanwhile, which needs a probe of its own.
-func (p *prober) probe(ctx context.Context) (again bool) {
+// sendRetry is how soon a probe the pool could not send is tried again.
+const sendRetry = time.Second
+
+// probe sends one probe and waits for it. It returns again if a new LISTEN
+// session began meanwhile, which needs a probe of its own, and sendFailed
+// if the pool refused to send it before the timeout.
+func (p *prober) probe(ctx context.Context) (again, sendFailed bool) {
 	// Drop earlier signals first: this probe covers the session read below,
 	// and a session that begins after it kicks again.
 	drain(p.kick)
@@ -150,7 +162,7 @@ func (p *prober) probe(ctx context.Context) (again bool) {
 	p.mu.Lock()
 	if p.session == 0 {
 		p.mu.Unlock()
-		return false // no LISTEN yet: its listened kicks
+		return false, false // no LISTEN yet: its listened kicks
 	}
 	p.sent++
 	n, session := p.sent, p.session
@@ -158,31 +170,35 @@ func (p *prober) probe(ctx context.Context) (again bool) {
 
 	sctx, cancel := context.WithTimeout(ctx, p.timeout)
 	err := p.send(sctx, probePrefix+p.id+":"+strconv.FormatInt(n, 10))
+	timedOut := sctx.Err() != nil
 	cancel()
 	if err != nil {
 		if ctx.Err() == nil {
 			p.fail(session, n, fmt.Errorf("send wiring probe through the pool (DATABASE_URL must reach the primary, not a read replica): %w", err))
 		}
-		return false
+		// Refused at once (a database restarting, a standby not yet
+		// promoted) is worth retrying soon; a pool that gave no connection
+		// for the whole timeout is not.
+		return false, !timedOut
 	}
 	timeout := time.NewTimer(p.timeout)
 	defer timeout.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return false
+			return false, false
 		case <-p.kick:
-			return true
+			return true, false
 		case <-p.heard:
 			p.mu.Lock()
 			got := p.got
 			p.mu.Unlock()
 			if got >= n {
-				return false
+				return false, false
 			}
 		case <-timeout.C:
 			p.fail(session, n, fmt.Errorf("wiring probe %d not heard within %s: %w", n, p.timeout, errWiring))
-			return false
+			return false, false
 		}
 	}
 }

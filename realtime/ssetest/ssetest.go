@@ -21,9 +21,11 @@ type Event struct {
 	Data string
 }
 
-// Seq is the event's id as a number (0 if it has none).
+// Seq is the seq in the event's id ('<seq>-<epoch>', or a plain '<seq>'),
+// 0 if it has none.
 func (e Event) Seq() int64 {
-	n, _ := strconv.ParseInt(e.ID, 10, 64)
+	seq, _, _ := strings.Cut(e.ID, "-")
+	n, _ := strconv.ParseInt(seq, 10, 64)
 	return n
 }
 
@@ -55,6 +57,11 @@ func Open(t testing.TB, url, lastEventID string) *Stream {
 
 // Dial connects to url; the caller closes the stream.
 func Dial(ctx context.Context, url, lastEventID string) (*Stream, error) {
+	return DialClient(ctx, http.DefaultClient, url, lastEventID)
+}
+
+// DialClient is Dial through client (a slow reader's, say).
+func DialClient(ctx context.Context, client *http.Client, url, lastEventID string) (*Stream, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
@@ -65,7 +72,7 @@ func Dial(ctx context.Context, url, lastEventID string) (*Stream, error) {
 	if lastEventID != "" {
 		req.Header.Set("Last-Event-ID", lastEventID)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		cancel()
 		return nil, err

@@ -576,7 +576,7 @@ func readPostmasterPID(dir string) (postmasterPID, error) {
 }
 
 func (c *Cluster) run(ctx context.Context, name string, args ...string) error {
-	cmd := exec.CommandContext(ctx, filepath.Join(c.bin, name), args...)
+	cmd := exec.CommandContext(ctx, c.tool(name), args...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	// Own process group: a Ctrl-C meant for livepg must not reach the server
@@ -598,6 +598,23 @@ func (c *Cluster) writeFile(path, content string) error {
 		return fmt.Errorf("local postgres: %w", err)
 	}
 	return nil
+}
+
+// tool is the path of one of the server's programs: in the folder BinDir
+// found, or else beside the program initdb links to there (a PATH folder
+// may link only initdb, pg_ctl and postgres, as Debian's wrappers do not
+// cover pg_basebackup).
+func (c *Cluster) tool(name string) string {
+	p := filepath.Join(c.bin, name)
+	if fileExists(p) {
+		return p
+	}
+	if real, err := filepath.EvalSymlinks(filepath.Join(c.bin, "initdb")); err == nil {
+		if q := filepath.Join(filepath.Dir(real), name); fileExists(q) {
+			return q
+		}
+	}
+	return p
 }
 
 func (c *Cluster) chown(path string) error {

@@ -76,10 +76,10 @@ type Card struct {
 
 // Snapshot is state read in one REPEATABLE READ transaction together with
 // the log position it reflects: a page that shows it and resumes its stream
-// from Head neither misses nor repeats a change.
+// from Head (an event id, livepg.head()) neither misses nor repeats a change.
 type Snapshot[T any] struct {
-	State T     `json:"state"`
-	Head  int64 `json:"head"`
+	State T      `json:"state"`
+	Head  string `json:"head"`
 }
 
 // BoardWithCards is a board page's state.

@@ -32,8 +32,11 @@ import (
 
 // Log is what a stream reads from the event log (a *store.Store is one).
 type Log interface {
-	// Bounds is where the log begins and ends now.
+	// Bounds is where the log begins and ends now, and its epoch.
 	Bounds(ctx context.Context) (store.LogBounds, error)
+	// Position is Bounds, and whether the id (epoch, seq) is in the log's
+	// current history.
+	Position(ctx context.Context, epoch string, seq int64) (store.History, error)
 	// ReadMatching returns up to limit events with after < seq <= through
 	// whose topic is one of exact or starts with one of prefixes, in seq
 	// order, with no more than maxBytes of data (but at least one event).
@@ -227,9 +230,10 @@ func (p *Place) Release() {
 type Request struct {
 	Topics    []string // the selectors as the client wrote them, for the log
 	Selectors []fanout.Selector
-	Resume    bool  // the client sent a resume point
-	Start     int64 // the seq through which the client has every event (see Position)
-	Reset     bool  // the resume point was outside the log: send event: reset first
+	Resume    bool           // the client sent a resume point
+	Start     fanout.EventID // the id through which the client has every event (see Position)
+	Gen       uint64         // the hub's generation Start was found under (see fanout.View)
+	Reset     bool           // the resume point was outside the log: send event: reset first
 	// Expires, when not zero, is when the stream's right to its topics
 	// ends (its token's expiry): it ends then with TokenExpiredFrame.
 	Expires time.Time
@@ -239,22 +243,37 @@ type Request struct {
 }
 
 // Position is where a stream starts: the log's head for a new stream (it
-// gets the events committed from now on), or the client's resume point. A
-// resume point outside the log (pruned, or from another database) moves to
+// gets the events committed from now on), or the client's resume point, and
+// the hub's generation it was found under. A resume point outside the log
+// (pruned, from another history of the log or another database) moves to
 // the head, and reset says the client must refetch its state. Streams that
-// ask together share one read of the log's bounds (see bounds.go).
-func (e *Engine) Position(ctx context.Context, cursor int64, resume bool) (start int64, reset bool, err error) {
+// ask together share one read of the log's bounds (see bounds.go); only an
+// id from an older epoch than the current one costs a query of its own.
+func (e *Engine) Position(ctx context.Context, cursor fanout.EventID, resume bool) (start fanout.EventID, gen uint64, reset bool, err error) {
+	// The generation is taken first: if the node leaves its history after
+	// this, the stream is reset (see catchUp).
+	gen = e.cfg.Hub.View().Gen
 	bounds, err := e.bounds.get(ctx, e.cfg.Log.Bounds)
 	if err != nil {
-		return 0, false, err
+		return start, 0, false, err
 	}
-	switch {
-	case !resume:
-		return bounds.Head, false, nil
-	case cursor < bounds.PrunedThrough || cursor > bounds.Head:
-		return bounds.Head, true, nil
+	head := fanout.EventID{Seq: bounds.Head, Epoch: bounds.Epoch}
+	if !resume {
+		return head, gen, false, nil
 	}
-	return cursor, false, nil
+	inHistory := cursor.Seq <= bounds.Head
+	if cursor.Epoch != "" && cursor.Epoch != bounds.Epoch {
+		h, err := e.cfg.Log.Position(ctx, cursor.Epoch, cursor.Seq)
+		if err != nil {
+			return start, 0, false, err
+		}
+		bounds, inHistory = h.LogBounds, h.InHistory
+		head = fanout.EventID{Seq: bounds.Head, Epoch: bounds.Epoch}
+	}
+	if !inHistory || cursor.Seq < bounds.PrunedThrough {
+		return head, gen, true, nil
+	}
+	return cursor, gen, false, nil
 }
 
 // Serve answers an admitted request with its stream and runs it until it
@@ -271,7 +290,7 @@ func (e *Engine) Serve(w http.ResponseWriter, r *http.Request, req Request) {
 	// Log here, on the handler's goroutine: formatting a log line takes
 	// stack, and a lean stream's own goroutine should stay small.
 	e.cfg.Metrics.Opened.Inc()
-	e.cfg.Logger.Info("stream opened", "topics", req.Topics, "resume", req.Resume, "from", req.Start, "reset", req.Reset, "remote", r.RemoteAddr)
+	e.cfg.Logger.Info("stream opened", "topics", req.Topics, "resume", req.Resume, "from", req.Start.String(), "reset", req.Reset, "remote", r.RemoteAddr)
 	if !e.cfg.PlainStreams {
 		if e.taken.take(w, func(ctx context.Context, out streamOut) {
 			defer req.Place.Release() // the place goes with the stream
@@ -326,13 +345,15 @@ func (e *Engine) run(ctx context.Context, out streamOut, req Request) {
 		e:      e,
 		out:    out,
 		sub:    fanout.NewSubscriber(req.Selectors, e.cfg.Buffer),
-		cursor: req.Start,
+		cursor: req.Start.Seq,
+		gen:    req.Gen,
+		sent:   req.Start,
 	}
 	defer e.cfg.Hub.Leave(s.sub)
-	err := s.run(ctx, req.Reset, req.Expires)
+	err := s.run(ctx, req)
 	reason := e.closed(err)
 	e.cfg.Logger.Info("stream closed", "reason", reason, "err", err, "topics", req.Topics,
-		"last_event_id", s.cursor, "events", s.delivered, "duration", time.Since(opened).Round(time.Millisecond))
+		"last_event_id", s.cursor, "events", s.delivered, "resets", s.resets, "duration", time.Since(opened).Round(time.Millisecond))
 }
 
 // closed counts a stream's end and returns its reason.
@@ -366,8 +387,14 @@ type stream struct {
 	e   *Engine
 	out streamOut
 	sub *fanout.Subscriber
-	// cursor is the seq through which the client has every matching event.
+	// cursor is the seq through which the client has every matching event,
+	// in the history the hub's generation gen names.
 	cursor int64
+	gen    uint64
+	// sent is the id the client would resume from now: the last event (or
+	// reset) written, or where the stream started.
+	sent   fanout.EventID
+	resets int64 // event: reset frames written
 	buf    []byte
 	// delivered counts the events written, for the stream's closing log line.
 	delivered int64
@@ -384,18 +411,19 @@ type stream struct {
 	expires time.Time
 }
 
-func (s *stream) run(ctx context.Context, reset bool, expires time.Time) error {
+func (s *stream) run(ctx context.Context, req Request) error {
 	cfg := &s.e.cfg
 	var expiry <-chan time.Time // nil, never ready, for a stream no token limits
-	if !expires.IsZero() {
+	if expires := req.Expires; !expires.IsZero() {
 		t := time.NewTimer(time.Until(expires))
 		defer t.Stop()
 		expiry = t.C
 		s.expires = expires
 	}
 	frames := [][]byte{fanout.RetryFrame(cfg.Retry), []byte(": livepg\n\n")}
-	if reset {
-		frames = append(frames, fanout.ResetFrame(s.cursor))
+	if req.Reset {
+		frames = append(frames, fanout.ResetFrame(req.Start))
+		s.resets++
 	}
 	if err := s.write(frames...); err != nil {
 		return err
@@ -425,8 +453,13 @@ func (s *stream) run(ctx context.Context, reset bool, expires time.Time) error {
 			}
 		case <-s.sub.Lagged():
 			// Fallen behind the live flow: send what is queued, then read the
-			// rest from the log and join again.
-			if err := s.writeLive(ctx, nil); err != nil {
+			// rest from the log and join again. Unless the node left its
+			// history (Hub.Reset): then what is queued may be events the
+			// log no longer has, and catchUp finds out what the client
+			// needs.
+			if cfg.Hub.View().Gen != s.gen {
+				s.discardQueued()
+			} else if err := s.writeLive(ctx, nil); err != nil {
 				return err
 			}
 			if err := s.catchUp(ctx); err != nil {
@@ -450,17 +483,41 @@ func (s *stream) catchUp(ctx context.Context) error {
 	cfg := &s.e.cfg
 	batch := cfg.BatchSize
 	for {
-		joined, head := cfg.Hub.Join(s.sub, s.cursor)
+		joined, view := cfg.Hub.Join(s.sub, s.cursor, s.gen)
 		if joined {
 			return nil
 		}
-		for s.cursor < head {
+		if view.Gen != s.gen {
+			// The node found that its place was no longer in the log's
+			// history (a restored backup, a promoted replica that lost the
+			// tail) and moved to the new history's head. If what the client
+			// has is still in the log's history, the stream goes on from
+			// there, reading the new history; if not, the client is told to
+			// reset.
+			h, err := cfg.Log.Position(ctx, s.sent.Epoch, s.sent.Seq)
+			if err != nil {
+				if ctx.Err() != nil {
+					return errClientGone
+				}
+				return fmt.Errorf("catch up: %w: %w", errLogRead, err)
+			}
+			if h.InHistory && s.sent.Seq >= h.PrunedThrough {
+				s.cursor, s.gen = s.sent.Seq, view.Gen
+				continue
+			}
+			if err := s.resetTo(view.ID(), view.Gen); err != nil {
+				return err
+			}
+			continue
+		}
+		for s.cursor < view.Head {
 			if !s.expires.IsZero() && !time.Now().Before(s.expires) {
 				_ = s.write(TokenExpiredFrame)
 				return errExpired
 			}
+			from := s.cursor
 			rows, err := s.e.gate.read(ctx, cfg.Done, func() ([]store.Event, error) {
-				return cfg.Log.ReadMatching(ctx, s.cursor, head, exact, prefixes, batch, cfg.BatchBytes)
+				return cfg.Log.ReadMatching(ctx, from, view.Head, exact, prefixes, batch, cfg.BatchBytes)
 			})
 			if err != nil {
 				if errors.Is(err, errShutdown) || errors.Is(err, errClientGone) {
@@ -471,6 +528,18 @@ func (s *stream) catchUp(ctx context.Context) error {
 				}
 				return fmt.Errorf("catch up: %w: %w", errLogRead, err)
 			}
+			// Whoever prunes (a node, an operator's livepg.prune, a
+			// TRUNCATE), events after from may have gone before the read
+			// saw them: a client told nothing would skip them.
+			if pruned, err := s.prunedPast(ctx, from); err != nil || pruned != nil {
+				if err != nil {
+					return err
+				}
+				if err := s.resetTo(*pruned, s.gen); err != nil {
+					return err
+				}
+				break
+			}
 			cfg.Metrics.CatchUpBatch.Observe(float64(len(rows)))
 			// One batch in memory: the rows become frames and go.
 			full := store.FullBatch(rows, batch, cfg.BatchBytes)
@@ -480,12 +549,13 @@ func (s *stream) catchUp(ctx context.Context) error {
 				if row.Omitted != "" {
 					typ, data = fanout.OmittedType, fanout.OmittedData(row.Type, row.Size, row.Omitted)
 				}
-				s.buf = fanout.AppendFrame(s.buf, row.Seq, typ, row.Topic, data)
-				s.cursor = row.Seq
+				id := fanout.EventID{Seq: row.Seq, Epoch: view.Epoch}
+				s.buf = fanout.AppendFrame(s.buf, id, typ, row.Topic, data)
+				s.cursor, s.sent = row.Seq, id
 				rows[i] = store.Event{}
 			}
 			if !full {
-				s.cursor = head
+				s.cursor = view.Head
 			}
 			n := len(rows)
 			rows = nil
@@ -498,6 +568,32 @@ func (s *stream) catchUp(ctx context.Context) error {
 			s.buf = nil // a batch's worth of memory is not kept by a stream gone live
 		}
 	}
+}
+
+// prunedPast reads the log's bounds after a catch-up read that began after
+// from: if the log is now pruned past from, it returns the head to reset
+// to. Streams checking together share one read (see bounds.go).
+func (s *stream) prunedPast(ctx context.Context, from int64) (*fanout.EventID, error) {
+	b, err := s.e.bounds.get(ctx, s.e.cfg.Log.Bounds)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, errClientGone
+		}
+		return nil, fmt.Errorf("catch up: %w: %w", errLogRead, err)
+	}
+	if b.PrunedThrough <= from {
+		return nil, nil
+	}
+	return &fanout.EventID{Seq: b.Head, Epoch: b.Epoch}, nil
+}
+
+// resetTo tells the client to reset: it has missed events it can no longer
+// get, and the stream continues after to.
+func (s *stream) resetTo(to fanout.EventID, gen uint64) error {
+	s.cursor, s.gen, s.sent = to.Seq, gen, to
+	s.resets++
+	s.e.cfg.Logger.Info("stream reset", "to", to.String())
+	return s.write(fanout.ResetFrame(to))
 }
 
 // writeLive writes ev (if not nil) and every event already queued behind it,
@@ -526,6 +622,7 @@ func (s *stream) writeLive(ctx context.Context, ev *fanout.Event) error {
 				return err
 			}
 			s.cursor = ev.Seq
+			s.sent = fanout.EventID{Seq: ev.Seq, Epoch: ev.Epoch}
 			events++
 			bytes += len(ev.Frame)
 		}
@@ -539,6 +636,18 @@ func (s *stream) writeLive(ctx context.Context, ev *fanout.Event) error {
 		}
 		s.counted(events, bytes)
 		return nil
+	}
+}
+
+// discardQueued drops the events the hub queued for the stream before it
+// was dropped from the live flow.
+func (s *stream) discardQueued() {
+	for {
+		select {
+		case <-s.sub.Events():
+		default:
+			return
+		}
 	}
 }
 

@@ -82,13 +82,13 @@ func newTestEngine(t *testing.T, cfg stream.Config) *testEngine {
 			http.Error(w, "full", http.StatusServiceUnavailable)
 			return
 		}
-		start, reset, err := te.Position(r.Context(), 0, false)
+		start, gen, reset, err := te.Position(r.Context(), fanout.EventID{}, false)
 		if err != nil {
 			place.Release()
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}
-		te.Serve(w, r, stream.Request{Topics: []string{"t"}, Selectors: []fanout.Selector{sel}, Start: start, Reset: reset, Place: place})
+		te.Serve(w, r, stream.Request{Topics: []string{"t"}, Selectors: []fanout.Selector{sel}, Start: start, Gen: gen, Reset: reset, Place: place})
 	}))
 	te.url = srv.URL
 	t.Cleanup(func() {
@@ -114,11 +114,11 @@ func TestCoalescingWaitEndsWhenTheClientGoesOrTheNodeStops(t *testing.T) {
 				// Events committed long ago: the node is behind, so a stream
 				// that just wrote waits before writing the next.
 				old := time.Now().Add(-2 * time.Hour)
-				te.hub.Publish([]*fanout.Event{fanout.NewEvent(1, "message", "t", []byte("1"), old)})
+				te.hub.Publish([]*fanout.Event{fanout.NewEvent(fanout.EventID{Seq: 1}, "message", "t", []byte("1"), old)})
 				if ev := s.Next(t, 30*time.Second); ev.ID != "1" {
 					t.Fatalf("first event %+v", ev)
 				}
-				te.hub.Publish([]*fanout.Event{fanout.NewEvent(2, "message", "t", []byte("2"), old)})
+				te.hub.Publish([]*fanout.Event{fanout.NewEvent(fanout.EventID{Seq: 2}, "message", "t", []byte("2"), old)})
 				waitFor(t, "the stream holding event 2 back", func() bool {
 					return goroutinesIn("stream.(*stream).pause(") == 1
 				})
