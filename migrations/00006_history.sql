@@ -77,15 +77,16 @@ $$;
 
 SELECT livepg.new_epoch();
 
--- The commit trigger checks, once per transaction, that the current epoch
--- was begun in this server lifetime, and begins one if not.
+-- livepg.check_epoch begins a new epoch unless the current one was begun in
+-- this server lifetime; once per transaction. Every path that numbers
+-- events calls it under the sequence lock, before numbering: the commit
+-- trigger (livepg.sequence) and livepg.publish_batch, which numbers its rows
+-- itself (so that an HTTP publish, the first commit after a failover, is
+-- not numbered in the lost history).
 -- +goose StatementBegin
-CREATE OR REPLACE FUNCTION livepg.sequence() RETURNS trigger
+CREATE FUNCTION livepg.check_epoch() RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    -- Re-entrant: the first event of the transaction takes the lock, the
-    -- others find it already held.
-    PERFORM pg_advisory_xact_lock(7236828372618428007);
     IF coalesce(current_setting('livepg.epoch_checked', true), '') <> 'on' THEN
         IF NOT EXISTS (
             SELECT 1 FROM livepg.state s JOIN livepg.epochs p ON p.epoch = s.epoch
@@ -95,6 +96,21 @@ BEGIN
         END IF;
         PERFORM set_config('livepg.epoch_checked', 'on', true);
     END IF;
+END
+$$;
+-- +goose StatementEnd
+REVOKE EXECUTE ON FUNCTION livepg.check_epoch() FROM PUBLIC;
+
+-- The commit trigger checks, once per transaction, that the current epoch
+-- was begun in this server lifetime, and begins one if not.
+-- +goose StatementBegin
+CREATE OR REPLACE FUNCTION livepg.sequence() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    -- Re-entrant: the first event of the transaction takes the lock, the
+    -- others find it already held.
+    PERFORM pg_advisory_xact_lock(7236828372618428007);
+    PERFORM livepg.check_epoch();
     UPDATE livepg.events
        SET seq = nextval('livepg.events_seq'), committed_at = clock_timestamp()
      WHERE id = NEW.id;
@@ -102,6 +118,39 @@ BEGIN
     -- transaction sends a single wake-up however many events it records.
     PERFORM pg_notify('livepg', '');
     RETURN NULL;
+END
+$$;
+-- +goose StatementEnd
+
+-- livepg.publish_batch numbers its rows itself (00003): it checks the epoch
+-- too, under the same lock, before it takes its seqs.
+-- +goose StatementBegin
+CREATE OR REPLACE FUNCTION livepg.publish_batch(topics text[], types text[], data jsonb[])
+RETURNS SETOF bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n int := coalesce(cardinality(topics), 0);
+    first bigint;
+BEGIN
+    IF coalesce(cardinality(types), 0) <> n OR coalesce(cardinality(data), 0) <> n THEN
+        RAISE EXCEPTION 'livepg.publish_batch: topics, types and data must have the same length'
+            USING ERRCODE = '22023';
+    END IF;
+    IF n = 0 THEN
+        RETURN;
+    END IF;
+    PERFORM pg_advisory_xact_lock(7236828372618428007);
+    PERFORM livepg.check_epoch();
+    first := nextval('livepg.events_seq');
+    IF n > 1 THEN
+        PERFORM setval('livepg.events_seq', first + n - 1);
+    END IF;
+    -- The CHECK constraints validate topic and type, NOT NULL refuses NULLs.
+    INSERT INTO livepg.events (seq, topic, type, data, committed_at)
+    SELECT first + x.i - 1, x.topic, x.type, coalesce(x.data, 'null'::jsonb), clock_timestamp()
+      FROM unnest(topics, types, data) WITH ORDINALITY AS x(topic, type, data, i);
+    PERFORM pg_notify('livepg', '');
+    RETURN QUERY SELECT first + g - 1 FROM generate_series(1, n) AS g;
 END
 $$;
 -- +goose StatementEnd
@@ -212,6 +261,35 @@ BEGIN
 END
 $$;
 -- +goose StatementEnd
+-- +goose StatementBegin
+CREATE OR REPLACE FUNCTION livepg.publish_batch(topics text[], types text[], data jsonb[])
+RETURNS SETOF bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n int := coalesce(cardinality(topics), 0);
+    first bigint;
+BEGIN
+    IF coalesce(cardinality(types), 0) <> n OR coalesce(cardinality(data), 0) <> n THEN
+        RAISE EXCEPTION 'livepg.publish_batch: topics, types and data must have the same length'
+            USING ERRCODE = '22023';
+    END IF;
+    IF n = 0 THEN
+        RETURN;
+    END IF;
+    PERFORM pg_advisory_xact_lock(7236828372618428007);
+    first := nextval('livepg.events_seq');
+    IF n > 1 THEN
+        PERFORM setval('livepg.events_seq', first + n - 1);
+    END IF;
+    INSERT INTO livepg.events (seq, topic, type, data, committed_at)
+    SELECT first + x.i - 1, x.topic, x.type, coalesce(x.data, 'null'::jsonb), clock_timestamp()
+      FROM unnest(topics, types, data) WITH ORDINALITY AS x(topic, type, data, i);
+    PERFORM pg_notify('livepg', '');
+    RETURN QUERY SELECT first + g - 1 FROM generate_series(1, n) AS g;
+END
+$$;
+-- +goose StatementEnd
+DROP FUNCTION livepg.check_epoch();
 ALTER TABLE livepg.state DROP COLUMN epoch;
 DROP FUNCTION livepg.new_epoch();
 DROP TABLE livepg.epochs;

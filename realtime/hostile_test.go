@@ -195,7 +195,7 @@ func TestStreamEndsWhenItsTokenExpires(t *testing.T) {
 	}
 	ev := private.Next(t, 60*time.Second)
 	// Its id is the last event's: it sets none of its own.
-	if ev.Type != "token-expired" || ev.ID != fmt.Sprint(seq) || !strings.Contains(ev.Data, "fresh token") {
+	if ev.Type != "token-expired" || ev.Seq() != seq || !strings.Contains(ev.Data, "fresh token") {
 		t.Fatalf("got %+v, want event: token-expired with no id of its own", ev)
 	}
 	select {
