@@ -99,8 +99,8 @@ func TestPostgresRestartLosesNothing(t *testing.T) {
 	a, b := startNode(t, db, cfg), startNode(t, db, cfg)
 	nodes := []string{a.URL, b.URL}
 	followers := []*ssetest.Follower{
-		ssetest.Follow(t, nodes, "/v1/events?topic=pg", ""),
-		ssetest.Follow(t, []string{b.URL, a.URL}, "/v1/events?topic=pg", ""),
+		ssetest.Follow(t, nodes, "/v1/events?topic=pg", logHead(t, db)),
+		ssetest.Follow(t, []string{b.URL, a.URL}, "/v1/events?topic=pg", logHead(t, db)),
 	}
 	waitFor(t, "streams open", func() bool { return followers[0].Connected() && followers[1].Connected() })
 
@@ -132,10 +132,28 @@ func TestListenerLifetimeReconnectsLoseNothing(t *testing.T) {
 	t.Parallel()
 	db := storetest.NewDatabase(t)
 	n := startNode(t, db, realtime.Config{ListenerMaxLifetime: 100 * time.Millisecond, PollInterval: time.Hour})
-	f := ssetest.Follow(t, []string{n.URL}, "/v1/events?topic=life", "")
+	f := ssetest.Follow(t, []string{n.URL}, "/v1/events?topic=life", logHead(t, db))
 	waitFor(t, "stream open", f.Connected)
 	stop := writeUntil(t, db, "life", 2)
 	waitFor(t, "several lifetimes", func() bool { return metric(t, n.Node, "livepg_listener_reconnects_total") >= 5 })
 	stop()
 	f.Expect(t, "follower", committed(t, db, "life"))
+}
+
+// logHead is the log's head as an event id: followers start from it, as a
+// page starts from its snapshot's head, so that a first stream cut before
+// its first event still leaves them a resume point.
+func logHead(t *testing.T, db string) string {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var head string
+	if err := conn.QueryRow(ctx, `SELECT livepg.head()`).Scan(&head); err != nil {
+		t.Fatal(err)
+	}
+	return head
 }
