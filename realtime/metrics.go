@@ -26,8 +26,8 @@ type metrics struct {
 	publishedEvents prometheus.Counter
 	lag             prometheus.Histogram
 	// omitted counts events routed as placeholders, by reason.
-	omitted *prometheus.CounterVec
-	historyResets   prometheus.Counter
+	omitted       *prometheus.CounterVec
+	historyResets prometheus.Counter
 	// queueUsageBits is the float64 bits of the last
 	// pg_notification_queue_usage(), set by the stats poll.
 	queueUsageBits atomic.Uint64

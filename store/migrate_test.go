@@ -95,7 +95,7 @@ func TestUpgradeInPlaceFromThePublicVersionTable(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	dbURL := storetest.NewEmptyDatabase(t)
-	gooseUp(t, dbURL, "testdata/legacy")
+	storetest.ApplyLegacyLayout(t, dbURL)
 
 	conn, err := pgx.Connect(ctx, dbURL)
 	if err != nil {

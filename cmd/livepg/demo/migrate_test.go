@@ -7,14 +7,11 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/stdlib"
-	"github.com/pressly/goose/v3"
 
 	"github.com/livepg/livepg/cmd/livepg/demo"
 	"github.com/livepg/livepg/store"
@@ -130,28 +127,6 @@ func TestDatabaseWithItsOwnBoardsTakesTheDemo(t *testing.T) {
 	}
 }
 
-// applyBefore migrates db as livepg did before the demo had a schema of its
-// own: the engine's and the demo's migrations in one chain, in goose's
-// default version table (public.goose_db_version). The files are copied
-// verbatim from that version.
-func applyBefore(t *testing.T, db string) {
-	t.Helper()
-	cfg, err := pgx.ParseConfig(db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sqlDB := stdlib.OpenDB(*cfg)
-	defer sqlDB.Close()
-	p, err := goose.NewProvider(goose.DialectPostgres, sqlDB, os.DirFS("testdata/livepg-before-demo-schema"),
-		goose.WithDisableGlobalRegistry(true))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := p.Up(context.Background()); err != nil {
-		t.Fatalf("the earlier layout: %v", err)
-	}
-}
-
 // A database made by livepg before the demo had a schema of its own keeps
 // its board where it is (public.boards, public.cards): enabling the demo
 // records its migration as applied in its own version table, creates no
@@ -161,7 +136,7 @@ func TestUpgradeKeepsTheBoardsOfAnEarlierLivepg(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := emptyDatabase(t)
-	applyBefore(t, db)
+	storetest.ApplyLegacyLayout(t, db)
 	pool := openPool(t, db)
 	var boardID, cardID int64
 	if err := pool.QueryRow(ctx, `INSERT INTO boards (name) VALUES ('Made before') RETURNING id`).Scan(&boardID); err != nil {
