@@ -8,16 +8,19 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/cors"
 
+	"github.com/livepg/livepg/realtime/client"
 	"github.com/livepg/livepg/realtime/internal/stream"
 )
 
 // Handler is the engine's HTTP interface for a Go application to mount in
-// its own router: GET /v1/events (the event streams) and POST /v1/publish.
+// its own router: GET /v1/events (the event streams), POST /v1/publish, and
+// GET /livepg.js and /livepg.d.ts (the page-side client library).
 // It answers other paths with 404 and other methods with 405, each with a
 // JSON error body. With plain net/http:
 //
 //	mux := http.NewServeMux()
 //	mux.Handle("/v1/", node.Handler())
+//	mux.Handle("/livepg.js", node.Handler())
 //
 // Serve it from an http.Server without a WriteTimeout (streams set a
 // deadline per write) and register node.CloseStreams with its
@@ -49,8 +52,9 @@ func ConnContext(ctx context.Context, c net.Conn) context.Context {
 	return stream.ConnContext(ctx, c)
 }
 
-// Routes mounts the node's HTTP interface (the event stream and publishing)
-// on a chi router. With CORSOrigins set, pages on those origins (and only
+// Routes mounts the node's HTTP interface (the event stream and publishing,
+// and the page-side client library at /livepg.js with its declarations at
+// /livepg.d.ts) on a chi router. With CORSOrigins set, pages on those origins (and only
 // those) may use both from the browser, with credentials (the token cookie).
 func (n *Node) Routes(r chi.Router) {
 	r.Group(func(r chi.Router) {
@@ -68,4 +72,7 @@ func (n *Node) Routes(r chi.Router) {
 		r.Options("/v1/events", func(http.ResponseWriter, *http.Request) {})
 		r.Options("/v1/publish", func(http.ResponseWriter, *http.Request) {})
 	})
+	// The page-side client library and its TypeScript declarations.
+	r.Get("/livepg.js", client.Script().ServeHTTP)
+	r.Get("/livepg.d.ts", client.Declarations().ServeHTTP)
 }
