@@ -210,7 +210,7 @@ func TestBoardSnapshotHeadMatchesState(t *testing.T) {
 	if last := app.count(t, `SELECT max(seq) FROM livepg.events`); !strings.HasPrefix(fmt.Sprint(snap["head"]), fmt.Sprintf("%d-", last)) {
 		t.Fatalf("head %v, last event %d", snap["head"], last)
 	}
-	for _, page := range []string{"/", "/boards/1", "/static/board.js", "/static/live.js", "/static/app.css"} {
+	for _, page := range []string{"/", "/boards/1", "/static/board.js", "/static/page.js", "/static/app.css"} {
 		resp, err := http.Get(app.URL + page)
 		if err != nil {
 			t.Fatal(err)

@@ -1,4 +1,4 @@
-"use strict";
+import { loadAndFollow } from "/static/page.js";
 
 const boardId = Number(location.pathname.split("/")[2]);
 const COLUMNS = ["todo", "doing", "done"];

@@ -1,4 +1,4 @@
-"use strict";
+import { loadAndFollow } from "/static/page.js";
 
 const list = document.getElementById("boards");
 const errorEl = document.getElementById("error");
