@@ -280,3 +280,40 @@ func TestNodeServesLivepgJS(t *testing.T) {
 		}
 	}
 }
+
+// A node that answers the stream with an error status (here 403: the first
+// token the page's callback gives does not grant the topic), where the browser's
+// EventSource gives up: livepg.js shows reconnecting, asks again after its
+// backoff with a fresh token, and still starts from the page's snapshot.
+func TestLivepgJSRetriesAnErrorAnswer(t *testing.T) {
+	t.Parallel()
+	db := storetest.NewDatabase(t)
+	nodeA, _ := startServer(t, libEnv(db, "0"))
+	nodeB, _ := startServer(t, libEnv(db, "0"))
+	waitReady(t, nodeA)
+	waitReady(t, nodeB)
+	b := browser(t)
+	p := libPage(t, b, "page on node B", nodeB)
+
+	sign := func(exp time.Time, sel string) string {
+		tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"exp": exp.Unix(), "subscribe": []string{sel}}).SignedString([]byte(testTokenKey))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	tokens, _ := json.Marshal([]string{sign(time.Now().Add(time.Hour), "private/other"), sign(time.Now().Add(time.Hour), "private/*")})
+	eval[chromedp.Void](t, p, fmt.Sprintf(`window.tokens = %s`, tokens))
+
+	publishN(t, nodeA, "private/e", 1, 2)
+	head := snapshotHead(t, db)
+	publishN(t, nodeA, "private/e", 3, 4)
+	p.subscribe(t, "private/e", fmt.Sprintf(`from: %q, token: async () => window.tokens[Math.min(window.tokenCalls++, 1)]`, head))
+	waitJS(t, p, `window.sub.status === "live"`)
+	publishN(t, nodeA, "private/e", 5, 5)
+	p.waitGot(t, 3, 4, 5)
+	if statuses := eval[[]string](t, p, `window.statuses`); !slices.Equal(statuses, []string{"connecting", "reconnecting", "live"}) {
+		t.Fatalf("statuses %v, want connecting, reconnecting, live", statuses)
+	}
+	p.noScriptErrors(t)
+}
