@@ -179,7 +179,9 @@ export function subscribe(options) {
   }
 
   function onOnline() {
-    if (!closed && status !== STATUS.LIVE) { attempts = 0; connect(); }
+    // Back online: try now rather than at the end of a backoff (not while a
+    // reset is refetching: its stream opens when the state is in).
+    if (!closed && (status === STATUS.OFFLINE || status === STATUS.RECONNECTING)) { attempts = 0; connect(); }
   }
   function onOffline() {
     if (!closed && status !== STATUS.LIVE) setStatus(STATUS.OFFLINE);

@@ -50,16 +50,19 @@ export function loadAndFollow({ stateURL, topic, onState, onEvent, statusEl }) {
   setStatus(LABELS.connecting, "");
   return load().then((head) => {
     if (head == null) return null;
+    let gone = false; // the server refused the state for good: stop, and keep saying why
     const sub = subscribe({
       topics: [topic],
       from: head,
-      // A reset that cannot load throws, and livepg.js asks again later.
       reset: async () => {
         const h = await load();
-        if (h == null) throw new Error("the state can no longer be loaded");
+        if (h == null) {
+          gone = true;
+          sub.close();
+        }
         return h;
       },
-      onStatus: (s) => setStatus(LABELS[s], s === "offline" ? "reconnecting" : s),
+      onStatus: (s) => gone || setStatus(LABELS[s], s === "offline" ? "reconnecting" : s),
     });
     sub.on("*", (e) => onEvent(e.type, e));
     window.livepgSubscription = sub; // for the browser tests
