@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/golang-jwt/jwt/v5"
@@ -315,5 +317,47 @@ func TestLivepgJSRetriesAnErrorAnswer(t *testing.T) {
 	if statuses := eval[[]string](t, p, `window.statuses`); !slices.Equal(statuses, []string{"connecting", "reconnecting", "live"}) {
 		t.Fatalf("statuses %v, want connecting, reconnecting, live", statuses)
 	}
+	p.noScriptErrors(t)
+}
+
+// A page whose token is the livepg_token cookie, which the app renews by
+// itself: the stream ends at the token's expiry with event: token-expired,
+// livepg.js shows reconnecting and retries, and once the cookie is fresh the
+// stream goes on from the last id, with what was published meanwhile, once.
+func TestLivepgJSResumesAfterTokenExpiredWithACookie(t *testing.T) {
+	t.Parallel()
+	db := storetest.NewDatabase(t)
+	nodeA, _ := startServer(t, libEnv(db, "0"))
+	nodeB, _ := startServer(t, libEnv(db, "0"))
+	waitReady(t, nodeA)
+	waitReady(t, nodeB)
+	b := browser(t)
+	p := libPage(t, b, "page on node B", nodeB)
+
+	setCookie := func(exp time.Time) {
+		tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"exp": exp.Unix(), "subscribe": []string{"private/*"}}).SignedString([]byte(testTokenKey))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.run(t, chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			_, err := cdp.Call(ctx, tg, network.SetCookie, network.SetCookieParams{Name: "livepg_token", Value: tok, URL: nodeB})
+			return err
+		}))
+	}
+	setCookie(time.Now().Add(4 * time.Second))
+	head := snapshotHead(t, db)
+	p.subscribe(t, "private/c", fmt.Sprintf(`from: %q`, head))
+	waitJS(t, p, `window.sub.status === "live"`)
+	publishN(t, nodeA, "private/c", 1, 2)
+	p.waitGot(t, 1, 2)
+
+	// The token expires: the node ends the stream, and the expired cookie
+	// is refused until the app renews it.
+	waitJS(t, p, `window.sub.status === "reconnecting"`)
+	publishN(t, nodeA, "private/c", 3, 3)
+	setCookie(time.Now().Add(time.Hour))
+	waitJS(t, p, `window.sub.status === "live"`)
+	publishN(t, nodeA, "private/c", 4, 4)
+	p.waitGot(t, 1, 2, 3, 4)
 	p.noScriptErrors(t)
 }
