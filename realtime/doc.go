@@ -8,6 +8,8 @@
 //	_ = node.Start(ctx)
 //	defer node.Stop()
 //	mux.Handle("/v1/", node.Handler()) // GET /v1/events, POST /v1/publish
+//	mux.Handle("/livepg.js", node.Handler()) // the page-side client (realtime/client)
+//	mux.Handle("/livepg.d.ts", node.Handler())
 //
 // Its guarantee: every subscriber receives exactly the committed events
 // matching its topics, in commit order, each once — across reconnects,
