@@ -782,7 +782,8 @@ func newResponseOut(w http.ResponseWriter) responseOut {
 func (o responseOut) Write(p []byte) (int, error) { return o.ResponseWriter.Write(p) }
 
 // connOut writes to a connection taken from net/http: Write collects the
-// frames and Flush sends them in one writev.
+// frames and Flush sends them in one system call: write for one frame (a
+// net.Buffers of one element would still cost a writev), writev for more.
 type connOut struct {
 	conn net.Conn
 	bufs net.Buffers
@@ -794,11 +795,16 @@ func (c *connOut) Write(p []byte) (int, error) {
 }
 
 func (c *connOut) Flush() error {
-	if len(c.bufs) == 0 {
+	var err error
+	switch len(c.bufs) {
+	case 0:
 		return nil
+	case 1:
+		_, err = c.conn.Write(c.bufs[0])
+	default:
+		b := c.bufs // WriteTo consumes its receiver; keep the backing array
+		_, err = b.WriteTo(c.conn)
 	}
-	b := c.bufs // WriteTo consumes its receiver; keep the backing array
-	_, err := b.WriteTo(c.conn)
 	clear(c.bufs) // let the frames go
 	c.bufs = c.bufs[:0]
 	return err
