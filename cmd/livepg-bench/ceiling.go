@@ -277,6 +277,10 @@ func (h *ceilingHub) serveHijacked(conn net.Conn, topic string) {
 		if err := conn.SetWriteDeadline(time.Now().Add(30 * time.Second)); err != nil {
 			return err
 		}
+		if len(frames) == 1 { // write, not a writev of one element
+			_, err := conn.Write(frames[0])
+			return err
+		}
 		nb := net.Buffers(append(bufs[:0], frames...))
 		_, err := nb.WriteTo(conn)
 		return err
