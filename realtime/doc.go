@@ -35,7 +35,8 @@
 // One event's path from NOTIFY to a socket, file by file:
 // pglisten/listener.go (a notification calls the node's handler, a
 // wake-up) → node.go (the reader reads the log after the hub's head) →
-// fanout/event.go (each row framed once) → fanout/hub.go (routed to each
-// matching subscriber's buffer) → internal/stream/stream.go (the stream's
-// select takes it and writes it, with those queued behind it, in one write).
+// fanout/event.go (each row framed once) → fanout/hub.go (queued for each
+// matching subscriber; each is woken once per batch the reader hands the
+// hub) → internal/stream/stream.go (the stream takes everything queued and
+// writes it in one system call: write for one frame, writev for several).
 package realtime

@@ -243,3 +243,22 @@ func migrateDemo(t *testing.T, db string) {
 		t.Fatal(err)
 	}
 }
+
+// The wake-ups a run reports are every thread's, not only the main
+// thread's: a process whose threads sleep and wake counts them.
+func TestWakeupsCountEveryThread(t *testing.T) {
+	before, err := readProc(os.Getpid())
+	if err != nil || before.wakeups < 0 {
+		t.Fatalf("read wake-ups: %v, %d", err, before.wakeups)
+	}
+	for range 20 {
+		time.Sleep(5 * time.Millisecond) // every thread idle: they sleep, and wake for the next
+	}
+	after, err := readProc(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.wakeups <= before.wakeups {
+		t.Fatalf("wake-ups %d then %d: sleeping threads were not counted", before.wakeups, after.wakeups)
+	}
+}

@@ -253,8 +253,9 @@ func serveCeiling(ctx context.Context, cfg ceilingConfig, out io.Writer) error {
 }
 
 // serveHijacked is a stream on a connection taken from net/http: it writes
-// the response head itself, then the frames as they come, several per
-// writev system call, straight from the shared encoded frames. The body
+// the response head itself, then the frames as they come, everything queued
+// in one system call (write for one frame, writev for several), straight
+// from the shared encoded frames. The body
 // ends when the connection closes, so there is no chunked encoding and no
 // buffer per stream. A second goroutine only waits for the client to go
 // (net/http keeps one such per connection too).
@@ -275,6 +276,10 @@ func (h *ceilingHub) serveHijacked(conn net.Conn, topic string) {
 	var bufs [][]byte
 	write := func(frames ...[]byte) error {
 		if err := conn.SetWriteDeadline(time.Now().Add(30 * time.Second)); err != nil {
+			return err
+		}
+		if len(frames) == 1 { // write, not a writev of one element
+			_, err := conn.Write(frames[0])
 			return err
 		}
 		nb := net.Buffers(append(bufs[:0], frames...))

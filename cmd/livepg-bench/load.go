@@ -223,6 +223,7 @@ type result struct {
 	RSSBeforeKiB, RSSAfterKiB         int64
 	ServerCPU                         time.Duration // during publishing and delivery
 	ServerWrites                      int64         // write system calls then, -1 if unknown
+	ServerWakeups                     int64         // the server's threads' voluntary context switches then, -1 if unknown
 	// MachineBusy and MachineTotal are the whole machine's CPU time, busy
 	// and in all, over publishing and delivery; OtherCPU is what neither the
 	// servers (--pid) nor this generator used of it.
@@ -340,6 +341,10 @@ func runLoad(ctx context.Context, cfg loadConfig, out io.Writer) (*result, error
 		res.ServerWrites = -1
 		if a, b := sumWrites(cpuAfter), sumWrites(cpuBefore); a >= 0 && b >= 0 {
 			res.ServerWrites = a - b
+		}
+		res.ServerWakeups = -1
+		if a, b := sumWakeups(cpuAfter), sumWakeups(cpuBefore); a >= 0 && b >= 0 {
+			res.ServerWakeups = a - b
 		}
 		if err := r.end(&readers); err != nil {
 			return nil, err
@@ -604,6 +609,9 @@ func (res *result) report(out io.Writer, cfg loadConfig) {
 		}
 		if res.ServerWrites >= 0 {
 			fmt.Fprintf(w, "server writes: %d system calls, %.3f per delivery\n", res.ServerWrites, float64(res.ServerWrites)/float64(res.Deliveries))
+		}
+		if res.ServerWakeups >= 0 {
+			fmt.Fprintf(w, "server wake-ups: %d voluntary context switches of its threads, %.4f per delivery\n", res.ServerWakeups, float64(res.ServerWakeups)/float64(res.Deliveries))
 		}
 	}
 	rate := 0.0

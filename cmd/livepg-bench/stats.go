@@ -118,6 +118,10 @@ type procSample struct {
 	rssKiB int64
 	cpu    time.Duration // utime + stime
 	writes int64         // write system calls (syscw in /proc/PID/io), -1 if unreadable
+	// wakeups is the voluntary context switches of all the process's
+	// threads (/proc/PID/task/*/status): each is a thread that went to
+	// sleep waiting and was woken again. -1 if unreadable.
+	wakeups int64
 }
 
 // clockTick is USER_HZ, the unit of /proc/PID/stat's times; 100 on every
@@ -166,7 +170,31 @@ func readProc(pid int) (procSample, error) {
 			}
 		}
 	}
+	p.wakeups = readWakeups(pid)
 	return p, nil
+}
+
+// readWakeups sums voluntary_ctxt_switches over pid's threads, or returns
+// -1. /proc/PID/status alone counts only the main thread's.
+func readWakeups(pid int) int64 {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return -1
+	}
+	var n int64
+	for _, t := range tasks {
+		status, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", pid, t.Name()))
+		if err != nil {
+			continue // a thread that ended meanwhile
+		}
+		for line := range bytes.Lines(status) {
+			if rest, ok := bytes.CutPrefix(line, []byte("voluntary_ctxt_switches:")); ok {
+				v, _ := strconv.ParseInt(string(bytes.TrimSpace(rest)), 10, 64)
+				n += v
+			}
+		}
+	}
+	return n
 }
 
 // machineCPU reads the whole machine's busy and total CPU time from
@@ -222,6 +250,17 @@ func sumWrites(s []procSample) (n int64) {
 			return -1
 		}
 		n += p.writes
+	}
+	return n
+}
+
+// sumWakeups adds up wake-ups, or returns -1 if any is unknown.
+func sumWakeups(s []procSample) (n int64) {
+	for _, p := range s {
+		if p.wakeups < 0 {
+			return -1
+		}
+		n += p.wakeups
 	}
 	return n
 }

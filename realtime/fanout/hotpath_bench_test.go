@@ -44,9 +44,10 @@ func newBenchHub(subs, buffer int, topic string) (*Hub, []*Subscriber) {
 
 func drainAll(subs []*Subscriber) {
 	for _, s := range subs {
-		for len(s.events) > 0 {
-			<-s.events
-		}
+		s.mu.Lock()
+		clear(s.queue)
+		s.queue = s.queue[:0]
+		s.mu.Unlock()
 	}
 }
 

@@ -35,20 +35,40 @@ type Hub struct {
 	loose  subscriberIndex // by prefix selector without a trailing slash
 	count  int
 	lagged int64 // subscribers moved off the live flow, ever
+	// touched are the subscribers given events by the Publish call under
+	// way: each is woken once, at its end, however many events it got.
+	touched []*Subscriber
 }
 
 // Subscriber is one stream's membership in the hub.
+//
+// The hub hands events over in batches: it appends each event of a Publish
+// call to the subscriber's queue and signals Ready once, when the call
+// ends; the stream takes everything queued with Take. A stream that writes
+// a batch of events so wakes once for it, not once per event.
 type Subscriber struct {
 	selectors []Selector
-	// events is the bounded buffer the hub fills and the stream drains.
-	events chan *Event
+	buffer    int // the most events queue may hold
+	// ready receives a signal (at most one waits) when the hub has queued
+	// events since the stream last took them.
+	ready chan struct{}
 	// lagged receives a signal when the hub dropped the subscriber because
-	// events was full.
+	// its queue was full.
 	lagged chan struct{}
 
+	// mu guards queue: the hub appends under Hub.mu and mu, the stream
+	// takes under mu alone, so that a stream taking its events never waits
+	// for the hub to route a whole batch to everyone else.
+	mu sync.Mutex
+	// queue is the bounded buffer the hub fills and the stream empties, in
+	// seq order. Made with its full capacity on the first event, so that
+	// an idle stream holds none of it and routing never grows it.
+	queue []*Event
+
 	// Guarded by Hub.mu.
-	joined bool
-	queued int64 // seq of the last event put in events (or skipped as seen)
+	joined  bool
+	touched bool  // in Hub.touched: to be woken when the Publish call ends
+	queued  int64 // seq of the last event put in queue (or skipped as seen)
 }
 
 // NewSubscriber returns a subscriber to the topics selectors match, with a
@@ -56,7 +76,8 @@ type Subscriber struct {
 func NewSubscriber(selectors []Selector, buffer int) *Subscriber {
 	return &Subscriber{
 		selectors: selectors,
-		events:    make(chan *Event, buffer),
+		buffer:    max(buffer, 1),
+		ready:     make(chan struct{}, 1),
 		lagged:    make(chan struct{}, 1),
 	}
 }
@@ -64,13 +85,32 @@ func NewSubscriber(selectors []Selector, buffer int) *Subscriber {
 // Selectors are the subscriber's selectors.
 func (s *Subscriber) Selectors() []Selector { return s.selectors }
 
-// Events is the subscriber's buffer: the events the hub routed to it, in
-// seq order.
-func (s *Subscriber) Events() <-chan *Event { return s.events }
+// Ready receives a signal when the hub has queued events for the
+// subscriber: Take them. A signal may find nothing to take (the events
+// went with an earlier Take).
+func (s *Subscriber) Ready() <-chan struct{} { return s.ready }
+
+// Take appends every event queued for the subscriber to dst, in seq order,
+// empties the queue and returns dst.
+func (s *Subscriber) Take(dst []*Event) []*Event {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	dst = append(dst, s.queue...)
+	clear(s.queue) // the events' memory goes with the stream's write
+	s.queue = s.queue[:0]
+	return dst
+}
+
+// Queued is how many events wait to be taken.
+func (s *Subscriber) Queued() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.queue)
+}
 
 // Lagged receives a signal when the hub dropped the subscriber from the
-// live flow because its buffer was full. What is left in Events is still
-// in order; the rest is in the log.
+// live flow because its queue was full. What is left to Take is still in
+// order; the rest is in the log.
 func (s *Subscriber) Lagged() <-chan struct{} { return s.lagged }
 
 // NewHub returns a hub positioned at head: the next event it routes must
@@ -155,10 +195,12 @@ func (h *Hub) Lagged() int64 {
 }
 
 // Publish routes events, which must be in seq order, and advances the head.
-// Events at or below the head were routed before and are skipped.
+// Events at or below the head were routed before and are skipped. Each
+// subscriber given events is woken once, when all of them are queued.
 func (h *Hub) Publish(events []*Event) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	defer h.wakeTouched()
 	for _, ev := range events {
 		if ev.Seq <= h.head {
 			continue
@@ -185,6 +227,20 @@ func (h *Hub) Publish(events []*Event) {
 	}
 }
 
+// wakeTouched signals Ready to each subscriber given events by this
+// Publish call.
+func (h *Hub) wakeTouched() {
+	for _, sub := range h.touched {
+		sub.touched = false
+		select {
+		case sub.ready <- struct{}{}:
+		default: // a signal already waits
+		}
+	}
+	clear(h.touched)
+	h.touched = h.touched[:0]
+}
+
 // offerAll offers ev to every subscriber in set.
 func (h *Hub) offerAll(set subscriberSet, ev *Event) {
 	if set.one != nil {
@@ -195,19 +251,31 @@ func (h *Hub) offerAll(set subscriberSet, ev *Event) {
 	}
 }
 
-// offer puts ev in sub's buffer. When the buffer is full, sub has fallen
+// offer puts ev in sub's queue. When the queue is full, sub has fallen
 // behind the live flow: it leaves the hub (removing it while ranging over the
 // hub's maps is safe) and is signalled to catch up from the log.
 func (h *Hub) offer(sub *Subscriber, ev *Event) {
 	if !sub.joined || ev.Seq <= sub.queued {
 		return // already dropped, or matched by an earlier selector
 	}
-	select {
-	case sub.events <- ev:
-		sub.queued = ev.Seq
-	default:
+	sub.mu.Lock()
+	full := len(sub.queue) >= sub.buffer
+	if !full {
+		if sub.queue == nil {
+			sub.queue = make([]*Event, 0, sub.buffer)
+		}
+		sub.queue = append(sub.queue, ev)
+	}
+	sub.mu.Unlock()
+	if full {
 		h.lagged++
 		h.dropLocked(sub)
+		return
+	}
+	sub.queued = ev.Seq
+	if !sub.touched {
+		sub.touched = true
+		h.touched = append(h.touched, sub)
 	}
 }
 

@@ -1,6 +1,7 @@
 package fanout_test
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -26,14 +27,10 @@ func sub(t *testing.T, buffer int, selectors ...string) *fanout.Subscriber {
 
 func received(s *fanout.Subscriber) []int64 {
 	var seqs []int64
-	for {
-		select {
-		case e := <-s.Events():
-			seqs = append(seqs, e.Seq)
-		default:
-			return seqs
-		}
+	for _, e := range s.Take(nil) {
+		seqs = append(seqs, e.Seq)
 	}
+	return seqs
 }
 
 // The hub's contract with whoever runs a stream: join only once the log is
@@ -127,5 +124,44 @@ func TestHubResetDropsEverySubscriberAndRefusesTheOldGeneration(t *testing.T) {
 	}
 	if id := h.View().ID().String(); id != "11-00000000000a" {
 		t.Fatalf("view id %q, want the last event's", id)
+	}
+}
+
+// A stream wakes once per batch of events, not once per event: the hub
+// signals a subscriber once per Publish call, however many of the call's
+// events it queued, and Take hands them all over in order.
+func TestHubWakesOncePerBatch(t *testing.T) {
+	t.Parallel()
+	h := fanout.NewHub(0)
+	s := sub(t, 16, "a", "a/*")
+	if ok, _ := h.Join(s, 0, 0); !ok {
+		t.Fatal("join refused")
+	}
+	var batch []*fanout.Event
+	for seq := int64(1); seq <= 5; seq++ {
+		batch = append(batch, &fanout.Event{Seq: seq, Topic: "a/1"})
+	}
+	h.Publish(batch)
+	wakeups := 0
+	for {
+		select {
+		case <-s.Ready():
+			wakeups++
+			continue
+		default:
+		}
+		break
+	}
+	if wakeups != 1 {
+		t.Fatalf("%d wake-ups for one batch of 5 events, want 1", wakeups)
+	}
+	if got := received(s); !slices.Equal(got, []int64{1, 2, 3, 4, 5}) {
+		t.Fatalf("took %v, want 1..5", got)
+	}
+	h.Publish([]*fanout.Event{{Seq: 6, Topic: "b"}}) // matches nothing of s: no wake-up
+	select {
+	case <-s.Ready():
+		t.Fatal("woken by a batch with nothing for it")
+	default:
 	}
 }

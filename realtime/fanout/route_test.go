@@ -148,8 +148,8 @@ func routeProgram(t *testing.T, program []byte) (routeStats, bool) {
 	ok := true
 	check := func(m *modelSubscriber) {
 		var got []int64
-		for len(m.sub.Events()) > 0 {
-			got = append(got, (<-m.sub.Events()).Seq)
+		for _, e := range m.sub.Take(nil) {
+			got = append(got, e.Seq)
 		}
 		if !slices.Equal(got, m.queued) {
 			t.Errorf("subscriber %v received %v, want %v (topics %v)", m.sels, got, m.queued, topics)

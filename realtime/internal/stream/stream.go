@@ -404,6 +404,8 @@ type stream struct {
 	deadlineSet time.Time
 	// pending is how many bytes put has queued since the last flush.
 	pending int
+	// live holds the events writeLive took from the hub.
+	live []*fanout.Event
 	// pauseTimer times writeLive's coalescing waits; made on the first.
 	pauseTimer *time.Timer
 	// expires is when the stream's token expires (zero: never); a long
@@ -447,8 +449,8 @@ func (s *stream) run(ctx context.Context, req Request) error {
 			if err := s.write(fanout.HeartbeatFrame); err != nil {
 				return err
 			}
-		case ev := <-s.sub.Events():
-			if err := s.writeLive(ctx, ev); err != nil {
+		case <-s.sub.Ready():
+			if err := s.writeLive(ctx, true); err != nil {
 				return err
 			}
 		case <-s.sub.Lagged():
@@ -459,7 +461,7 @@ func (s *stream) run(ctx context.Context, req Request) error {
 			// needs.
 			if cfg.Hub.View().Gen != s.gen {
 				s.discardQueued()
-			} else if err := s.writeLive(ctx, nil); err != nil {
+			} else if err := s.writeLive(ctx, false); err != nil {
 				return err
 			}
 			if err := s.catchUp(ctx); err != nil {
@@ -596,28 +598,39 @@ func (s *stream) resetTo(to fanout.EventID, gen uint64) error {
 	return s.write(fanout.ResetFrame(to))
 }
 
-// writeLive writes ev (if not nil) and every event already queued behind it,
-// then flushes once.
-func (s *stream) writeLive(ctx context.Context, ev *fanout.Event) error {
+// writeLive takes every event the hub has queued for the stream, and those
+// queued while it writes them, and sends them in one flush (one system
+// call, or one per writeChunk bytes). coalesce allows the wait of
+// Config.WriteCoalesce first (not when writing what is left before a
+// catch-up).
+func (s *stream) writeLive(ctx context.Context, coalesce bool) error {
+	s.live = s.sub.Take(s.live[:0])
+	if len(s.live) == 0 {
+		return nil // a wake-up whose events an earlier Take wrote
+	}
 	now := time.Now()
-	coalesce := s.e.cfg.WriteCoalesce
-	if wait := coalesce - now.Sub(s.wrote); wait > 0 && ev != nil && now.Sub(ev.CommittedAt) > coalesce {
-		// Events come fast and the node is behind them (this one committed
-		// a while ago): let those behind ev arrive and go out in the same
+	pause := s.e.cfg.WriteCoalesce
+	if wait := pause - now.Sub(s.wrote); wait > 0 && coalesce && now.Sub(s.live[0].CommittedAt) > pause {
+		// Events come fast and the node is behind them (the first committed
+		// a while ago): let those behind arrive and go out in the same
 		// write. At saturation this keeps the system calls per event down;
 		// a node keeping up, or a quiet stream, never waits.
 		if err := s.pause(ctx, wait); err != nil {
 			return err
 		}
 		now = time.Now()
+		s.live = s.sub.Take(s.live)
 	}
 	s.wrote = now
 	if err := s.extendDeadline(now); err != nil {
 		return err
 	}
 	events, bytes := 0, 0
-	for {
-		if ev != nil && ev.Seq > s.cursor {
+	for len(s.live) > 0 {
+		for _, ev := range s.live {
+			if ev.Seq <= s.cursor {
+				continue
+			}
 			if err := s.put(ev.Frame); err != nil {
 				return err
 			}
@@ -626,29 +639,31 @@ func (s *stream) writeLive(ctx context.Context, ev *fanout.Event) error {
 			events++
 			bytes += len(ev.Frame)
 		}
-		select {
-		case ev = <-s.sub.Events():
-			continue
-		default:
-		}
-		if err := s.flush(); err != nil {
-			return err
-		}
-		s.counted(events, bytes)
-		return nil
+		// The writer keeps the frames themselves until the flush, not the
+		// events: the slice can take the next ones.
+		clear(s.live)
+		s.live = s.sub.Take(s.live[:0])
 	}
+	if cap(s.live) > maxKeptEvents {
+		s.live = nil // a burst's worth of room is not kept by a quiet stream
+	}
+	if err := s.flush(); err != nil {
+		return err
+	}
+	s.counted(events, bytes)
+	return nil
 }
+
+// maxKeptEvents is the most room for taken events a stream keeps between
+// writes.
+const maxKeptEvents = 64
 
 // discardQueued drops the events the hub queued for the stream before it
 // was dropped from the live flow.
 func (s *stream) discardQueued() {
-	for {
-		select {
-		case <-s.sub.Events():
-		default:
-			return
-		}
-	}
+	s.live = s.sub.Take(s.live[:0])
+	clear(s.live)
+	s.live = s.live[:0]
 }
 
 // pause waits d before a coalesced write. A client that goes ends the
@@ -782,7 +797,8 @@ func newResponseOut(w http.ResponseWriter) responseOut {
 func (o responseOut) Write(p []byte) (int, error) { return o.ResponseWriter.Write(p) }
 
 // connOut writes to a connection taken from net/http: Write collects the
-// frames and Flush sends them in one writev.
+// frames and Flush sends them in one system call: write for one frame (a
+// net.Buffers of one element would still cost a writev), writev for more.
 type connOut struct {
 	conn net.Conn
 	bufs net.Buffers
@@ -794,11 +810,16 @@ func (c *connOut) Write(p []byte) (int, error) {
 }
 
 func (c *connOut) Flush() error {
-	if len(c.bufs) == 0 {
+	var err error
+	switch len(c.bufs) {
+	case 0:
 		return nil
+	case 1:
+		_, err = c.conn.Write(c.bufs[0])
+	default:
+		b := c.bufs // WriteTo consumes its receiver; keep the backing array
+		_, err = b.WriteTo(c.conn)
 	}
-	b := c.bufs // WriteTo consumes its receiver; keep the backing array
-	_, err := b.WriteTo(c.conn)
 	clear(c.bufs) // let the frames go
 	c.bufs = c.bufs[:0]
 	return err
