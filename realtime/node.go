@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/livepg/livepg/realtime/fanout"
@@ -205,14 +206,31 @@ type catchUpLog struct {
 	bounds, read *store.Store
 }
 
-func (l catchUpLog) Bounds(ctx context.Context) (store.LogBounds, error) { return l.bounds.Bounds(ctx) }
+func (l catchUpLog) Bounds(ctx context.Context) (store.LogBounds, error) {
+	return retryStale(func() (store.LogBounds, error) { return l.bounds.Bounds(ctx) })
+}
 
 func (l catchUpLog) Position(ctx context.Context, epoch string, seq int64) (store.History, error) {
-	return l.bounds.Position(ctx, epoch, seq)
+	return retryStale(func() (store.History, error) { return l.bounds.Position(ctx, epoch, seq) })
 }
 
 func (l catchUpLog) ReadMatching(ctx context.Context, after, through int64, exact, prefixes []string, limit int, maxBytes int64) ([]store.Event, error) {
-	return l.read.ReadMatching(ctx, after, through, exact, prefixes, limit, maxBytes)
+	return retryStale(func() ([]store.Event, error) {
+		return l.read.ReadMatching(ctx, after, through, exact, prefixes, limit, maxBytes)
+	})
+}
+
+// retryStale runs read again, once, when it failed before anything reached
+// the database (pgconn.SafeToRetry): a pooled connection the server dropped
+// while it sat idle (a restart, a failover) fails its first write, and a
+// stream would otherwise end on it, sending its client to reconnect for
+// nothing.
+func retryStale[T any](read func() (T, error)) (T, error) {
+	v, err := read()
+	if err != nil && pgconn.SafeToRetry(err) {
+		return read()
+	}
+	return v, err
 }
 
 // wakeReader asks the reader to read the log now. It never blocks.
