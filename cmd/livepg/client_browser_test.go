@@ -33,6 +33,18 @@ func libEnv(db, port string) map[string]string {
 }
 
 // libPage opens a tab on base with no cookie and imports livepg.js into it.
+// twoNodesAndAPage starts two nodes on a fresh database and opens a page on
+// the second: the tests write through the first.
+func twoNodesAndAPage(t *testing.T) (db, nodeA, nodeB string, p *page) {
+	t.Helper()
+	db = storetest.NewDatabase(t)
+	nodeA, _ = startServer(t, libEnv(db, "0"))
+	nodeB, _ = startServer(t, libEnv(db, "0"))
+	waitReady(t, nodeA)
+	waitReady(t, nodeB)
+	return db, nodeA, nodeB, libPage(t, browser(t), "page on node B", nodeB)
+}
+
 func libPage(t *testing.T, browserCtx context.Context, name, base string) *page {
 	t.Helper()
 	ctx, cancel := chromedp.NewContext(browserCtx)
@@ -178,13 +190,7 @@ func TestLivepgJSHandoffAndNodeLossAcrossNodes(t *testing.T) {
 // before it and nothing twice.
 func TestLivepgJSReset(t *testing.T) {
 	t.Parallel()
-	db := storetest.NewDatabase(t)
-	nodeA, _ := startServer(t, libEnv(db, "0"))
-	nodeB, _ := startServer(t, libEnv(db, "0"))
-	waitReady(t, nodeA)
-	waitReady(t, nodeB)
-	b := browser(t)
-	p := libPage(t, b, "page on node B", nodeB)
+	db, nodeA, _, p := twoNodesAndAPage(t)
 
 	stale := snapshotHead(t, db)
 	publishN(t, nodeA, "lib/2", 1, 3)
@@ -215,13 +221,7 @@ func TestLivepgJSReset(t *testing.T) {
 // first token expired arrive, each once.
 func TestLivepgJSRefreshesItsToken(t *testing.T) {
 	t.Parallel()
-	db := storetest.NewDatabase(t)
-	nodeA, _ := startServer(t, libEnv(db, "0"))
-	nodeB, _ := startServer(t, libEnv(db, "0"))
-	waitReady(t, nodeA)
-	waitReady(t, nodeB)
-	b := browser(t)
-	p := libPage(t, b, "page on node B", nodeB)
+	db, nodeA, nodeB, p := twoNodesAndAPage(t)
 
 	sign := func(exp time.Time) string {
 		tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"exp": exp.Unix(), "subscribe": []string{"private/*"}}).SignedString([]byte(testTokenKey))
@@ -289,13 +289,7 @@ func TestNodeServesLivepgJS(t *testing.T) {
 // backoff with a fresh token, and still starts from the page's snapshot.
 func TestLivepgJSRetriesAnErrorAnswer(t *testing.T) {
 	t.Parallel()
-	db := storetest.NewDatabase(t)
-	nodeA, _ := startServer(t, libEnv(db, "0"))
-	nodeB, _ := startServer(t, libEnv(db, "0"))
-	waitReady(t, nodeA)
-	waitReady(t, nodeB)
-	b := browser(t)
-	p := libPage(t, b, "page on node B", nodeB)
+	db, nodeA, _, p := twoNodesAndAPage(t)
 
 	sign := func(exp time.Time, sel string) string {
 		tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"exp": exp.Unix(), "subscribe": []string{sel}}).SignedString([]byte(testTokenKey))
@@ -326,13 +320,7 @@ func TestLivepgJSRetriesAnErrorAnswer(t *testing.T) {
 // stream goes on from the last id, with what was published meanwhile, once.
 func TestLivepgJSResumesAfterTokenExpiredWithACookie(t *testing.T) {
 	t.Parallel()
-	db := storetest.NewDatabase(t)
-	nodeA, _ := startServer(t, libEnv(db, "0"))
-	nodeB, _ := startServer(t, libEnv(db, "0"))
-	waitReady(t, nodeA)
-	waitReady(t, nodeB)
-	b := browser(t)
-	p := libPage(t, b, "page on node B", nodeB)
+	db, nodeA, nodeB, p := twoNodesAndAPage(t)
 
 	setCookie := func(exp time.Time) {
 		tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"exp": exp.Unix(), "subscribe": []string{"private/*"}}).SignedString([]byte(testTokenKey))
