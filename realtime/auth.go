@@ -19,6 +19,11 @@ import (
 //
 //	{"exp": 1767225600, "subscribe": ["boards/*"], "publish": ["boards/42"]}
 //
+// An operator's token may also grant the inspector page ("inspect": true):
+// a view of every node, its streams and the topics they name (see
+// inspect.go). It grants no topic: tailing a private topic there needs its
+// subscribe grant too.
+//
 // A browser's EventSource cannot set headers, so the token is read from the
 // Authorization header ("Bearer ..."), the livepg_token cookie or the token
 // query parameter, in that order.
@@ -30,6 +35,8 @@ const TokenCookie = "livepg_token"
 type Claims struct {
 	Subscribe []string `json:"subscribe,omitempty"`
 	Publish   []string `json:"publish,omitempty"`
+	// Inspect grants the inspector page, /inspect.
+	Inspect bool `json:"inspect,omitempty"`
 	jwt.RegisteredClaims
 }
 
@@ -238,6 +245,26 @@ func (p Publisher) Allow(topic string) error {
 		return &authError{http.StatusForbidden, fmt.Sprintf("the token does not allow publishing on %s", topic)}
 	}
 	return nil
+}
+
+// AuthorizeInspect checks that the request's token grants the inspector
+// (the inspect claim) and returns when that right ends (zero: it needs no
+// token, the nil *Auth of the local mode).
+func (a *Auth) AuthorizeInspect(r *http.Request) (expires time.Time, err error) {
+	if a == nil {
+		return time.Time{}, nil
+	}
+	c, err := a.claims(r)
+	if err != nil {
+		return time.Time{}, err
+	}
+	if c == nil {
+		return time.Time{}, a.missingToken()
+	}
+	if !c.Inspect {
+		return time.Time{}, &authError{http.StatusForbidden, `the token does not grant the inspector: it needs the claim "inspect": true`}
+	}
+	return c.ExpiresAt.Time, nil
 }
 
 // overlaps reports whether some topic matches both selectors.

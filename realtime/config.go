@@ -1,6 +1,7 @@
 package realtime
 
 import (
+	"context"
 	"log/slog"
 	"time"
 
@@ -95,7 +96,18 @@ type Config struct {
 	// starts: about 13 KiB per idle stream instead of 36 (see
 	// internal/stream/takeover.go).
 	PlainStreams bool
-	Logger       *slog.Logger
+	// NodeID names the node in the node registry (livepg.nodes) and on the
+	// inspector page; empty: the host's name and a random suffix.
+	// NodeAddress and NodeRegion are shown beside it when set.
+	NodeID, NodeAddress, NodeRegion string
+	// NodeInterval is how often the node writes its row of the registry
+	// (and reads the others'); a node silent for three is shown stale.
+	NodeInterval time.Duration
+	// PresenceCounts, when set, gives the members of each topic's presence
+	// on this node, for the inspector (a hook for presence; nil: the
+	// inspector shows no presence column). Called every NodeInterval.
+	PresenceCounts func(ctx context.Context) (map[string]int, error)
+	Logger         *slog.Logger
 }
 
 // DefaultConfig holds the node's defaults: the one place they are written.
@@ -124,6 +136,7 @@ var DefaultConfig = Config{
 	ProbeInterval:       pglisten.DefaultProbeInterval,
 	ProbeTimeout:        pglisten.DefaultProbeTimeout,
 	StatsInterval:       15 * time.Second,
+	NodeInterval:        5 * time.Second,
 	PublishBatchWindow:  time.Millisecond,
 	WriteCoalesce:       25 * time.Millisecond,
 }
@@ -180,6 +193,10 @@ func (c Config) withDefaults() Config {
 	set(&c.ProbeInterval, d.ProbeInterval)
 	set(&c.ProbeTimeout, d.ProbeTimeout)
 	set(&c.StatsInterval, d.StatsInterval)
+	set(&c.NodeInterval, d.NodeInterval)
+	if c.NodeInterval < 100*time.Millisecond {
+		c.NodeInterval = 100 * time.Millisecond // the registry's least
+	}
 	if c.PublishBatchWindow == 0 {
 		c.PublishBatchWindow = d.PublishBatchWindow
 	}

@@ -30,6 +30,7 @@ type Node struct {
 	listener *pglisten.Listener
 	metrics  *metrics
 	batcher  *batcher // nil when publish batching is off
+	inspect  *inspector
 	log      *slog.Logger
 
 	// Made by Start; nil before. Atomic: requests and metric scrapes may
@@ -102,6 +103,7 @@ func NewNode(st *store.Store, cfg Config) (*Node, error) {
 	if cfg.PublishBatchWindow > 0 {
 		n.batcher = newBatcher(cfg.PublishBatchWindow, st, cfg.Logger)
 	}
+	n.inspect = newInspector(n)
 	return n, nil
 }
 
@@ -159,6 +161,7 @@ func (n *Node) Start(ctx context.Context) error {
 	n.goRun(func() { n.readLoop(runCtx, hub) })
 	n.goRun(func() { n.pruneLoop(runCtx) })
 	n.goRun(func() { n.statsLoop(runCtx) })
+	n.goRun(func() { n.inspect.beatLoop(runCtx) })
 	if n.batcher != nil {
 		n.goRun(func() { n.batcher.run(runCtx) })
 	}

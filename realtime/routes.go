@@ -53,8 +53,8 @@ func ConnContext(ctx context.Context, c net.Conn) context.Context {
 }
 
 // Routes mounts the node's HTTP interface (the event stream and publishing,
-// and the page-side client library at /livepg.js with its declarations at
-// /livepg.d.ts) on a chi router. With CORSOrigins set, pages on those origins (and only
+// the page-side client library at /livepg.js with its declarations at
+// /livepg.d.ts, and the inspector at /inspect) on a chi router. With CORSOrigins set, pages on those origins (and only
 // those) may use both from the browser, with credentials (the token cookie).
 func (n *Node) Routes(r chi.Router) {
 	r.Group(func(r chi.Router) {
@@ -75,4 +75,6 @@ func (n *Node) Routes(r chi.Router) {
 	// The page-side client library and its TypeScript declarations.
 	r.Get("/livepg.js", client.Script().ServeHTTP)
 	r.Get("/livepg.d.ts", client.Declarations().ServeHTTP)
+	// The inspector page and its endpoints (inspectpage.go).
+	n.inspectRoutes(r)
 }

@@ -120,6 +120,8 @@ type Engine struct {
 
 	mu      sync.Mutex
 	clients map[string]int // places taken, by client (see Reserve)
+
+	topics topicCounts // running streams by selector (see Topics)
 }
 
 // New returns an engine on cfg's log and hub.
@@ -350,6 +352,8 @@ func (e *Engine) run(ctx context.Context, out streamOut, req Request) {
 		sent:   req.Start,
 	}
 	defer e.cfg.Hub.Leave(s.sub)
+	e.topics.add(req.Topics, 1)
+	defer e.topics.add(req.Topics, -1)
 	err := s.run(ctx, req)
 	reason := e.closed(err)
 	e.cfg.Logger.Info("stream closed", "reason", reason, "err", err, "topics", req.Topics,
