@@ -219,7 +219,7 @@ func TestInspectorNeedsATokenGrantingInspect(t *testing.T) {
 	s := ssetest.Open(t, n.URL+"/inspect/v1/events?topic=nodes&token="+inspector, "")
 	ev := s.Next(t, 30*time.Second)
 	var frame struct {
-		Topic string               `json:"topic"`
+		Topic string              `json:"topic"`
 		Data  realtime.Inspection `json:"data"`
 	}
 	if err := json.Unmarshal([]byte(ev.Data), &frame); ev.Type != "nodes" || err != nil || frame.Topic != "nodes" || frame.Data.Node != n.NodeID() {

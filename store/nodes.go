@@ -3,8 +3,11 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // The node registry, livepg.nodes (migrations/00011_nodes.sql): each node
@@ -50,6 +53,10 @@ func (s *Store) Beat(ctx context.Context, b NodeBeat) error {
 	}
 	if _, err := s.Pool.Exec(ctx, `SELECT livepg.node_beat($1, $2, $3, $4, $5, $6::jsonb)`,
 		b.ID, b.Address, b.Region, b.StartedAt, b.Every, string(stats)); err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "54000" { // stats over the bound
+			return fmt.Errorf("write node %s to livepg.nodes: %w: %s", b.ID, ErrInvalid, pgErr.Message)
+		}
 		return fmt.Errorf("write node %s to livepg.nodes: %w", b.ID, asInvalid(err))
 	}
 	return nil
