@@ -259,6 +259,10 @@ func (a *Auth) AuthorizeInspect(r *http.Request) (expires time.Time, err error) 
 		return time.Time{}, err
 	}
 	if c == nil {
+		if a.key == nil {
+			return time.Time{}, &authError{http.StatusUnauthorized, "the inspector needs a token granting inspect, and this node accepts none: it has no token key. " +
+				"Set LIVEPG_TOKEN_KEY (or LIVEPG_TOKEN_KEY_FILE) on the node and send a token with the claim \"inspect\": true"}
+		}
 		return time.Time{}, a.missingToken()
 	}
 	if !c.Inspect {

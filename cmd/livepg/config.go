@@ -127,6 +127,7 @@ func envVars() []envVar {
 		{"LIVEPG_CORS_ORIGINS", "(none)", "comma-separated origins whose pages may stream and publish, with credentials"},
 		{"LIVEPG_DEMO", "on without DATABASE_URL, off with it", "on: serve the demo board (its pages, /api/boards, its tables in schema livepg_demo); off: none of it"},
 		{"FLY_REGION", "(set by Fly.io)", "the region this machine runs in"},
+		{"FLY_MACHINE_ID", "(set by Fly.io)", "this machine's id: the node's name in the node registry and the inspector (elsewhere: the host's name and a random suffix)"},
 		{"PRIMARY_REGION", "(set by Fly.io from primary_region)", "the primary database's region; elsewhere, writes are replayed there with fly-replay"},
 	}
 }
@@ -162,6 +163,8 @@ func loadConfig(getenv func(string) string) (Config, error) {
 		c.Node.ClientIPHeader = "Fly-Client-IP"
 	}
 	c.PrimaryRegion = getenv("PRIMARY_REGION")
+	c.Node.NodeRegion = c.FlyRegion
+	c.Node.NodeID = getenv("FLY_MACHINE_ID")
 	c.LocalMode = c.DatabaseURL == ""
 	if s := getenv("PORT"); s != "" {
 		c.Port = s

@@ -261,6 +261,7 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, stdout io.Write
 		return err
 	}
 	cfg.Node.ListenURL = cfg.ListenURL
+	cfg.Node.NodeAddress = ln.Addr().String()
 	node, err := realtime.NewNode(st, cfg.Node)
 	if err != nil {
 		return err
