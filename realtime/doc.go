@@ -30,7 +30,9 @@
 //     flow, coalesced writes, lean streams on taken connections;
 //   - this package: wiring them (node.go), the configuration and its
 //     defaults (config.go), admitting stream requests (events.go),
-//     publishing (publish.go, batch.go), tokens (auth.go) and metrics.
+//     publishing (publish.go, batch.go), tokens (auth.go), metrics, and
+//     the inspector: the node registry and the figures it carries
+//     (inspect.go), the page and its endpoints (inspectpage.go).
 //
 // One event's path from NOTIFY to a socket, file by file:
 // pglisten/listener.go (a notification calls the node's handler, a

@@ -13,8 +13,9 @@ import (
 )
 
 // Handler is the engine's HTTP interface for a Go application to mount in
-// its own router: GET /v1/events (the event streams), POST /v1/publish, and
-// GET /livepg.js and /livepg.d.ts (the page-side client library).
+// its own router: GET /v1/events (the event streams), POST /v1/publish,
+// GET /livepg.js and /livepg.d.ts (the page-side client library), and the
+// inspector under /inspect (see inspectpage.go).
 // It answers other paths with 404 and other methods with 405, each with a
 // JSON error body. With plain net/http:
 //

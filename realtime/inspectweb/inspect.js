@@ -74,7 +74,7 @@ function listenerCell(l) {
 }
 
 function logCell(g) {
-  const td = el("td");
+  const td = el("td", { class: "log" });
   if (!g) return td;
   if (g.error) td.append(badge("unreadable", "bad", g.error), el("br"));
   td.append("head " + fmtNum(g.head), el("span", { class: "small" }, " (node at " + fmtNum(g.node_head) + ")"), el("br"),
@@ -104,7 +104,7 @@ function render(ins) {
     const s = n.stats || {};
     const tr = el("tr", { class: (n.self ? "self " : "") + (n.stale ? "stale" : ""), node: n.id });
     tr.append(
-      el("td", null, el("strong", null, n.id), n.self ? " (this node)" : "", el("br"),
+      el("td", { class: "node" }, el("strong", null, n.id), n.self ? " (this node)" : "", el("br"),
         el("span", { class: "small" }, [n.address, n.region].filter(Boolean).join(" · ") || "–")),
       stateCell(n, s),
       el("td", { class: "num", streams: String(s.streams ?? "") }, fmtNum(s.streams), el("br"),
@@ -156,6 +156,7 @@ setInterval(() => {
 
 function stopTail() {
   if (tail) tail.close();
+  if (tail) setStatus("tail-status", "stopped");
   tail = null;
   $("tail-start").disabled = false;
   $("tail-stop").disabled = true;
