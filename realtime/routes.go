@@ -22,6 +22,8 @@ import (
 //	mux := http.NewServeMux()
 //	mux.Handle("/v1/", node.Handler())
 //	mux.Handle("/livepg.js", node.Handler())
+//	mux.Handle("/inspect", node.Handler())  // the inspector page
+//	mux.Handle("/inspect/", node.Handler()) // its script, style and data
 //
 // Serve it from an http.Server without a WriteTimeout (streams set a
 // deadline per write) and register node.CloseStreams with its
