@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -83,4 +84,49 @@ func TestNodeRegistryAsTheRecipesRoles(t *testing.T) {
 	if rows, _ := node.Nodes(ctx, 100); len(rows) != 0 {
 		t.Errorf("after leaving: %+v", rows)
 	}
+}
+
+// BenchmarkNodeBeat measures what the inspector costs the database per node
+// and interval: one beat (a row of about 3 KB of stats, as a node with 20
+// topics writes) and one read of a registry of 20 nodes, and the log's
+// figures over 20,000 events.
+//
+//	go test ./store -run '^$' -bench BenchmarkNodeBeat
+func BenchmarkNodeBeat(b *testing.B) {
+	ctx := context.Background()
+	s := storetest.NewStore(b)
+	if _, err := s.Pool.Exec(ctx, `SELECT livepg.publish('t/' || (i % 100), jsonb_build_object('i', i)) FROM generate_series(1, 20000) i`); err != nil {
+		b.Fatal(err)
+	}
+	var topics []string
+	for i := range 20 {
+		topics = append(topics, fmt.Sprintf(`{"selector": "boards/%d/cards/*", "streams": %d}`, i, 1000-i))
+	}
+	stats := []byte(`{"streams": 4000, "topics": [` + strings.Join(topics, ",") + `], "log": {"head": 20000}, "lag": {"events": 100}, "pad": "` + strings.Repeat("x", 1800) + `"}`)
+	for i := range 20 {
+		if err := s.Beat(ctx, store.NodeBeat{ID: fmt.Sprintf("node-%d", i), StartedAt: time.Now(), Every: 5 * time.Second, Stats: stats}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.Run("beat", func(b *testing.B) {
+		for b.Loop() {
+			if err := s.Beat(ctx, store.NodeBeat{ID: "node-0", StartedAt: time.Now(), Every: 5 * time.Second, Stats: stats}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("read-20-nodes", func(b *testing.B) {
+		for b.Loop() {
+			if rows, err := s.Nodes(ctx, 100); err != nil || len(rows) != 20 {
+				b.Fatal(len(rows), err)
+			}
+		}
+	})
+	b.Run("log-stats", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := s.LogStats(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
