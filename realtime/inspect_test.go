@@ -151,9 +151,6 @@ func TestInspectorShowsADeadNodeStaleThenForgetsIt(t *testing.T) {
 		nb, _, ok := nodeIn(t, inspection(t, a.URL, nil), "node-b")
 		return ok && nb.Stale && nb.AgeSeconds >= 0.6
 	})
-	if na, _, _ := nodeIn(t, inspection(t, a.URL, nil), "node-a"); na.Stale {
-		t.Error("A shows itself stale")
-	}
 
 	// Ten minutes later (moved back in time here), A's next beat forgets B.
 	conn, err := pgx.Connect(context.Background(), db)

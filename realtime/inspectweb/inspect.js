@@ -101,26 +101,34 @@ function render(ins) {
   for (const th of document.querySelectorAll("th.presence")) th.hidden = !withPresence;
   const rows = [];
   for (const n of ins.nodes) {
-    const s = n.stats || {};
-    const tr = el("tr", { class: (n.self ? "self " : "") + (n.stale ? "stale" : ""), node: n.id });
-    tr.append(
-      el("td", { class: "node" }, el("strong", null, n.id), n.self ? " (this node)" : "", el("br"),
-        el("span", { class: "small" }, [n.address, n.region].filter(Boolean).join(" · ") || "–")),
-      stateCell(n, s),
-      el("td", { class: "num", streams: String(s.streams ?? "") }, fmtNum(s.streams), el("br"),
-        el("span", { class: "small" }, fmtNum(s.streams_live) + " live, " + fmtNum(s.catchups_waiting) + " waiting")),
-      topicsCell(s),
-      el("td", { class: "num" }, fmtNum(s.events_per_second) + " read", el("br"), el("span", { class: "small" }, fmtNum(s.delivered_per_second) + " written"),
-        el("br"), el("span", { class: "small" }, "over " + fmtSecs(s.window_seconds))),
-      lagCell(s.lag),
-      listenerCell(s.listener),
-      el("td", { class: "num" }, s.notification_queue_usage == null ? "–" : (s.notification_queue_usage * 100).toFixed(2) + " %"),
-      logCell(s.log),
-    );
-    if (withPresence) tr.append(presenceCell(s));
-    rows.push(tr);
+    try { rows.push(nodeRow(n, withPresence)); } catch (err) {
+      // A row whose figures are not what this page knows (a node of
+      // another version): shown as such, the others still are.
+      rows.push(el("tr", { node: String(n.id) }, el("td", { class: "node" }, String(n.id)), el("td", null, badge("unreadable figures", "warn", String(err)))));
+    }
   }
   $("nodes").tBodies[0].replaceChildren(...rows);
+}
+
+function nodeRow(n, withPresence) {
+  const s = n.stats || {};
+  const tr = el("tr", { class: (n.self ? "self " : "") + (n.stale ? "stale" : ""), node: n.id });
+  tr.append(
+    el("td", { class: "node" }, el("strong", null, n.id), n.self ? " (this node)" : "", el("br"),
+      el("span", { class: "small" }, [n.address, n.region].filter(Boolean).join(" · ") || "–")),
+    stateCell(n, s),
+    el("td", { class: "num", streams: String(s.streams ?? "") }, fmtNum(s.streams), el("br"),
+      el("span", { class: "small" }, fmtNum(s.streams_live) + " live, " + fmtNum(s.catchups_waiting) + " waiting")),
+    topicsCell(s),
+    el("td", { class: "num" }, fmtNum(s.events_per_second) + " read", el("br"), el("span", { class: "small" }, fmtNum(s.delivered_per_second) + " written"),
+      el("br"), el("span", { class: "small" }, "over " + fmtSecs(s.window_seconds))),
+    lagCell(s.lag),
+    listenerCell(s.listener),
+    el("td", { class: "num" }, s.notification_queue_usage == null ? "–" : (s.notification_queue_usage * 100).toFixed(2) + " %"),
+    logCell(s.log),
+  );
+  if (withPresence) tr.append(presenceCell(s));
+  return tr;
 }
 
 function setStatus(id, s) {
