@@ -243,6 +243,32 @@ func TestInspectorNeedsATokenGrantingInspect(t *testing.T) {
 		t.Errorf("tail check of a private topic with its grant: %d, want 200", got)
 	}
 
+	// A node serves at most 16 inspector streams at once; the 17th is
+	// sent away with 503 and Retry-After.
+	for range 15 {
+		ssetest.Open(t, n.URL+"/inspect/v1/events?topic=nodes&token="+inspector, "").Next(t, 30*time.Second)
+	}
+	if got := status(t, "GET", n.URL+"/inspect/v1/events?topic=nodes", "", bearer(inspector)); got != http.StatusServiceUnavailable {
+		t.Errorf("a 17th inspector stream: %d, want 503", got)
+	}
+
+	// An inspector stream ends when its token expires, saying so.
+	short := token(t, jwt.SigningMethodHS256, []byte(secret), jwt.MapClaims{"exp": time.Now().Add(2 * time.Second).Unix(), "inspect": true})
+	s.Close()
+	expiring := ssetest.Open(t, n.URL+"/inspect/v1/events?topic=nodes&token="+short, "")
+	deadline := time.After(60 * time.Second)
+	for expired := false; !expired; {
+		select {
+		case ev, ok := <-expiring.Events():
+			if !ok {
+				t.Fatal("the inspector stream ended without event: token-expired")
+			}
+			expired = ev.Type == "token-expired"
+		case <-deadline:
+			t.Fatal("the inspector stream outlived its token by a minute")
+		}
+	}
+
 	// The local mode: no Auth, no token needed.
 	open := startNode(t, db, realtime.Config{NodeInterval: 200 * time.Millisecond})
 	for _, path := range []string{"/inspect", "/inspect/api/nodes", "/inspect/inspect.js", "/inspect/inspect.css"} {
