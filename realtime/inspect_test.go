@@ -253,9 +253,15 @@ func TestInspectorNeedsATokenGrantingInspect(t *testing.T) {
 	}
 
 	// An inspector stream ends when its token expires, saying so.
-	short := token(t, jwt.SigningMethodHS256, []byte(secret), jwt.MapClaims{"exp": time.Now().Add(2 * time.Second).Unix(), "inspect": true})
-	s.Close()
-	expiring := ssetest.Open(t, n.URL+"/inspect/v1/events?topic=nodes&token="+short, "")
+	short := token(t, jwt.SigningMethodHS256, []byte(secret), jwt.MapClaims{"exp": time.Now().Add(5 * time.Second).Unix(), "inspect": true})
+	s.Close() // its place comes back once the node notices
+	var expiring *ssetest.Stream
+	waitFor(t, "a place among the inspector streams", func() bool {
+		var err error
+		expiring, err = ssetest.Dial(context.Background(), n.URL+"/inspect/v1/events?topic=nodes&token="+short, "")
+		return err == nil
+	})
+	t.Cleanup(expiring.Close)
 	deadline := time.After(60 * time.Second)
 	for expired := false; !expired; {
 		select {
