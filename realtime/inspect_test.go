@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -297,4 +298,30 @@ func get(t *testing.T, url string, header map[string]string) (*http.Response, st
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	return resp, string(body)
+}
+
+// The presence hook: a node given Config.PresenceCounts shows each topic's
+// members in its figures, on its own page and to the others through the
+// registry; a node without it shows no presence at all.
+func TestInspectorShowsPresenceCountsFromItsHook(t *testing.T) {
+	db := storetest.NewDatabase(t)
+	counts := func(context.Context) (map[string]int, error) {
+		return map[string]int{"boards/1": 3, "boards/2": 7}, nil
+	}
+	a := startNode(t, db, realtime.Config{NodeID: "with-presence", NodeInterval: 200 * time.Millisecond, PresenceCounts: counts})
+	b := startNode(t, db, realtime.Config{NodeID: "without", NodeInterval: 200 * time.Millisecond})
+	want := []realtime.PresenceCount{{Topic: "boards/2", Members: 7}, {Topic: "boards/1", Members: 3}}
+	waitFor(t, "B to see A's presence counts", func() bool {
+		_, st, ok := nodeIn(t, inspection(t, b.URL, nil), "with-presence")
+		return ok && slices.Equal(st.Presence, want)
+	})
+	if _, st, _ := nodeIn(t, inspection(t, a.URL, nil), "with-presence"); !slices.Equal(st.Presence, want) {
+		t.Errorf("A's own presence: %+v, want %+v", st.Presence, want)
+	}
+	ins := inspection(t, b.URL, nil)
+	for _, n := range ins.Nodes {
+		if n.ID == "without" && strings.Contains(string(n.Stats), `"presence"`) {
+			t.Errorf("a node without presence shows some: %s", n.Stats)
+		}
+	}
 }
