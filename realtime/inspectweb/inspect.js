@@ -73,13 +73,26 @@ function listenerCell(l) {
   return td;
 }
 
-function logCell(g) {
-  const td = el("td", { class: "log" });
+// logFacts is the event log as the database has it (the same for every
+// node), from the serving node's figures.
+function logFacts(g) {
+  const p = $("log");
+  if (!g) return;
+  if (g.error) { p.replaceChildren(badge("unreadable", "bad"), " ", g.error); return; }
+  p.replaceChildren(
+    "head ", el("strong", null, fmtNum(g.head)), " · pruned through ", fmtNum(g.pruned_through),
+    " · oldest kept ", g.oldest_seq ? fmtNum(g.oldest_seq) + ", committed " + ago(g.oldest_at) : "none",
+    " · ≈ ", g.rows_estimate < 0 ? "? rows (not analyzed yet)" : fmtNum(g.rows_estimate) + " rows",
+    " · retention ", fmtSecs(g.retention_seconds), " · epoch ", el("code", null, g.epoch || "–"));
+}
+
+// nodeAtCell is how far the node has routed the log, against its head.
+function nodeAtCell(g) {
+  const td = el("td", { class: "num" });
   if (!g) return td;
-  if (g.error) td.append(badge("unreadable", "bad", g.error), el("br"));
-  td.append("head " + fmtNum(g.head), el("span", { class: "small" }, " (node at " + fmtNum(g.node_head) + ")"), el("br"),
-    el("span", { class: "small" }, "pruned through " + fmtNum(g.pruned_through) + ", oldest " + (g.oldest_seq ? fmtNum(g.oldest_seq) + " (" + ago(g.oldest_at) + ")" : "none")), el("br"),
-    el("span", { class: "small" }, "≈ " + (g.rows_estimate < 0 ? "? (not analyzed yet)" : fmtNum(g.rows_estimate)) + " rows, retention " + fmtSecs(g.retention_seconds)));
+  td.append(fmtNum(g.node_head));
+  const behind = g.head - g.node_head;
+  if (behind > 0) td.append(el("br"), el("span", { class: "small" }, fmtNum(behind) + " behind the head read with its beat"));
   return td;
 }
 
@@ -99,6 +112,8 @@ function render(ins) {
   regErr.textContent = ins.registry_error ? "node registry: " + ins.registry_error : "";
   const withPresence = ins.nodes.some((n) => n.stats && Array.isArray(n.stats.presence));
   for (const th of document.querySelectorAll("th.presence")) th.hidden = !withPresence;
+  const self = ins.nodes.find((n) => n.self);
+  if (self && self.stats) logFacts(self.stats.log);
   const rows = [];
   for (const n of ins.nodes) {
     try { rows.push(nodeRow(n, withPresence)); } catch (err) {
@@ -114,7 +129,7 @@ function nodeRow(n, withPresence) {
   const s = n.stats || {};
   const tr = el("tr", { class: (n.self ? "self " : "") + (n.stale ? "stale" : ""), node: n.id });
   tr.append(
-    el("td", { class: "node" }, el("strong", null, n.id), n.self ? " (this node)" : "", el("br"),
+    el("td", { class: "node" }, el("strong", null, n.id), n.self ? el("br") : null, n.self ? badge("this node", "ok") : null, el("br"),
       el("span", { class: "small" }, [n.address, n.region].filter(Boolean).join(" · ") || "–")),
     stateCell(n, s),
     el("td", { class: "num", streams: String(s.streams ?? "") }, fmtNum(s.streams), el("br"),
@@ -125,7 +140,7 @@ function nodeRow(n, withPresence) {
     lagCell(s.lag),
     listenerCell(s.listener),
     el("td", { class: "num" }, s.notification_queue_usage == null ? "–" : (s.notification_queue_usage * 100).toFixed(2) + " %"),
-    logCell(s.log),
+    nodeAtCell(s.log),
   );
   if (withPresence) tr.append(presenceCell(s));
   return tr;
