@@ -39,17 +39,29 @@ type TopicCount struct {
 
 // Topics returns the limit selectors the most open streams name, most
 // first (ties by name), and how many distinct selectors open streams name
-// in all.
+// in all. It keeps only the limit best while it looks (a node may hold
+// hundreds of thousands of distinct selectors).
 func (e *Engine) Topics(limit int) (top []TopicCount, distinct int) {
+	better := func(a, b TopicCount) int {
+		return cmp.Or(cmp.Compare(b.Streams, a.Streams), cmp.Compare(a.Selector, b.Selector))
+	}
 	c := &e.topics
 	c.mu.Lock()
-	all := make([]TopicCount, 0, len(c.n))
-	for s, n := range c.n {
-		all = append(all, TopicCount{Selector: s, Streams: n})
+	defer c.mu.Unlock()
+	if limit <= 0 {
+		return nil, len(c.n)
 	}
-	c.mu.Unlock()
-	slices.SortFunc(all, func(a, b TopicCount) int {
-		return cmp.Or(cmp.Compare(b.Streams, a.Streams), cmp.Compare(a.Selector, b.Selector))
-	})
-	return all[:min(limit, len(all))], len(all)
+	top = make([]TopicCount, 0, min(limit, len(c.n)))
+	for s, n := range c.n {
+		tc := TopicCount{Selector: s, Streams: n}
+		if len(top) == limit && better(tc, top[len(top)-1]) >= 0 {
+			continue
+		}
+		i, _ := slices.BinarySearchFunc(top, tc, better)
+		if len(top) == limit {
+			top = top[:limit-1]
+		}
+		top = slices.Insert(top, i, tc)
+	}
+	return top, len(c.n)
 }
