@@ -82,7 +82,7 @@ function logFacts(g) {
   p.replaceChildren(
     "head ", el("strong", null, fmtNum(g.head)), " · pruned through ", fmtNum(g.pruned_through),
     " · oldest kept ", g.oldest_seq ? fmtNum(g.oldest_seq) + ", committed " + ago(g.oldest_at) : "none",
-    " · ≈ ", g.rows_estimate < 0 ? "? rows (not analyzed yet)" : fmtNum(g.rows_estimate) + " rows",
+    " · ", g.rows_estimate < 0 ? "≤ " + fmtNum(g.head - g.pruned_through) + " rows (not analyzed yet: the seq range)" : "≈ " + fmtNum(g.rows_estimate) + " rows",
     " · retention ", fmtSecs(g.retention_seconds), " · epoch ", el("code", null, g.epoch || "–"));
 }
 
