@@ -65,6 +65,9 @@ func NewNode(st *store.Store, cfg Config) (*Node, error) {
 			return nil, fmt.Errorf("CORS origins: %w", err)
 		}
 	}
+	if len(cfg.NodeID) > 128 {
+		return nil, fmt.Errorf("node id %.20q...: at most 128 bytes (livepg.nodes.id)", cfg.NodeID)
+	}
 	listenCfg, err := pgx.ParseConfig(cfg.ListenURL)
 	if err != nil {
 		return nil, fmt.Errorf("listen database url: %w", err)
