@@ -90,7 +90,7 @@ func startNodeListening(t *testing.T, dbURL string, cfg realtime.Config, wrap fu
 // deadline: it waits on a fact, it asserts no timing.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(2 * time.Minute)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
