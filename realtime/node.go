@@ -30,6 +30,7 @@ type Node struct {
 	listener *pglisten.Listener
 	metrics  *metrics
 	batcher  *batcher // nil when publish batching is off
+	presence *presence
 	log      *slog.Logger
 
 	// Made by Start; nil before. Atomic: requests and metric scrapes may
@@ -102,6 +103,7 @@ func NewNode(st *store.Store, cfg Config) (*Node, error) {
 	if cfg.PublishBatchWindow > 0 {
 		n.batcher = newBatcher(cfg.PublishBatchWindow, st, cfg.Logger)
 	}
+	n.presence = newPresence(st, cfg.Presence, cfg.Logger)
 	return n, nil
 }
 
@@ -131,6 +133,13 @@ func (n *Node) Start(ctx context.Context) error {
 		return fmt.Errorf("start node: catch-up pool: %w", err)
 	}
 	n.catchUp = &store.Store{Pool: catchUpPool}
+	// The presence mirror is loaded after the hub's start is read: it
+	// reflects the log at least that far, and skips the events the reader
+	// reads that it reflects already.
+	if err := n.presence.start(ctx); err != nil {
+		catchUpPool.Close()
+		return fmt.Errorf("start node: %w", err)
+	}
 	hub := fanout.NewHub(bounds.Head)
 	hub.Reset(bounds.Epoch, bounds.Head) // no subscriber yet: this only names the history
 	n.hub.Store(hub)
@@ -159,6 +168,7 @@ func (n *Node) Start(ctx context.Context) error {
 	n.goRun(func() { n.readLoop(runCtx, hub) })
 	n.goRun(func() { n.pruneLoop(runCtx) })
 	n.goRun(func() { n.statsLoop(runCtx) })
+	n.goRun(func() { n.presence.run(runCtx) })
 	if n.batcher != nil {
 		n.goRun(func() { n.batcher.run(runCtx) })
 	}
@@ -317,6 +327,7 @@ func (n *Node) readLog(ctx context.Context, hub *fanout.Hub) error {
 			}
 			n.metrics.historyResets.Inc()
 			hub.Reset(history.Epoch, history.Head)
+			n.presence.reload(ctx)
 			continue
 		}
 		events := make([]*fanout.Event, len(rows))
@@ -332,6 +343,9 @@ func (n *Node) readLog(ctx context.Context, hub *fanout.Hub) error {
 			n.metrics.lag.Observe(max(now.Sub(row.CommittedAt), 0).Seconds())
 		}
 		n.metrics.publishedEvents.Add(float64(len(events)))
+		// Before the hub: a stream that sees an event finds the presence
+		// mirror past it (see admitPresence).
+		n.presence.apply(history.Epoch, rows)
 		hub.Publish(events)
 		if !store.FullBatch(rows, n.cfg.BatchSize, n.cfg.BatchBytes) {
 			return nil

@@ -69,8 +69,10 @@ func (n *Node) Routes(r chi.Router) {
 		}
 		r.Get("/v1/events", n.ServeEvents)
 		r.Post("/v1/publish", n.ServePublish)
+		r.Get("/v1/presence", n.ServePresence)
 		r.Options("/v1/events", func(http.ResponseWriter, *http.Request) {})
 		r.Options("/v1/publish", func(http.ResponseWriter, *http.Request) {})
+		r.Options("/v1/presence", func(http.ResponseWriter, *http.Request) {})
 	})
 	// The page-side client library and its TypeScript declarations.
 	r.Get("/livepg.js", client.Script().ServeHTTP)
