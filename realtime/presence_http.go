@@ -126,6 +126,9 @@ func (n *Node) presenceIdentity(r *http.Request) (string, *authError) {
 	}
 	c, err := a.claims(r)
 	if err != nil {
+		if n.cfg.Presence.Anonymous {
+			return "", nil // as a public topic's stream ignores a token it cannot use
+		}
 		var ae *authError
 		if errors.As(err, &ae) {
 			return "", ae
