@@ -11,6 +11,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/livepg/livepg/realtime/fanout"
@@ -49,8 +50,10 @@ type presence struct {
 	wake chan struct{} // cap 1: "flush now"
 
 	mu sync.Mutex
-	// local holds this node's members, by topic and id.
-	local map[store.MemberKey]*localMember
+	// local holds this node's members, by topic and id; localIDs their ids
+	// by topic.
+	local    map[store.MemberKey]*localMember
+	localIDs map[string]map[string]struct{}
 	// leaves are leaves to write whose members are no longer local (their
 	// flush failed, or their grace ran out): retried until written.
 	leaves []store.MemberKey
@@ -68,6 +71,9 @@ type presence struct {
 	// joins counts each client's joins in the current second (JoinRate).
 	joins       map[string]int
 	joinsSecond int64
+
+	// Statements written, for metrics and benchmarks.
+	flushes, renewals atomic.Int64
 }
 
 // localMember is one member this node holds.
@@ -91,6 +97,7 @@ func newPresence(st *store.Store, cfg PresenceConfig, logger *slog.Logger) *pres
 		st: st, node: node, cfg: cfg, log: logger.With("presence_node", node),
 		wake:     make(chan struct{}, 1),
 		local:    make(map[store.MemberKey]*localMember),
+		localIDs: make(map[string]map[string]struct{}),
 		topics:   make(map[string]map[string]store.Member),
 		advanced: make(chan struct{}),
 		joins:    make(map[string]int),
@@ -287,6 +294,10 @@ func (p *presence) join(client string, members []store.Member) (release func(), 
 		if lm == nil {
 			lm = &localMember{m: m, dirty: true}
 			p.local[key] = lm
+			if p.localIDs[m.Topic] == nil {
+				p.localIDs[m.Topic] = make(map[string]struct{})
+			}
+			p.localIDs[m.Topic][m.ID] = struct{}{}
 		} else if lm.m.Sub != m.Sub || string(lm.m.Meta) != string(m.Meta) {
 			lm.m, lm.dirty = m, true
 		}
@@ -299,14 +310,12 @@ func (p *presence) join(client string, members []store.Member) (release func(), 
 }
 
 // pendingJoins is how many of this node's members of topic are not yet in
-// the mirror. p.mu is held.
+// the mirror (at most MaxMembers to look at). p.mu is held.
 func (p *presence) pendingJoins(topic string) int {
 	n := 0
-	for k := range p.local {
-		if k.Topic == topic {
-			if _, ok := p.topics[topic][k.ID]; !ok {
-				n++
-			}
+	for id := range p.localIDs[topic] {
+		if _, ok := p.topics[topic][id]; !ok {
+			n++
 		}
 	}
 	return n
@@ -368,6 +377,7 @@ func (p *presence) run(ctx context.Context) {
 // renew renews the lease; when it was lost, every local member is joined
 // again at the next flush.
 func (p *presence) renew(ctx context.Context) {
+	p.renewals.Add(1)
 	had, err := p.st.PresenceRenew(ctx, p.node, p.cfg.LeaseTTL)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -395,6 +405,7 @@ func (p *presence) flush(ctx context.Context) {
 	if len(joins) == 0 && len(leaves) == 0 {
 		return
 	}
+	p.flushes.Add(1)
 	ok, err := p.st.PresenceFlush(ctx, p.node, joins, leaves)
 	if err == nil && !ok {
 		// No lease: another node expired it. Take it again, join every
@@ -404,6 +415,7 @@ func (p *presence) flush(ctx context.Context) {
 		joins2, leaves2 := p.takeBatch(time.Now())
 		leaves = append(leaves, leaves2...)
 		joins = joins2
+		p.flushes.Add(1)
 		ok, err = p.st.PresenceFlush(ctx, p.node, joins, leaves)
 		if err == nil && !ok {
 			err = errors.New("no lease after renewing it")
@@ -425,6 +437,12 @@ func (p *presence) takeBatch(now time.Time) (joins []store.Member, leaves []stor
 	for key, lm := range p.local {
 		if lm.streams == 0 && !lm.leaveAt.After(now) {
 			delete(p.local, key)
+			if ids := p.localIDs[key.Topic]; ids != nil {
+				delete(ids, key.ID)
+				if len(ids) == 0 {
+					delete(p.localIDs, key.Topic)
+				}
+			}
 			if lm.written {
 				leaves = append(leaves, key)
 			}
