@@ -5,6 +5,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"sync"
 	"testing"
 	"time"
 
@@ -129,4 +133,83 @@ func BenchmarkPresenceDeadNode(b *testing.B) {
 	b.StopTimer()
 	b.ReportMetric(time.Since(lastRenewal).Seconds(), "s-to-leave")
 	b.ReportMetric(d.LeaseTTL.Seconds()+d.Renew.Seconds(), "s-bound")
+}
+
+// BenchmarkPresenceJoinsOverHTTP: b.N pages each open a stream that joins
+// a board's presence (100 boards), 64 at a time, on one node over loopback
+// HTTP, and stay; the clock stops when the node has read every join back
+// from the log. Reported: joins/s and statements per join. The pages'
+// streams are real (lean) SSE streams; each gets its snapshot first.
+//
+//	go test -run '^$' -bench BenchmarkPresenceJoinsOverHTTP -benchtime 5000x ./realtime
+func BenchmarkPresenceJoinsOverHTTP(b *testing.B) {
+	st := storetest.NewStore(b)
+	defer st.Close()
+	cfg := Config{ListenURL: st.Pool.Config().ConnString(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		MaxStreamsPerClient: -1}
+	cfg.Presence = PresenceConfig{JoinRate: -1, MaxMembers: 1 << 30}
+	n, err := NewNode(st, cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := n.Start(ctx); err != nil {
+		b.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(n.Handler())
+	srv.Config.ConnContext = ConnContext
+	srv.Start()
+	defer func() { n.CloseStreams(); srv.Close(); n.Stop() }()
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: -1}}
+	p := n.presence
+	flushes0 := p.flushes.Load()
+	b.ResetTimer()
+	start := time.Now()
+	bodies := make(chan io.Closer, b.N)
+	sem := make(chan struct{}, 64)
+	var wg sync.WaitGroup
+	for i := range b.N {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			q := url.Values{"topic": {fmt.Sprintf("boards/%d", i%100)}, "presence": {fmt.Sprintf("boards/%d", i%100)},
+				"presenceKey": {fmt.Sprintf("page-key-%08d", i)}}
+			resp, err := client.Get(srv.URL + "/v1/events?" + q.Encode())
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			if resp.StatusCode != http.StatusOK {
+				b.Errorf("stream %d: %s", i, resp.Status)
+			}
+			bodies <- resp.Body
+		}()
+	}
+	wg.Wait()
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		t := 0
+		for _, c := range p.counts() {
+			t += c
+		}
+		if t == b.N {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("the node's mirror holds %d members, want %d", t, b.N)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	joined := time.Since(start)
+	b.StopTimer()
+	statements := p.flushes.Load() - flushes0
+	close(bodies)
+	for body := range bodies {
+		body.Close()
+	}
+	b.ReportMetric(float64(b.N)/joined.Seconds(), "joins/s")
+	b.ReportMetric(float64(statements)/float64(b.N), "statements/join")
+	b.ReportMetric(float64(statements), "join-statements")
 }
