@@ -30,7 +30,10 @@
 //     flow, coalesced writes, lean streams on taken connections;
 //   - this package: wiring them (node.go), the configuration and its
 //     defaults (config.go), admitting stream requests (events.go),
-//     publishing (publish.go, batch.go), tokens (auth.go) and metrics.
+//     publishing (publish.go, batch.go), tokens (auth.go), presence
+//     (presence.go: members under per-node leases in PostgreSQL, joins and
+//     leaves batched and published through the log; presence_http.go: the
+//     stream's presence parameters and GET /v1/presence) and metrics.
 //
 // One event's path from NOTIFY to a socket, file by file:
 // pglisten/listener.go (a notification calls the node's handler, a
