@@ -104,6 +104,9 @@ func NewNode(st *store.Store, cfg Config) (*Node, error) {
 		n.batcher = newBatcher(cfg.PublishBatchWindow, st, cfg.Logger)
 	}
 	n.presence = newPresence(st, cfg.Presence, cfg.Logger)
+	for _, c := range n.presence.collectors() {
+		n.metrics.reg.MustRegister(c)
+	}
 	return n, nil
 }
 

@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/livepg/livepg/realtime/fanout"
 	"github.com/livepg/livepg/store"
 )
@@ -72,8 +74,45 @@ type presence struct {
 	joins       map[string]int
 	joinsSecond int64
 
-	// Statements written, for metrics and benchmarks.
-	flushes, renewals atomic.Int64
+	// Statements written, and those that failed, for metrics and
+	// benchmarks.
+	flushes, renewals, failures atomic.Int64
+	// retryAt: after a failed flush, the next waits until then (backoff,
+	// doubling up to Renew), so that a database away is not asked 7 times
+	// a second, nor its absence logged as often.
+	retryAt time.Time
+	backoff time.Duration
+}
+
+// collectors are presence's metrics.
+func (p *presence) collectors() []prometheus.Collector {
+	return []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "livepg_presence_members", Help: "Members of every topic's presence, across every node, as this node has read them from the log.",
+		}, func() float64 {
+			t := 0
+			for _, c := range p.counts() {
+				t += c
+			}
+			return float64(t)
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "livepg_presence_local_members", Help: "Members this node holds (its pages', including those in their reconnect grace).",
+		}, func() float64 {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			return float64(len(p.local))
+		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "livepg_presence_flushes_total", Help: "Statements that wrote this node's batches of joins and leaves (livepg.presence_flush).",
+		}, func() float64 { return float64(p.flushes.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "livepg_presence_renewals_total", Help: "Statements that renewed this node's lease and expired dead nodes' (livepg.presence_renew).",
+		}, func() float64 { return float64(p.renewals.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "livepg_presence_errors_total", Help: "Presence statements that failed (retried: joins and leaves are kept until written).",
+		}, func() float64 { return float64(p.failures.Load()) }),
+	}
 }
 
 // localMember is one member this node holds.
@@ -380,6 +419,7 @@ func (p *presence) renew(ctx context.Context) {
 	p.renewals.Add(1)
 	had, err := p.st.PresenceRenew(ctx, p.node, p.cfg.LeaseTTL)
 	if err != nil {
+		p.failures.Add(1)
 		if ctx.Err() == nil {
 			p.log.Warn("presence: renew lease", "err", err)
 		}
@@ -401,6 +441,9 @@ func (p *presence) rejoinAll() {
 
 // flush writes the joins and the due leaves in one statement.
 func (p *presence) flush(ctx context.Context) {
+	if time.Now().Before(p.retryAt) {
+		return
+	}
 	joins, leaves := p.takeBatch(time.Now())
 	if len(joins) == 0 && len(leaves) == 0 {
 		return
@@ -422,11 +465,16 @@ func (p *presence) flush(ctx context.Context) {
 		}
 	}
 	if err != nil {
+		p.failures.Add(1)
+		p.backoff = min(max(2*p.backoff, p.cfg.Flush), p.cfg.Renew)
+		p.retryAt = time.Now().Add(p.backoff)
 		if ctx.Err() == nil {
-			p.log.Warn("presence: flush joins and leaves", "joins", len(joins), "leaves", len(leaves), "err", err)
+			p.log.Warn("presence: flush joins and leaves", "joins", len(joins), "leaves", len(leaves), "err", err, "retry_in", p.backoff)
 		}
 		p.putBack(joins, leaves)
+		return
 	}
+	p.backoff, p.retryAt = 0, time.Time{}
 }
 
 // takeBatch takes the joins to write and the leaves due at now.
