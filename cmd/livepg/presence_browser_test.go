@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/livepg/livepg/store/storetest"
 )
@@ -81,4 +83,65 @@ func TestBoardShowsItsViewers(t *testing.T) {
 	if len(one.errors) > 0 {
 		t.Errorf("%s had script errors: %q", one.name, one.errors)
 	}
+}
+
+// livepg.js's presence in a page across two nodes: the page (as "ann", on
+// node B) sees itself and "bob" (a stream on node A) with the meta each
+// sent; when its node restarts, the page reconnects and stays a member:
+// bob sees no leave and no join of ann, also once the stopped node's lease
+// has run out.
+func TestLivepgJSPresenceAcrossNodes(t *testing.T) {
+	t.Parallel()
+	db := storetest.NewDatabase(t)
+	env := func(port string) map[string]string {
+		e := libEnv(db, port)
+		e["LIVEPG_PRESENCE_GRACE"] = "12s" // node B must be back, and the page on it, within this
+		e["LIVEPG_PRESENCE_RENEW"] = "1s"
+		return e
+	}
+	nodeA, _ := startServer(t, env("0"))
+	nodeB, stopB := startServer(t, env("0"))
+	waitReady(t, nodeA)
+	waitReady(t, nodeB)
+	const room = "room/1"
+	bob := watchMembers(t, presenceStream(t, nodeA, room, "bob", "bob-page-key"))
+
+	p := libPage(t, browser(t), "ann's page on node B", nodeB)
+	annToken, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"exp": time.Now().Add(time.Hour).Unix(), "sub": "ann"}).SignedString([]byte(testTokenKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.subscribe(t, room, fmt.Sprintf(`token: %q, presence: { topics: [%q], meta: { color: "teal" },
+		onMembers: (topic, ms) => { window.members = ms.map((m) => m.sub + ":" + ((m.meta && m.meta.color) || "")).sort(); } }`, annToken, room))
+	waitJS(t, p, `JSON.stringify(window.members) === JSON.stringify(["ann:teal", "bob:"])`)
+	waitFor(t, "bob sees ann", func() bool { return bob.has("ann") && bob.has("bob") })
+	if got := eval[int](t, p, fmt.Sprintf(`window.sub.members(%q).length`, room)); got != 2 {
+		t.Fatalf("sub.members: %d, want 2", got)
+	}
+	mark := bob.mark()
+
+	// Node B restarts on its address; the page's stream reconnects there.
+	conn := mustConn(t, db)
+	var oldNode string
+	if err := conn.QueryRow(context.Background(), `SELECT node FROM livepg.presence WHERE sub = 'ann'`).Scan(&oldNode); err != nil {
+		t.Fatal(err)
+	}
+	port := mustPort(t, nodeB)
+	if err := stopB(); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, p, `window.sub.status === "reconnecting"`)
+	startServer(t, env(port))
+	waitJS(t, p, `window.sub.status === "live"`)
+	waitFor(t, "ann's member moved to the restarted node, and the stopped node's lease is gone", func() bool {
+		var node string
+		var leases int
+		_ = conn.QueryRow(context.Background(), `SELECT node, (SELECT count(*) FROM livepg.presence_nodes WHERE node = $1) FROM livepg.presence WHERE sub = 'ann'`, oldNode).Scan(&node, &leases)
+		return node != "" && node != oldNode && leases == 0
+	})
+	if ops := bob.opsSince(mark); len(ops) != 0 {
+		t.Fatalf("bob saw %v while ann's node restarted; want nothing", ops)
+	}
+	waitJS(t, p, `JSON.stringify(window.members) === JSON.stringify(["ann:teal", "bob:"])`)
+	p.noScriptErrors(t)
 }
