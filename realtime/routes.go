@@ -13,7 +13,8 @@ import (
 )
 
 // Handler is the engine's HTTP interface for a Go application to mount in
-// its own router: GET /v1/events (the event streams), POST /v1/publish, and
+// its own router: GET /v1/events (the event streams), POST /v1/publish,
+// GET /v1/presence (a topic's members), and
 // GET /livepg.js and /livepg.d.ts (the page-side client library).
 // It answers other paths with 404 and other methods with 405, each with a
 // JSON error body. With plain net/http:
