@@ -49,7 +49,6 @@ type presence struct {
 	node string
 	cfg  PresenceConfig
 	log  *slog.Logger
-	wake chan struct{} // cap 1: "flush now"
 
 	mu sync.Mutex
 	// local holds this node's members, by topic and id; localIDs their ids
@@ -59,9 +58,6 @@ type presence struct {
 	// leaves are leaves to write whose members are no longer local (their
 	// flush failed, or their grace ran out): retried until written.
 	leaves []store.MemberKey
-	// lost: the lease was found gone; every local member must be joined
-	// again once it is renewed.
-	lost bool
 
 	// The mirror: every topic's members as of the log's position at (in
 	// history epoch). advanced closes when at moves (and is replaced).
@@ -134,7 +130,6 @@ func newPresence(st *store.Store, cfg PresenceConfig, logger *slog.Logger) *pres
 	}
 	return &presence{
 		st: st, node: node, cfg: cfg, log: logger.With("presence_node", node),
-		wake:     make(chan struct{}, 1),
 		local:    make(map[store.MemberKey]*localMember),
 		localIDs: make(map[string]map[string]struct{}),
 		topics:   make(map[string]map[string]store.Member),
@@ -343,7 +338,6 @@ func (p *presence) join(client string, members []store.Member) (release func(), 
 		lm.streams++
 		lm.leaveAt = time.Time{}
 	}
-	p.wakeFlush()
 	var once sync.Once
 	return func() { once.Do(func() { p.release(members) }) }, nil
 }
@@ -377,13 +371,6 @@ func (p *presence) release(members []store.Member) {
 	}
 }
 
-func (p *presence) wakeFlush() {
-	select {
-	case p.wake <- struct{}{}:
-	default:
-	}
-}
-
 // run renews the lease and flushes joins and leaves until ctx ends; then
 // it writes what is due and shortens the lease to the grace period, so
 // that members whose pages do not reconnect elsewhere leave soon.
@@ -405,10 +392,9 @@ func (p *presence) run(ctx context.Context) {
 		case <-renew.C:
 			p.renew(ctx)
 		case <-flush.C:
+			// Every join and due leave since the last tick, in one
+			// statement.
 			p.flush(ctx)
-		case <-p.wake:
-			// A join: written at the next tick, with the others that
-			// arrive meanwhile (one statement per Flush interval).
 		}
 	}
 }
