@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/livepg/livepg/realtime"
 	"github.com/livepg/livepg/realtime/ssetest"
 	"github.com/livepg/livepg/store"
@@ -366,4 +368,42 @@ func truncate(s string, n int) string {
 		return s[:n] + "..."
 	}
 	return s
+}
+
+// A node whose lease ran out while it still holds its pages (stalled past
+// the lease: here its lease is moved into the past) has its members
+// removed by another node; at its next renewal it finds its lease gone
+// and joins them again: the members come back for everyone.
+func TestPresenceNodeThatLostItsLeaseJoinsItsMembersAgain(t *testing.T) {
+	t.Parallel()
+	db := storetest.NewDatabase(t)
+	a := startNode(t, db, presenceConfig())
+	b := startNode(t, db, presenceConfig())
+	const topic = "boards/10"
+	observer := watchPresence(t, joinURL(b, topic, "observer-10", "presenceMeta", `{"name":"observer"}`), topic)
+	_ = ssetest.Open(t, joinURL(a, topic, "stalled-page", "presenceMeta", `{"name":"stalled"}`), "")
+	waitFor(t, "two members", func() bool { return observer.count() == 2 })
+	id := idByName(t, presenceOf(t, b, topic), "stalled")
+
+	// Node a's lease ends, and a node expires it, in one transaction (else
+	// node a, which renews every 500 ms, could renew it first).
+	ctx := context.Background()
+	if err := pgx.BeginFunc(ctx, a.Store.Pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `UPDATE livepg.presence_nodes SET expires_at = now() - interval '1 minute'
+			WHERE node = (SELECT node FROM livepg.presence WHERE id = $1)`, id); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `SELECT livepg.presence_renew('a-reaper', interval '1 minute')`)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the observer sees the member leave", func() bool { return observer.hasLeft(id) })
+	waitFor(t, "node a joins it again", func() bool {
+		ops := observer.changesOf(id)
+		return len(ops) > 0 && ops[len(ops)-1] == "join" && observer.count() == 2
+	})
+	if got := presenceOf(t, a, topic); len(got.Members) != 2 {
+		t.Fatalf("node a lists %d members, want 2", len(got.Members))
+	}
 }
