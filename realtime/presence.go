@@ -425,51 +425,73 @@ func (p *presence) rejoinAll() {
 	}
 }
 
-// flush writes the joins and the due leaves in one statement.
+// maxFlush is the most joins and leaves one statement writes: its events
+// are inserted while it holds the log's commit-order lock, which every
+// other event transaction waits for, so a flush after a deploy is a few
+// statements of bounded length rather than one long one.
+const maxFlush = 2000
+
+// flush writes the joins and the due leaves, maxFlush per statement.
 func (p *presence) flush(ctx context.Context) {
-	if time.Now().Before(p.retryAt) {
-		return
-	}
-	joins, leaves := p.takeBatch(time.Now())
-	if len(joins) == 0 && len(leaves) == 0 {
-		return
-	}
-	p.flushes.Add(1)
-	ok, err := p.st.PresenceFlush(ctx, p.node, joins, leaves)
-	if err == nil && !ok {
-		// No lease: another node expired it. Take it again, join every
-		// local member again, and retry.
-		p.renew(ctx)
-		p.rejoinAll()
-		joins2, leaves2 := p.takeBatch(time.Now())
-		leaves = append(leaves, leaves2...)
-		joins = joins2
+	renewed := false
+	for {
+		if time.Now().Before(p.retryAt) {
+			return
+		}
+		joins, leaves, more := p.takeBatch(time.Now(), maxFlush)
+		if len(joins) == 0 && len(leaves) == 0 {
+			return
+		}
 		p.flushes.Add(1)
-		ok, err = p.st.PresenceFlush(ctx, p.node, joins, leaves)
+		ok, err := p.st.PresenceFlush(ctx, p.node, joins, leaves)
 		if err == nil && !ok {
+			if !renewed {
+				// No lease: another node expired it. Take it again (renew
+				// then marks every local member to join again) and retry.
+				p.putBack(joins, leaves)
+				p.renew(ctx)
+				renewed = true
+				continue
+			}
 			err = errors.New("no lease after renewing it")
 		}
-	}
-	if err != nil {
-		p.failures.Add(1)
-		p.backoff = min(max(2*p.backoff, p.cfg.Flush), p.cfg.Renew)
-		p.retryAt = time.Now().Add(p.backoff)
-		if ctx.Err() == nil {
-			p.log.Warn("presence: flush joins and leaves", "joins", len(joins), "leaves", len(leaves), "err", err, "retry_in", p.backoff)
+		if err != nil {
+			p.failures.Add(1)
+			p.backoff = min(max(2*p.backoff, p.cfg.Flush), p.cfg.Renew)
+			p.retryAt = time.Now().Add(p.backoff)
+			if ctx.Err() == nil {
+				p.log.Warn("presence: flush joins and leaves", "joins", len(joins), "leaves", len(leaves), "err", err, "retry_in", p.backoff)
+			}
+			p.putBack(joins, leaves)
+			return
 		}
-		p.putBack(joins, leaves)
-		return
+		p.backoff, p.retryAt = 0, time.Time{}
+		if !more {
+			return
+		}
 	}
-	p.backoff, p.retryAt = 0, time.Time{}
 }
 
-// takeBatch takes the joins to write and the leaves due at now.
-func (p *presence) takeBatch(now time.Time) (joins []store.Member, leaves []store.MemberKey) {
+// takeBatch takes up to limit joins to write and leaves due at now; more
+// says some are left for another statement.
+func (p *presence) takeBatch(now time.Time, limit int) (joins []store.Member, leaves []store.MemberKey, more bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	leaves, p.leaves = p.leaves, nil
+	n := min(len(p.leaves), limit)
+	leaves = append(leaves, p.leaves[:n]...)
+	p.leaves = p.leaves[n:]
+	if len(p.leaves) == 0 {
+		p.leaves = nil
+	}
 	for key, lm := range p.local {
-		if lm.streams == 0 && !lm.leaveAt.After(now) {
+		due := lm.streams == 0 && !lm.leaveAt.After(now)
+		if !due && !lm.dirty {
+			continue
+		}
+		if len(joins)+len(leaves) >= limit {
+			return joins, leaves, true
+		}
+		if due {
 			delete(p.local, key)
 			if ids := p.localIDs[key.Topic]; ids != nil {
 				delete(ids, key.ID)
@@ -482,12 +504,10 @@ func (p *presence) takeBatch(now time.Time) (joins []store.Member, leaves []stor
 			}
 			continue
 		}
-		if lm.dirty {
-			lm.dirty, lm.written = false, true
-			joins = append(joins, lm.m)
-		}
+		lm.dirty, lm.written = false, true
+		joins = append(joins, lm.m)
 	}
-	return joins, leaves
+	return joins, leaves, len(p.leaves) > 0
 }
 
 // putBack keeps a failed batch for the next flush.
