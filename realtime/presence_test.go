@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/livepg/livepg/realtime"
@@ -405,5 +406,58 @@ func TestPresenceNodeThatLostItsLeaseJoinsItsMembersAgain(t *testing.T) {
 	})
 	if got := presenceOf(t, a, topic); len(got.Members) != 2 {
 		t.Fatalf("node a lists %d members, want 2", len(got.Members))
+	}
+}
+
+// A member's identity is its token's sub: without one, a node that allows
+// no anonymous members refuses the join (401, JSON); private topics'
+// presence needs the token that reading them does.
+func TestPresenceIdentityIsTheTokensSub(t *testing.T) {
+	t.Parallel()
+	const secret = "a-presence-test-secret-of-32-bytes!"
+	auth, err := realtime.NewAuth("HS256", secret, mustSelectors(t, "private/*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := presenceConfig()
+	cfg.Auth = auth
+	n := startNode(t, storetest.NewDatabase(t), cfg)
+	hs := func(claims jwt.MapClaims) string { return token(t, jwt.SigningMethodHS256, []byte(secret), claims) }
+	exp := time.Now().Add(time.Hour).Unix()
+	status := func(u string) int {
+		resp, err := http.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			body, _ := io.ReadAll(resp.Body)
+			if !strings.Contains(string(body), `"error"`) {
+				t.Errorf("%s: %s without a JSON error", u, body)
+			}
+		}
+		return resp.StatusCode
+	}
+	for _, c := range []struct {
+		name, url string
+		want      int
+	}{
+		{"no token", joinURL(n, "public/1", "page-key-1"), http.StatusUnauthorized},
+		{"a token without sub", joinURL(n, "public/1", "page-key-1", "token", hs(jwt.MapClaims{"exp": exp})), http.StatusUnauthorized},
+		{"a private topic, a token with sub not granting it", joinURL(n, "private/1", "page-key-1", "token", hs(jwt.MapClaims{"exp": exp, "sub": "ann"})), http.StatusForbidden},
+	} {
+		if got := status(c.url); got != c.want {
+			t.Errorf("%s: %d, want %d", c.name, got, c.want)
+		}
+	}
+	ann := watchPresence(t, joinURL(n, "private/1", "page-key-1", "token", hs(jwt.MapClaims{"exp": exp, "sub": "ann", "subscribe": []string{"private/*"}})), "private/1")
+	waitFor(t, "ann is a member", func() bool { return ann.subs()["ann"] == 1 })
+	resp, err := http.Get(n.URL + "/v1/presence?topic=private/1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("GET /v1/presence of a private topic without a token: %s, want 401", resp.Status)
 	}
 }
