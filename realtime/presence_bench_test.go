@@ -21,8 +21,11 @@ import (
 // through the node's presence), spread over 100 topics; the clock stops
 // when the node has read every join back from the log (so every other node
 // could have too), then again for the leaves. Reported: joins/s, leaves/s,
-// and statements per join (flushes; the lease renewal is one statement per
-// LIVEPG_PRESENCE_RENEW whatever the number of members).
+// statements per join (flushes; the lease renewal is one statement per
+// LIVEPG_PRESENCE_RENEW whatever the number of members) and the WAL the
+// joins wrote (the member rows, their events in the log, the indexes), as
+// the database's write load. Other databases of the test cluster may write
+// WAL meanwhile: run it alone.
 //
 //	go test -run '^$' -bench BenchmarkPresenceJoins -benchtime 10000x ./realtime
 func BenchmarkPresenceJoins(b *testing.B) {
@@ -58,6 +61,14 @@ func BenchmarkPresenceJoins(b *testing.B) {
 	}
 	releases := make([]func(), b.N)
 	flushes0 := p.flushes.Load()
+	wal := func() int64 {
+		var lsn int64
+		if err := st.Pool.QueryRow(ctx, `SELECT pg_current_wal_lsn() - '0/0'::pg_lsn`).Scan(&lsn); err != nil {
+			b.Fatal(err)
+		}
+		return lsn
+	}
+	wal0 := wal()
 	b.ResetTimer()
 	start := time.Now()
 	for i := range b.N {
@@ -69,6 +80,7 @@ func BenchmarkPresenceJoins(b *testing.B) {
 	wait(b.N)
 	joined := time.Since(start)
 	joinFlushes := p.flushes.Load() - flushes0
+	joinWAL := wal() - wal0
 	start = time.Now()
 	for _, r := range releases {
 		r()
@@ -80,6 +92,7 @@ func BenchmarkPresenceJoins(b *testing.B) {
 	b.ReportMetric(float64(b.N)/left.Seconds(), "leaves/s")
 	b.ReportMetric(float64(joinFlushes)/float64(b.N), "statements/join")
 	b.ReportMetric(float64(joinFlushes), "join-statements")
+	b.ReportMetric(float64(joinWAL)/float64(b.N), "WAL-bytes/join")
 }
 
 // BenchmarkPresenceDeadNode: how long the members of a node that stopped
