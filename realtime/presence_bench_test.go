@@ -80,7 +80,8 @@ func BenchmarkPresenceJoins(b *testing.B) {
 	wait(b.N)
 	joined := time.Since(start)
 	joinFlushes := p.flushes.Load() - flushes0
-	joinWAL := wal() - wal0
+	wal1 := wal()
+	joinWAL := wal1 - wal0
 	start = time.Now()
 	for _, r := range releases {
 		r()
@@ -88,11 +89,13 @@ func BenchmarkPresenceJoins(b *testing.B) {
 	wait(0)
 	left := time.Since(start)
 	b.StopTimer()
+	leaveWAL := wal() - wal1
 	b.ReportMetric(float64(b.N)/joined.Seconds(), "joins/s")
 	b.ReportMetric(float64(b.N)/left.Seconds(), "leaves/s")
 	b.ReportMetric(float64(joinFlushes)/float64(b.N), "statements/join")
 	b.ReportMetric(float64(joinFlushes), "join-statements")
 	b.ReportMetric(float64(joinWAL)/float64(b.N), "WAL-bytes/join")
+	b.ReportMetric(float64(leaveWAL)/float64(b.N), "WAL-bytes/leave")
 }
 
 // BenchmarkPresenceDeadNode: how long the members of a node that stopped
