@@ -207,6 +207,15 @@ func TestPresenceAcrossNodes(t *testing.T) {
 	if got := b.PresenceCounts()[topic]; got != 2 {
 		t.Fatalf("PresenceCounts()[%s] = %d, want 2", topic, got)
 	}
+	if got := metric(t, a.Node, "livepg_presence_members"); got != 2 {
+		t.Fatalf("livepg_presence_members on node a: %v, want 2", got)
+	}
+	if got := metric(t, a.Node, "livepg_presence_local_members"); got != 1 {
+		t.Fatalf("livepg_presence_local_members on node a: %v, want 1", got)
+	}
+	if got := metric(t, a.Node, "livepg_presence_flushes_total"); got < 1 {
+		t.Fatalf("livepg_presence_flushes_total on node a: %v, want at least 1", got)
+	}
 
 	// From SQL too.
 	var n int
