@@ -281,6 +281,9 @@ func loadConfig(getenv func(string) string) (Config, error) {
 		}
 		c.Node.Presence.JoinRate = n
 	}
+	if p := c.Node.Presence; p.LeaseTTL > time.Hour || p.Grace > time.Hour {
+		return c, fmt.Errorf("LIVEPG_PRESENCE_TTL (%s) and LIVEPG_PRESENCE_GRACE (%s): at most 1h each (livepg.presence_renew refuses longer leases)", p.LeaseTTL, p.Grace)
+	}
 	if p := c.Node.Presence; p.Renew >= p.LeaseTTL {
 		return c, fmt.Errorf("LIVEPG_PRESENCE_RENEW (%s) must be shorter than LIVEPG_PRESENCE_TTL (%s): a lease renewed no sooner than it ends lets live nodes' members leave", p.Renew, p.LeaseTTL)
 	}
