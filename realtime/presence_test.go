@@ -413,9 +413,7 @@ func TestPresenceNodeThatLostItsLeaseJoinsItsMembersAgain(t *testing.T) {
 		ops := observer.changesOf(id)
 		return len(ops) > 0 && ops[len(ops)-1] == "join" && observer.count() == 2
 	})
-	if got := presenceOf(t, a, topic); len(got.Members) != 2 {
-		t.Fatalf("node a lists %d members, want 2", len(got.Members))
-	}
+	waitFor(t, "node a lists both members", func() bool { return len(presenceOf(t, a, topic).Members) == 2 })
 }
 
 // A member's identity is its token's sub: without one, a node that allows
