@@ -201,6 +201,20 @@ func (a *Auth) authorizeStream(r *http.Request, sels []Selector) (expires time.T
 	return c.ExpiresAt.Time, nil // required: claimsFrom refuses a token without
 }
 
+// Subject is the sub claim of the request's valid token, or "" when it
+// carries none (or an invalid one): the identity a page joins presence
+// with (see presence_http.go).
+func (a *Auth) Subject(r *http.Request) string {
+	if a == nil {
+		return ""
+	}
+	c, err := a.claims(r)
+	if err != nil || c == nil {
+		return ""
+	}
+	return c.Subject
+}
+
 // AuthorizePublish checks that the token allows publishing on topic.
 func (a *Auth) AuthorizePublish(r *http.Request, topic string) error {
 	p, err := a.Publisher(r)

@@ -107,7 +107,46 @@ type Config struct {
 	// on this node, for the inspector (a hook for presence; nil: the
 	// inspector shows no presence column). Called every NodeInterval.
 	PresenceCounts func(ctx context.Context) (map[string]int, error)
-	Logger         *slog.Logger
+	// Presence tunes who-is-here (see presence.go); zero fields take
+	// DefaultConfig's.
+	Presence PresenceConfig
+	Logger   *slog.Logger
+}
+
+// PresenceConfig tunes presence: pages that join a topic's member set with
+// their stream (GET /v1/events?topic=...&presence=...).
+type PresenceConfig struct {
+	// NodeID names this node in livepg.presence_nodes; empty: the node's
+	// Config.NodeID.
+	NodeID string
+	// LeaseTTL is how long the node's lease runs after each renewal: a node
+	// that stops renewing (killed) has its members leave at most LeaseTTL
+	// plus Renew after its last renewal. Renew is how often every node
+	// renews its lease (one statement for all its members) and expires
+	// those of dead nodes.
+	LeaseTTL, Renew time.Duration
+	// Grace is how long a member whose stream ended stays before it leaves:
+	// a page that reconnects (to this node or another) within it does not
+	// leave and join again.
+	Grace time.Duration
+	// Flush is how often the node writes its pages' joins and leaves: one
+	// statement for all of them.
+	Flush time.Duration
+	// MaxMembers is the most members one topic may have; a join beyond it
+	// is refused with 409 (checked by each node against what it knows: a
+	// topic may overshoot by the joins of one flush on other nodes).
+	MaxMembers int
+	// MaxTopics is the most topics one stream may join.
+	MaxTopics int
+	// MaxMeta is the largest member meta, in bytes of JSON.
+	MaxMeta int
+	// JoinRate is how many joins one client (see ClientIPHeader) may make
+	// on this node per second; beyond it a join gets 429. Negative: no
+	// limit.
+	JoinRate int
+	// Anonymous lets a page without a token's sub join, with an identity
+	// of its own (sub ""). A node with no Auth (the local mode) always does.
+	Anonymous bool
 }
 
 // DefaultConfig holds the node's defaults: the one place they are written.
@@ -139,6 +178,16 @@ var DefaultConfig = Config{
 	NodeInterval:        5 * time.Second,
 	PublishBatchWindow:  time.Millisecond,
 	WriteCoalesce:       25 * time.Millisecond,
+	Presence: PresenceConfig{
+		LeaseTTL:   15 * time.Second,
+		Renew:      5 * time.Second,
+		Grace:      5 * time.Second,
+		Flush:      150 * time.Millisecond,
+		MaxMembers: 1000,
+		MaxTopics:  4,
+		MaxMeta:    1024,
+		JoinRate:   20,
+	},
 }
 
 func (c Config) withDefaults() Config {
@@ -202,6 +251,23 @@ func (c Config) withDefaults() Config {
 	}
 	if c.WriteCoalesce == 0 {
 		c.WriteCoalesce = d.WriteCoalesce
+	}
+	p, dp := &c.Presence, d.Presence
+	set(&p.LeaseTTL, dp.LeaseTTL)
+	set(&p.Renew, dp.Renew)
+	set(&p.Grace, dp.Grace)
+	set(&p.Flush, dp.Flush)
+	if p.MaxMembers <= 0 {
+		p.MaxMembers = dp.MaxMembers
+	}
+	if p.MaxTopics <= 0 {
+		p.MaxTopics = dp.MaxTopics
+	}
+	if p.MaxMeta <= 0 {
+		p.MaxMeta = dp.MaxMeta
+	}
+	if p.JoinRate == 0 {
+		p.JoinRate = dp.JoinRate
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -30,7 +30,10 @@
 //     flow, coalesced writes, lean streams on taken connections;
 //   - this package: wiring them (node.go), the configuration and its
 //     defaults (config.go), admitting stream requests (events.go),
-//     publishing (publish.go, batch.go), tokens (auth.go), metrics, and
+//     publishing (publish.go, batch.go), tokens (auth.go), presence
+//     (presence.go: members under per-node leases in PostgreSQL, joins and
+//     leaves batched and published through the log; presence_http.go: the
+//     stream's presence parameters and GET /v1/presence), metrics, and
 //     the inspector: the node registry and the figures it carries
 //     (inspect.go), the page and its endpoints (inspectpage.go).
 //

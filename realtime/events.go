@@ -35,6 +35,11 @@ func (n *Node) ServeEvents(w http.ResponseWriter, r *http.Request) {
 		WriteAuthError(w, err)
 		return
 	}
+	joining, perr := n.parsePresence(r, selectors)
+	if perr != nil {
+		WriteAuthError(w, perr)
+		return
+	}
 	engine := n.engine.Load()
 	select {
 	case <-n.closing:
@@ -77,7 +82,20 @@ func (n *Node) ServeEvents(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusServiceUnavailable, "event log unavailable")
 		return
 	}
-	engine.Serve(w, r, stream.Request{Topics: topics, Selectors: selectors, Resume: resume, Start: start, Gen: gen, Reset: reset, Expires: expires, Place: place})
+	req := stream.Request{Topics: topics, Selectors: selectors, Resume: resume, Start: start, Gen: gen, Reset: reset, Expires: expires, Place: place}
+	if joining != nil {
+		first, release, perr := n.admitPresence(r.Context(), n.clientKey(r), joining, start)
+		if perr != nil {
+			place.Release()
+			if perr.status == http.StatusServiceUnavailable || perr.status == http.StatusTooManyRequests {
+				w.Header().Set("Retry-After", "1")
+			}
+			WriteAuthError(w, perr)
+			return
+		}
+		req.First, req.Ended = first, release
+	}
+	engine.Serve(w, r, req)
 }
 
 func parseSelectors(topics []string, max int) ([]Selector, error) {

@@ -31,6 +31,7 @@ type Node struct {
 	metrics  *metrics
 	batcher  *batcher // nil when publish batching is off
 	inspect  *inspector
+	presence *presence
 	log      *slog.Logger
 
 	// Made by Start; nil before. Atomic: requests and metric scrapes may
@@ -106,6 +107,20 @@ func NewNode(st *store.Store, cfg Config) (*Node, error) {
 	if cfg.PublishBatchWindow > 0 {
 		n.batcher = newBatcher(cfg.PublishBatchWindow, st, cfg.Logger)
 	}
+	if cfg.NodeID == "" {
+		cfg.NodeID = defaultNodeID()
+	}
+	n.cfg.NodeID = cfg.NodeID
+	if cfg.Presence.NodeID == "" {
+		cfg.Presence.NodeID = cfg.NodeID
+	}
+	n.presence = newPresence(st, cfg.Presence, cfg.Logger)
+	for _, c := range n.presence.collectors() {
+		n.metrics.reg.MustRegister(c)
+	}
+	if n.cfg.PresenceCounts == nil {
+		n.cfg.PresenceCounts = func(context.Context) (map[string]int, error) { return n.presence.localCounts(), nil }
+	}
 	n.inspect = newInspector(n)
 	return n, nil
 }
@@ -136,6 +151,13 @@ func (n *Node) Start(ctx context.Context) error {
 		return fmt.Errorf("start node: catch-up pool: %w", err)
 	}
 	n.catchUp = &store.Store{Pool: catchUpPool}
+	// The presence mirror is loaded after the hub's start is read: it
+	// reflects the log at least that far, and skips the events the reader
+	// reads that it reflects already.
+	if err := n.presence.start(ctx); err != nil {
+		catchUpPool.Close()
+		return fmt.Errorf("start node: %w", err)
+	}
 	hub := fanout.NewHub(bounds.Head)
 	hub.Reset(bounds.Epoch, bounds.Head) // no subscriber yet: this only names the history
 	n.hub.Store(hub)
@@ -165,6 +187,7 @@ func (n *Node) Start(ctx context.Context) error {
 	n.goRun(func() { n.pruneLoop(runCtx) })
 	n.goRun(func() { n.statsLoop(runCtx) })
 	n.goRun(func() { n.inspect.beatLoop(runCtx) })
+	n.goRun(func() { n.presence.run(runCtx) })
 	if n.batcher != nil {
 		n.goRun(func() { n.batcher.run(runCtx) })
 	}
@@ -323,6 +346,7 @@ func (n *Node) readLog(ctx context.Context, hub *fanout.Hub) error {
 			}
 			n.metrics.historyResets.Inc()
 			hub.Reset(history.Epoch, history.Head)
+			n.presence.reload(ctx)
 			continue
 		}
 		events := make([]*fanout.Event, len(rows))
@@ -338,6 +362,9 @@ func (n *Node) readLog(ctx context.Context, hub *fanout.Hub) error {
 			n.metrics.lag.Observe(max(now.Sub(row.CommittedAt), 0).Seconds())
 		}
 		n.metrics.publishedEvents.Add(float64(len(events)))
+		// Before the hub: a stream that sees an event finds the presence
+		// mirror past it (see admitPresence).
+		n.presence.apply(history.Epoch, rows)
 		hub.Publish(events)
 		if !store.FullBatch(rows, n.cfg.BatchSize, n.cfg.BatchBytes) {
 			return nil

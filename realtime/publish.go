@@ -118,6 +118,9 @@ func decodePublish(body io.Reader, maxData int) (PublishRequest, error) {
 	if !ValidType(req.Type) {
 		return req, fmt.Errorf("invalid type %q: 1-64 letters, digits or _.:-", truncate(req.Type, 60))
 	}
+	if req.Type == store.PresenceType {
+		return req, fmt.Errorf("type %q is reserved for joins and leaves, which nodes publish (see presence)", store.PresenceType)
+	}
 	if len(req.Data) > maxData {
 		return req, fmt.Errorf("%w: %d bytes, at most %d (LIVEPG_MAX_EVENT_SIZE)", errEventTooLarge, len(req.Data), maxData)
 	}

@@ -14,8 +14,9 @@ import (
 
 // Handler is the engine's HTTP interface for a Go application to mount in
 // its own router: GET /v1/events (the event streams), POST /v1/publish,
-// GET /livepg.js and /livepg.d.ts (the page-side client library), and the
-// inspector under /inspect (see inspectpage.go).
+// GET /v1/presence (a topic's members), GET /livepg.js and /livepg.d.ts
+// (the page-side client library), and the inspector under /inspect (see
+// inspectpage.go).
 // It answers other paths with 404 and other methods with 405, each with a
 // JSON error body. With plain net/http:
 //
@@ -72,8 +73,10 @@ func (n *Node) Routes(r chi.Router) {
 		}
 		r.Get("/v1/events", n.ServeEvents)
 		r.Post("/v1/publish", n.ServePublish)
+		r.Get("/v1/presence", n.ServePresence)
 		r.Options("/v1/events", func(http.ResponseWriter, *http.Request) {})
 		r.Options("/v1/publish", func(http.ResponseWriter, *http.Request) {})
+		r.Options("/v1/presence", func(http.ResponseWriter, *http.Request) {})
 	})
 	// The page-side client library and its TypeScript declarations.
 	r.Get("/livepg.js", client.Script().ServeHTTP)

@@ -125,6 +125,13 @@ func envVars() []envVar {
 		{"LIVEPG_TOKEN_ISSUER", "(none)", "when set, tokens must carry this iss claim"},
 		{"LIVEPG_PRIVATE_TOPICS", "(none)", "comma-separated selectors whose topics need a token to subscribe"},
 		{"LIVEPG_CORS_ORIGINS", "(none)", "comma-separated origins whose pages may stream and publish, with credentials"},
+		{"LIVEPG_PRESENCE_TTL", showDuration(n.Presence.LeaseTTL), "presence: a node's lease on its members runs this long after each renewal; a killed node's members leave within this plus LIVEPG_PRESENCE_RENEW"},
+		{"LIVEPG_PRESENCE_RENEW", showDuration(n.Presence.Renew), "presence: how often each node renews its lease (one statement for all its members) and expires dead nodes'"},
+		{"LIVEPG_PRESENCE_GRACE", showDuration(n.Presence.Grace), "presence: a member whose stream ended leaves after this, unless its page reconnected (to any node)"},
+		{"LIVEPG_PRESENCE_FLUSH", showDuration(n.Presence.Flush), "presence: how often a node writes its pages' joins and leaves, in one statement"},
+		{"LIVEPG_PRESENCE_MAX_MEMBERS", strconv.Itoa(n.Presence.MaxMembers), "presence: most members per topic; beyond it a join gets 409"},
+		{"LIVEPG_PRESENCE_JOIN_RATE", strconv.Itoa(n.Presence.JoinRate), "presence: most joins per client address per second on a node; beyond it 429; 0: no limit"},
+		{"LIVEPG_PRESENCE_ANONYMOUS", "on without a token key, off with one", "presence: on lets a page without a token's sub join, anonymously; off needs a token with a sub"},
 		{"LIVEPG_DEMO", "on without DATABASE_URL, off with it", "on: serve the demo board (its pages, /api/boards, its tables in schema livepg_demo); off: none of it"},
 		{"FLY_REGION", "(set by Fly.io)", "the region this machine runs in"},
 		{"FLY_MACHINE_ID", "(set by Fly.io)", "this machine's id: the node's name in the node registry and the inspector (elsewhere: the host's name and a random suffix)"},
@@ -199,6 +206,10 @@ func loadConfig(getenv func(string) string) (Config, error) {
 		{"LIVEPG_HEADER_TIMEOUT", &c.HeaderTimeout},
 		{"LIVEPG_BODY_TIMEOUT", &c.Node.BodyTimeout},
 		{"LIVEPG_IDLE_TIMEOUT", &c.IdleTimeout},
+		{"LIVEPG_PRESENCE_TTL", &c.Node.Presence.LeaseTTL},
+		{"LIVEPG_PRESENCE_RENEW", &c.Node.Presence.Renew},
+		{"LIVEPG_PRESENCE_GRACE", &c.Node.Presence.Grace},
+		{"LIVEPG_PRESENCE_FLUSH", &c.Node.Presence.Flush},
 	}
 	for _, v := range durations {
 		s := getenv(v.name)
@@ -250,6 +261,7 @@ func loadConfig(getenv func(string) string) (Config, error) {
 		{"LIVEPG_MAX_CONNECTIONS", &c.MaxConnections},
 		{"LIVEPG_CATCHUP_CONNS", &c.Node.CatchUpConns},
 		{"LIVEPG_CATCHUP_QUEUE", &c.Node.CatchUpQueue},
+		{"LIVEPG_PRESENCE_MAX_MEMBERS", &c.Node.Presence.MaxMembers},
 	}
 	for _, v := range ints {
 		s := getenv(v.name)
@@ -261,6 +273,22 @@ func loadConfig(getenv func(string) string) (Config, error) {
 			return c, fmt.Errorf("%s=%q: want a positive integer", v.name, s)
 		}
 		*v.dst = n
+	}
+	if s := getenv("LIVEPG_PRESENCE_JOIN_RATE"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 {
+			return c, fmt.Errorf("LIVEPG_PRESENCE_JOIN_RATE=%q: want a number of joins per second, 0 for no limit", s)
+		}
+		if n == 0 {
+			n = -1 // no limit; a zero field would take the default
+		}
+		c.Node.Presence.JoinRate = n
+	}
+	if p := c.Node.Presence; p.LeaseTTL > time.Hour || p.Grace > time.Hour {
+		return c, fmt.Errorf("LIVEPG_PRESENCE_TTL (%s) and LIVEPG_PRESENCE_GRACE (%s): at most 1h each (livepg.presence_renew refuses longer leases)", p.LeaseTTL, p.Grace)
+	}
+	if p := c.Node.Presence; p.Renew >= p.LeaseTTL {
+		return c, fmt.Errorf("LIVEPG_PRESENCE_RENEW (%s) must be shorter than LIVEPG_PRESENCE_TTL (%s): a lease renewed no sooner than it ends lets live nodes' members leave", p.Renew, p.LeaseTTL)
 	}
 	if s := getenv("LIVEPG_BATCH_BYTES"); s != "" {
 		n, err := strconv.ParseInt(s, 10, 64)
@@ -304,6 +332,15 @@ func loadConfig(getenv func(string) string) (Config, error) {
 		return c, err
 	}
 	c.Node.Auth, c.TokenKey = auth, hasKey
+	switch s := getenv("LIVEPG_PRESENCE_ANONYMOUS"); s {
+	case "":
+		c.Node.Presence.Anonymous = !hasKey // no token could carry a sub
+	case "on":
+		c.Node.Presence.Anonymous = true
+	case "off":
+	default:
+		return c, fmt.Errorf("LIVEPG_PRESENCE_ANONYMOUS=%q: want on or off", s)
+	}
 	return c, nil
 }
 

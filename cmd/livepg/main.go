@@ -351,7 +351,8 @@ func startDemo(ctx context.Context, cfg Config, st *store.Store, logger *slog.Lo
 	if err := demo.Migrate(ctx, st.Pool); err != nil {
 		return nil, err
 	}
-	opts := demo.Options{AllowedOrigins: cfg.Node.CORSOrigins, Logger: logger}
+	opts := demo.Options{AllowedOrigins: cfg.Node.CORSOrigins, Logger: logger,
+		AnonymousPresence: cfg.Node.Auth == nil || cfg.Node.Presence.Anonymous}
 	switch {
 	case cfg.TokenKey:
 		opts.Auth = cfg.Node.Auth

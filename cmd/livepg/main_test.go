@@ -259,6 +259,11 @@ func TestBadConfigurationIsRefused(t *testing.T) {
 		{"LIVEPG_TOKEN_ALG": "RS256", "LIVEPG_TOKEN_KEY": "not a PEM key"},
 		{"LIVEPG_TOKEN_KEY_FILE": "/no/such/file"},
 		{"LIVEPG_DEMO": "yes"},
+		{"LIVEPG_PRESENCE_RENEW": "20s"}, // longer than the lease (15s)
+		{"LIVEPG_PRESENCE_JOIN_RATE": "-2"},
+		{"LIVEPG_PRESENCE_ANONYMOUS": "yes"},
+		{"LIVEPG_PRESENCE_TTL": "2h"},
+		{"LIVEPG_PRESENCE_MAX_MEMBERS": "0"},
 	} {
 		err := run(context.Background(), nil, func(k string) string { return env[k] }, io.Discard, io.Discard)
 		if err == nil {

@@ -34,11 +34,12 @@ type process struct {
 	err  error         // its exit, once done is closed
 }
 
-func startProcess(t *testing.T, db string) *process {
+func startProcess(t *testing.T, db string, env ...string) *process {
 	t.Helper()
 	cmd := exec.Command(livepgBinary(t))
 	cmd.Env = append(os.Environ(), "DATABASE_URL="+db, "PORT=0", "LIVEPG_TOKEN_KEY="+testTokenKey,
 		"LIVEPG_SHUTDOWN_TIMEOUT=5s")
+	cmd.Env = append(cmd.Env, env...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

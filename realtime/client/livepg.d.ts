@@ -17,6 +17,34 @@ export interface LiveEvent<T = unknown> {
   data: T;
 }
 
+/** A member of a topic's presence. `id` is stable across the page's reconnects; `sub` is its token's subject ("" when anonymous). */
+export interface Member<M = unknown> {
+  id: string;
+  sub: string;
+  meta?: M;
+}
+
+/**
+ * The data of `event: presence`: a snapshot ("sync", the first frames of
+ * each connection, with the position `at` it reflects), then each "join"
+ * (a new member, or new meta) and "leave".
+ */
+export type PresenceChange<M = unknown> =
+  | { op: "sync"; at: string; members: Member<M>[] }
+  | { op: "join"; id: string; sub: string; meta?: M }
+  | { op: "leave"; id: string; sub: string };
+
+export interface PresenceOptions<M = unknown> {
+  /** Exact topics to be a member of while the stream is open; each must be among (or matched by) `topics`. */
+  topics: string | string[];
+  /** A small JSON object of the page's own (at most 1 KiB), shown to the others. */
+  meta?: M;
+  /** The page's key: by default one per browser tab (sessionStorage), so that reconnects and reloads are the same member. */
+  key?: string;
+  /** Called with a topic's members after each snapshot, join and leave. */
+  onMembers?: (topic: string, members: Member<M>[], change: PresenceChange<M>) => void;
+}
+
 export interface SubscribeOptions {
   /** Topic selectors: exact topics, or prefixes ending in "/*". */
   topics: string | string[];
@@ -37,6 +65,8 @@ export interface SubscribeOptions {
   maxDelay?: number;
   /** Refresh the token this many seconds before its exp (default 30, at most a fifth of its lifetime). */
   refreshMargin?: number;
+  /** Join these topics' presence (GET /v1/events?...&presence=...) and follow their members. */
+  presence?: PresenceOptions;
 }
 
 export interface Subscription {
@@ -46,6 +76,8 @@ export interface Subscription {
   /** Calls fn with each event of the type ("*": every event); returns a function that stops it. */
   on<T = unknown>(type: string, fn: (event: LiveEvent<T>) => void): () => void;
   off(type: string, fn: (event: LiveEvent<any>) => void): void;
+  /** A joined presence topic's members now. */
+  members<M = unknown>(topic: string): Member<M>[];
   /** Ends the stream and its timers. */
   close(): void;
 }

@@ -19,6 +19,13 @@
 // with backoff and jitter, from the last id, where a node answered with an
 // error (EventSource gives up then); it fetches a fresh token through a
 // callback before the current one expires and on "token-expired".
+//
+// Presence: with a presence option the page is a member of those topics
+// while its stream is open (and a few seconds after, so that a reconnect,
+// to any node, is no leave and join), and is told who else is there:
+//
+//   subscribe({ topics: ["boards/42"], presence: { topics: ["boards/42"],
+//     meta: { color: "teal" }, onMembers: (topic, members, change) => show(members) } });
 
 /** The statuses a page can show. */
 export const STATUS = Object.freeze({
@@ -48,6 +55,32 @@ export function subscribe(options) {
   let refreshTimer = null; // a pending token refresh
   let closed = false;
   let generation = 0; // bumps with each connection: late events of an old one are dropped
+  const presence = o.presence ? Object.assign({ topics: [], meta: null, key: null }, o.presence) : null;
+  const rosters = new Map(); // presence topic -> { at, members: Map id -> member }
+  if (presence) {
+    presence.topics = [].concat(presence.topics || []);
+    presence.key = presence.key || presenceKey();
+    for (const t of presence.topics) rosters.set(t, { at: -1, members: new Map() });
+  }
+
+  // applyPresence keeps each joined topic's members: a snapshot ("sync",
+  // the first frames of every connection), then each join and leave after
+  // the snapshot's position (those at or before it are in it already).
+  function applyPresence(ev) {
+    const roster = rosters.get(ev.topic);
+    const d = ev.data || {};
+    if (!roster) return;
+    if (d.op === "sync") {
+      roster.at = seqOf(d.at);
+      roster.members = new Map((d.members || []).map((m) => [m.id, m]));
+    } else if ((d.op === "join" || d.op === "leave") && seqOf(ev.id) > roster.at) {
+      if (d.op === "join") roster.members.set(d.id, { id: d.id, sub: d.sub, meta: d.meta });
+      else roster.members.delete(d.id);
+    } else {
+      return;
+    }
+    if (presence.onMembers) try { presence.onMembers(ev.topic, [...roster.members.values()], d); } catch (err) { report(err); }
+  }
 
   function setStatus(s) {
     if (s === status) return;
@@ -74,7 +107,9 @@ export function subscribe(options) {
       let body;
       try { body = JSON.parse(e.data); } catch (err) { return report(new Error("livepg: event " + e.lastEventId + " is not JSON")); }
       if (e.lastEventId) lastId = e.lastEventId;
-      dispatch(type, { type, id: e.lastEventId, topic: body.topic, data: body.data });
+      const ev = { type, id: e.lastEventId, topic: body.topic, data: body.data };
+      if (type === "presence") applyPresence(ev);
+      dispatch(type, ev);
     });
   }
 
@@ -113,6 +148,11 @@ export function subscribe(options) {
     for (const t of topics) q.append("topic", t);
     if (lastId != null) q.set("lastEventId", lastId);
     if (token) q.set("token", token);
+    if (presence) {
+      for (const t of presence.topics) q.append("presence", t);
+      q.set("presenceKey", presence.key);
+      if (presence.meta != null) q.set("presenceMeta", JSON.stringify(presence.meta));
+    }
     const es = new EventSource(base + "/v1/events?" + q, { withCredentials: !!o.withCredentials });
     if (source) source.close();
     source = es;
@@ -128,6 +168,7 @@ export function subscribe(options) {
     };
     for (const type of handlers.keys()) if (type !== "*" && !BUILTIN.has(type)) listen(es, gen, type);
     for (const type of ["insert", "update", "delete", "message"]) if (!handlers.has(type)) listen(es, gen, type);
+    if (presence && !handlers.has("presence")) listen(es, gen, "presence");
     es.addEventListener("reset", () => {
       if (gen !== generation || closed) return;
       es.close();
@@ -196,12 +237,17 @@ export function subscribe(options) {
     get status() { return status; },
     /** The id of the last event delivered: where the stream resumes. */
     get lastId() { return lastId; },
+    /** members is a joined presence topic's members now: [{ id, sub, meta }]. */
+    members(topic) {
+      const r = rosters.get(topic);
+      return r ? [...r.members.values()] : [];
+    },
     /** on calls fn with each event of the type ("*" for all); it returns a function that stops it. */
     on(type, fn) {
       const fresh = !handlers.has(type);
       if (fresh) handlers.set(type, new Set());
       handlers.get(type).add(fn);
-      if (fresh && source && type !== "*" && !BUILTIN.has(type) && !["insert", "update", "delete", "message"].includes(type)) listen(source, generation, type);
+      if (fresh && source && type !== "*" && !BUILTIN.has(type) && !["insert", "update", "delete", "message"].includes(type) && !(presence && type === "presence")) listen(source, generation, type);
       return () => sub.off(type, fn);
     },
     off(type, fn) {
@@ -227,6 +273,29 @@ export function subscribe(options) {
   setStatus(STATUS.CONNECTING);
   connect();
   return sub;
+}
+
+// seqOf is the seq of an event id ('<seq>-<epoch>'), -1 for none.
+function seqOf(id) {
+  const n = parseInt(String(id || ""), 10);
+  return Number.isFinite(n) ? n : -1;
+}
+
+// presenceKey is the page's presence key: kept in sessionStorage, so that a
+// reload of the tab is the same member (no leave and join), else new.
+function presenceKey() {
+  const fresh = () => {
+    const b = new Uint8Array(16);
+    crypto.getRandomValues(b);
+    return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+  };
+  try {
+    let k = sessionStorage.getItem("livepg.presenceKey");
+    if (!k) sessionStorage.setItem("livepg.presenceKey", (k = fresh()));
+    return k;
+  } catch {
+    return fresh();
+  }
 }
 
 // expiry reads a JWT's exp claim (in ms), or 0 when it has none or is not a JWT.

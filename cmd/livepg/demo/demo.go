@@ -47,7 +47,11 @@ type Options struct {
 	// AllowedOrigins may call the mutations from their pages, besides the
 	// app's own origin (LIVEPG_CORS_ORIGINS).
 	AllowedOrigins []string
-	Logger         *slog.Logger
+	// AnonymousPresence says the node lets pages without a token's sub join
+	// presence (LIVEPG_PRESENCE_ANONYMOUS): the board then shows its
+	// viewers to everyone; otherwise only to pages whose token has a sub.
+	AnonymousPresence bool
+	Logger            *slog.Logger
 }
 
 // App is the demo's HTTP handlers over its tables.
@@ -164,7 +168,12 @@ func (a *App) getBoard(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, err)
 		return
 	}
-	realtime.WriteJSON(w, http.StatusOK, snap)
+	// viewers: the page may join the board's presence, so it shows who
+	// else is viewing it.
+	realtime.WriteJSON(w, http.StatusOK, struct {
+		Snapshot[BoardWithCards]
+		Viewers bool `json:"viewers"`
+	}{snap, a.opts.AnonymousPresence || a.opts.Auth.Subject(r) != ""})
 }
 
 func (a *App) createBoard(w http.ResponseWriter, r *http.Request) {

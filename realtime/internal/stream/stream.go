@@ -242,6 +242,12 @@ type Request struct {
 	// Place is the stream's place (Reserve); Serve gives it back when the
 	// stream ends.
 	Place *Place
+	// First are frames written after the stream's opening (and its reset,
+	// if any), before any event: presence snapshots. They carry no id.
+	First [][]byte
+	// Ended, when set, is called once when the stream ends, however it
+	// ends: the stream's presence leaves.
+	Ended func()
 }
 
 // Position is where a stream starts: the log's head for a new stream (it
@@ -354,6 +360,9 @@ func (e *Engine) run(ctx context.Context, out streamOut, req Request) {
 	defer e.cfg.Hub.Leave(s.sub)
 	e.topics.add(req.Topics, 1)
 	defer e.topics.add(req.Topics, -1)
+	if req.Ended != nil {
+		defer req.Ended()
+	}
 	err := s.run(ctx, req)
 	reason := e.closed(err)
 	e.cfg.Logger.Info("stream closed", "reason", reason, "err", err, "topics", req.Topics,
@@ -431,6 +440,7 @@ func (s *stream) run(ctx context.Context, req Request) error {
 		frames = append(frames, fanout.ResetFrame(req.Start))
 		s.resets++
 	}
+	frames = append(frames, req.First...)
 	if err := s.write(frames...); err != nil {
 		return err
 	}

@@ -191,6 +191,30 @@ function render() {
 }
 
 const statusEl = document.getElementById("status");
+const viewersEl = document.getElementById("viewers");
+
+// Who is viewing the board: its presence members, named by their token's
+// sub, or "anonymous N" in the order this page first saw them.
+const anonymous = new Map(); // member id -> N
+function renderViewers(members) {
+  const names = members.map((m) => {
+    if (m.sub) return m.sub;
+    if (!anonymous.has(m.id)) anonymous.set(m.id, anonymous.size + 1);
+    return "anonymous " + anonymous.get(m.id);
+  }).sort((a, b) => a.localeCompare(b, undefined, { numeric: true }));
+  viewersEl.hidden = false;
+  const label = document.createElement("span");
+  label.className = "viewers-label";
+  label.textContent = names.length === 1 ? "1 viewer:" : names.length + " viewers:";
+  const list = document.createElement("ul");
+  for (const n of names) {
+    const li = document.createElement("li");
+    li.className = "viewer";
+    li.textContent = n;
+    list.append(li);
+  }
+  viewersEl.replaceChildren(label, list);
+}
 
 loadAndFollow({
   stateURL: "/api/boards/" + boardId,
@@ -218,8 +242,9 @@ loadAndFollow({
     for (const c of state.cards) cards.set(c.id, c);
     render();
   },
+  presence: { onMembers: (topic, members) => renderViewers(members) },
   onEvent(type, { data }) {
-    if (data.table !== "cards") return;
+    if (type === "presence" || !data || data.table !== "cards") return;
     if (data.op === "delete") cards.delete(data.old.id);
     else if (data.new.board_id === boardId) cards.set(data.new.id, data.new);
     else cards.delete(data.new.id); // moved to another board

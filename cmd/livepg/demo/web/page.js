@@ -9,7 +9,8 @@ import { subscribe } from "/livepg.js";
 
 const LABELS = { connecting: "connecting…", live: "live", reconnecting: "reconnecting…", offline: "offline" };
 
-export function loadAndFollow({ stateURL, topic, onState, onEvent, statusEl }) {
+export function loadAndFollow({ stateURL, topic, onState, onEvent, statusEl, presence }) {
+  let viewers = false; // the server lets this page join the topic's presence
   function setStatus(text, cls) {
     statusEl.textContent = text;
     statusEl.className = "status " + cls;
@@ -42,6 +43,7 @@ export function loadAndFollow({ stateURL, topic, onState, onEvent, statusEl }) {
         await new Promise((r) => setTimeout(r, 2000));
         continue;
       }
+      viewers = !!body.viewers;
       onState(body.state);
       return body.head;
     }
@@ -63,6 +65,7 @@ export function loadAndFollow({ stateURL, topic, onState, onEvent, statusEl }) {
         return h;
       },
       onStatus: (s) => gone || setStatus(LABELS[s], s === "offline" ? "reconnecting" : s),
+      presence: presence && viewers ? Object.assign({ topics: [topic] }, presence) : undefined,
     });
     sub.on("*", (e) => onEvent(e.type, e));
     window.livepgSubscription = sub; // for the browser tests
