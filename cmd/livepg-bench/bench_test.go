@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"strings"
@@ -68,6 +70,149 @@ func TestLoadAgainstCeiling(t *testing.T) {
 		}
 		t.Logf("hijack %v, reader %s", tc.hijack, tc.reader)
 		checkComplete(t, res, out.String())
+	}
+}
+
+// The ceiling's feed: events written as lines, published a read at a time
+// as batches, reach every stream on their topic once, in order, on both of
+// its stream paths; a bad line ends only its own feed connection.
+func TestLoadThroughTheCeilingsFeed(t *testing.T) {
+	t.Parallel()
+	for _, hijack := range []bool{false, true} {
+		ctx, cancel := context.WithCancel(context.Background())
+		feed := freeLoopbackAddr(t)
+		addr := freeLoopbackAddr(t)
+		done := make(chan error, 1)
+		go func() {
+			done <- serveCeiling(ctx, ceilingConfig{Addr: addr, Feed: feed, Buffer: 256, Heartbeat: time.Second, Lifetime: time.Minute, Hijack: hijack}, io.Discard)
+		}()
+		waitForListener(t, feed)
+		// A bad line first, on a connection of its own: the ceiling drops it.
+		if c, err := net.Dial("tcp", feed); err == nil {
+			fmt.Fprintf(c, "no-type-or-data\nf/0 bench {\"b\":\"%s\"}\n", appendStamp(nil, 0, time.Now()))
+			c.Close()
+		}
+		cfg := loadConfig{URLs: []string{"http://" + addr}, Streams: 30, Topics: 3, TopicBase: "f", Sources: 2, Concurrent: 8,
+			Mode: "feed", Feed: feed, Rate: 0, Events: 600, Publishers: 2, Drain: 30 * time.Second, Timeout: time.Minute}
+		if err := cfg.check(); err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		res, err := runLoad(ctx, cfg, &out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("hijack %v", hijack)
+		checkComplete(t, res, out.String())
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestFeedLines(t *testing.T) {
+	t.Parallel()
+	for line, ok := range map[string]bool{
+		"t/1 bench {\"b\":1}\n": true, "t/1 bench null\r\n": true, "t/1 bench\n": false, "t/1 bench {\n": false,
+		" bench {}\n": false, "t/1  {}\n": false, "\n": false,
+	} {
+		if _, got := parseFeedLine([]byte(line)); got != ok {
+			t.Errorf("parseFeedLine(%q) ok = %v, want %v", line, got, ok)
+		}
+	}
+}
+
+func freeLoopbackAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func waitForListener(t *testing.T, addr string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nothing listens on %s: %v", addr, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// startTestNode starts a livepg node on db behind a test server, with its
+// /metrics, and returns the server's URL.
+func startTestNode(t *testing.T, db string) string {
+	t.Helper()
+	st, err := store.Open(context.Background(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	node, err := realtime.NewNode(st, realtime.Config{ListenURL: db, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := node.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	r := chi.NewRouter()
+	node.Routes(r)
+	r.Method(http.MethodGet, "/metrics", node.MetricsHandler())
+	srv := httptest.NewServer(r)
+	t.Cleanup(func() { node.CloseStreams(); srv.Close(); node.Stop() })
+	deadline := time.Now().Add(30 * time.Second)
+	for node.Ready(context.Background()) != nil && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	return srv.URL
+}
+
+// A resume run: streams that connect from a point before a backlog get
+// all of it once, in order, then the live events; the run counts the
+// node's catch-up reads for them and reports the resume.
+func TestResumeFromABacklog(t *testing.T) {
+	t.Parallel()
+	db := storetest.NewDatabase(t)
+	url := startTestNode(t, db)
+	cfg := loadConfig{URLs: []string{url}, Streams: 40, Topics: 2, TopicBase: "resume", Sources: 2, Concurrent: 40,
+		Mode: "sql", DatabaseURL: db, Rate: 200, Events: 20, Backlog: 300, Publishers: 4,
+		Metrics: []string{url + "/metrics"}, Drain: time.Minute, Timeout: 3 * time.Minute}
+	if err := cfg.check(); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	res, err := runLoad(context.Background(), cfg, &out)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	checkComplete(t, res, out.String())
+	if res.Published != 320 || res.Deliveries != 40*320/2 || !res.ResumeServed || res.ResumeTime <= 0 {
+		t.Fatalf("resume not served: %+v\n%s", res, out.String())
+	}
+	if res.CatchUpMetric == "" || res.CatchUpReads < 1 {
+		t.Fatalf("catch-up reads not counted (%q %v):\n%s", res.CatchUpMetric, res.CatchUpReads, out.String())
+	}
+	if res.Latency.count != 40*20/2 { // the live events' latencies only
+		t.Fatalf("%d latencies for %d live deliveries:\n%s", res.Latency.count, 40*20/2, out.String())
+	}
+	// Each live delivery's latency after its commit returned is part of
+	// its latency from the send.
+	if res.AfterCommit.count != res.Latency.count || res.AfterCommit.maxDuration() > res.Latency.maxDuration() {
+		t.Fatalf("after the commit: %d latencies, max %s; from the send: %d, max %s",
+			res.AfterCommit.count, res.AfterCommit.maxDuration(), res.Latency.count, res.Latency.maxDuration())
+	}
+	if !strings.Contains(out.String(), "livepg-bench resume: streams=40 backlog=300 served_all=true") {
+		t.Fatalf("no resume summary:\n%s", out.String())
 	}
 }
 

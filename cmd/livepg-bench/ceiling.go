@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -18,9 +20,20 @@ import (
 // load generator to measure livepg against: no database, no resume, no
 // catch-up. POST /v1/publish {"topic","type","data"} numbers the event,
 // encodes its SSE frame once and offers the same bytes to every stream on
-// its topic; each stream is one goroutine that writes whatever is queued and
-// flushes once (coalesced writes). A stream whose queue is full is cut off.
-// It speaks the same wire format as livepg, so the same run works on both.
+// its topic; each stream is one goroutine that takes everything queued for
+// it and writes it at once (one flush; with --hijack one write or writev).
+// A stream whose queue is full is cut off. It speaks the same wire format
+// as livepg, so the same run works on both.
+//
+// Events also come in through the feed (--feed): a plain TCP connection
+// carrying one event per line, "<topic> <type> <data JSON>". What one read
+// of it returns is published as one batch, and each stream on a topic gets
+// the batch's frames for it with one channel send (one wake-up), as livepg's
+// listener hands its hub each read of the log. A publish over HTTP waits
+// behind thousands of busy stream goroutines for its turn (at saturation the
+// ceiling took only 6-19 of the 100 events/s offered that way); the feed
+// takes the offered rate, so the ceiling is measured under the same load as
+// livepg.
 
 type ceilingConfig struct {
 	Addr      string
@@ -30,6 +43,8 @@ type ceilingConfig struct {
 	// Hijack takes each stream's connection from net/http and writes to it
 	// directly (see serveHijacked): what a leaner stream would cost.
 	Hijack bool
+	// Feed is a loopback address taking events one per line (see above).
+	Feed string
 }
 
 func parseCeilingFlags(args []string, stderr io.Writer) (ceilingConfig, error) {
@@ -41,11 +56,17 @@ func parseCeilingFlags(args []string, stderr io.Writer) (ceilingConfig, error) {
 	fs.DurationVar(&c.Heartbeat, "heartbeat", 15*time.Second, "comment line interval on idle streams")
 	fs.DurationVar(&c.Lifetime, "lifetime", 30*time.Minute, "stop by itself after this long")
 	fs.BoolVar(&c.Hijack, "hijack", false, "take each stream's connection from net/http: one small goroutine and no buffers per idle stream")
+	fs.StringVar(&c.Feed, "feed", "", "also take events on this loopback TCP address, one per line: <topic> <type> <data JSON>; each read is published as one batch (livepg-bench --mode feed)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
 	if fs.NArg() > 0 || c.Buffer < 1 || c.Heartbeat <= 0 || c.Lifetime <= 0 {
-		return c, errors.New("usage: livepg-bench ceiling [--addr 127.0.0.1:9090] [--buffer 256] [--heartbeat 15s] [--lifetime 30m]")
+		return c, errors.New("usage: livepg-bench ceiling [--addr 127.0.0.1:9090] [--buffer 256] [--heartbeat 15s] [--lifetime 30m] [--hijack] [--feed 127.0.0.1:9091]")
+	}
+	if c.Feed != "" {
+		if err := checkLoopback(c.Feed); err != nil {
+			return c, fmt.Errorf("--feed: %w", err)
+		}
 	}
 	return c, nil
 }
@@ -60,10 +81,18 @@ type ceilingHub struct {
 	hijack    bool
 }
 
+// ceilingSub is one stream's queue: each element is a batch of frames,
+// shared by every stream on the topic and never changed.
 type ceilingSub struct {
 	topic  string
-	events chan []byte
+	events chan [][]byte
 	cut    chan struct{} // closed when the queue overflowed
+}
+
+// ceilingEvent is an event to publish.
+type ceilingEvent struct {
+	topic, typ string
+	data       []byte
 }
 
 func newCeiling(cfg ceilingConfig) *ceilingHub {
@@ -78,7 +107,7 @@ func (h *ceilingHub) routes() *http.ServeMux {
 }
 
 func (h *ceilingHub) subscribe(topic string) *ceilingSub {
-	s := &ceilingSub{topic: topic, events: make(chan []byte, h.buffer), cut: make(chan struct{})}
+	s := &ceilingSub{topic: topic, events: make(chan [][]byte, h.buffer), cut: make(chan struct{})}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	set := h.topics[topic]
@@ -107,28 +136,35 @@ func (h *ceilingHub) removeLocked(s *ceilingSub) {
 	}
 }
 
-// publish numbers the event, encodes it once and offers it to every stream
-// on the topic.
-func (h *ceilingHub) publish(topic, typ string, data []byte) int64 {
+// publish numbers the events, encodes each once and offers every stream on
+// a topic that topic's frames of the batch in one send; it returns the
+// last event's number.
+func (h *ceilingHub) publish(events []ceilingEvent) int64 {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.seq++
-	frame := make([]byte, 0, 64+len(topic)+len(data))
-	frame = append(frame, "id: "...)
-	frame = strconv.AppendInt(frame, h.seq, 10)
-	frame = append(frame, "\nevent: "...)
-	frame = append(frame, typ...)
-	frame = append(frame, "\ndata: {\"topic\":"...)
-	frame = strconv.AppendQuote(frame, topic)
-	frame = append(frame, `,"data":`...)
-	frame = append(frame, data...)
-	frame = append(frame, "}\n\n"...)
-	for s := range h.topics[topic] {
-		select {
-		case s.events <- frame:
-		default:
-			h.removeLocked(s)
-			close(s.cut)
+	byTopic := make(map[string][][]byte, 1)
+	for _, e := range events {
+		h.seq++
+		frame := make([]byte, 0, 64+len(e.topic)+len(e.data))
+		frame = append(frame, "id: "...)
+		frame = strconv.AppendInt(frame, h.seq, 10)
+		frame = append(frame, "\nevent: "...)
+		frame = append(frame, e.typ...)
+		frame = append(frame, "\ndata: {\"topic\":"...)
+		frame = strconv.AppendQuote(frame, e.topic)
+		frame = append(frame, `,"data":`...)
+		frame = append(frame, e.data...)
+		frame = append(frame, "}\n\n"...)
+		byTopic[e.topic] = append(byTopic[e.topic], frame)
+	}
+	for topic, frames := range byTopic {
+		for s := range h.topics[topic] {
+			select {
+			case s.events <- frames:
+			default:
+				h.removeLocked(s)
+				close(s.cut)
+			}
 		}
 	}
 	return h.seq
@@ -176,19 +212,20 @@ func (h *ceilingHub) serveEvents(w http.ResponseWriter, r *http.Request) {
 			if write([]byte(":\n\n")) != nil || rc.Flush() != nil {
 				return
 			}
-		case frame := <-sub.events:
-			if write(frame) != nil {
+		case frames := <-sub.events:
+			if rc.SetWriteDeadline(time.Now().Add(30*time.Second)) != nil {
 				return
 			}
-		more:
-			for {
-				select {
-				case frame = <-sub.events:
+			for more := true; more; {
+				for _, frame := range frames {
 					if _, err := w.Write(frame); err != nil {
 						return
 					}
+				}
+				select {
+				case frames = <-sub.events:
 				default:
-					break more
+					more = false
 				}
 			}
 			if rc.Flush() != nil {
@@ -214,7 +251,7 @@ func (h *ceilingHub) servePublish(w http.ResponseWriter, r *http.Request) {
 	if len(req.Data) == 0 {
 		req.Data = json.RawMessage("null")
 	}
-	seq := h.publish(req.Topic, req.Type, req.Data)
+	seq := h.publish([]ceilingEvent{{topic: req.Topic, typ: req.Type, data: req.Data}})
 	w.Header().Set("Content-Type", "application/json")
 	fmt.Fprintf(w, "{\"seq\":%d}\n", seq)
 }
@@ -224,10 +261,26 @@ func (h *ceilingHub) servePublish(w http.ResponseWriter, r *http.Request) {
 func serveCeiling(ctx context.Context, cfg ceilingConfig, out io.Writer) error {
 	ctx, cancel := context.WithTimeout(ctx, cfg.Lifetime)
 	defer cancel()
-	mux := newCeiling(cfg).routes()
+	hub := newCeiling(cfg)
+	mux := hub.routes()
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("ceiling: %w", err)
+	}
+	if cfg.Feed != "" {
+		fln, err := net.Listen("tcp", cfg.Feed)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("ceiling feed: %w", err)
+		}
+		var feeds sync.WaitGroup
+		defer func() { cancel(); feeds.Wait() }() // the feed ends with ctx, whatever ends this
+		feeds.Add(1)
+		go func() {
+			defer feeds.Done()
+			hub.serveFeed(ctx, fln, &feeds)
+		}()
+		fmt.Fprintf(out, "ceiling feed on %s\n", fln.Addr())
 	}
 	srv := &http.Server{
 		Handler:           mux,
@@ -302,13 +355,13 @@ func (h *ceilingHub) serveHijacked(conn net.Conn, topic string) {
 			if write([]byte(":\n\n")) != nil {
 				return
 			}
-		case frame := <-sub.events:
-			bufs = append(bufs[:0], frame)
+		case frames := <-sub.events:
+			bufs = append(bufs[:0], frames...)
 		more:
 			for len(bufs) < 1024 {
 				select {
-				case frame = <-sub.events:
-					bufs = append(bufs, frame)
+				case frames = <-sub.events:
+					bufs = append(bufs, frames...)
 				default:
 					break more
 				}
@@ -319,4 +372,73 @@ func (h *ceilingHub) serveHijacked(conn net.Conn, topic string) {
 			clear(bufs)
 		}
 	}
+}
+
+// maxFeedLine bounds one line of the feed: an event's topic, type and data.
+const maxFeedLine = 1 << 20
+
+// serveFeed accepts feed connections on ln until ctx ends; each connection
+// is read on a goroutine of its own, counted in conns.
+func (h *ceilingHub) serveFeed(ctx context.Context, ln net.Listener, conns *sync.WaitGroup) {
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			return // closed with ctx
+		}
+		conns.Add(1)
+		go func() {
+			defer conns.Done()
+			defer conn.Close()
+			closeWithCtx := context.AfterFunc(ctx, func() { conn.Close() })
+			defer closeWithCtx()
+			h.readFeed(conn)
+		}()
+	}
+}
+
+// readFeed publishes the events of a feed connection until it ends or
+// sends a bad line: the complete lines of each read as one batch.
+func (h *ceilingHub) readFeed(r io.Reader) {
+	br := bufio.NewReaderSize(r, 64<<10)
+	var batch []ceilingEvent
+	for {
+		line, err := br.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			// A long line: take the rest of it, bounded.
+			long := bytes.Clone(line)
+			for errors.Is(err, bufio.ErrBufferFull) && len(long) <= maxFeedLine {
+				line, err = br.ReadSlice('\n')
+				long = append(long, line...)
+			}
+			line = long
+		}
+		if err != nil || len(line) > maxFeedLine {
+			if len(batch) > 0 {
+				h.publish(batch)
+			}
+			return
+		}
+		e, ok := parseFeedLine(line)
+		if !ok {
+			return
+		}
+		batch = append(batch, e)
+		if br.Buffered() == 0 { // everything this read returned
+			h.publish(batch)
+			batch = batch[:0] // publish keeps nothing of it
+		}
+	}
+}
+
+// parseFeedLine reads "<topic> <type> <data JSON>\n"; the data is copied.
+func parseFeedLine(line []byte) (ceilingEvent, bool) {
+	line = bytes.TrimRight(line, "\r\n")
+	topic, rest, ok1 := bytes.Cut(line, []byte(" "))
+	typ, data, ok2 := bytes.Cut(rest, []byte(" "))
+	if !ok1 || !ok2 || len(topic) == 0 || len(typ) == 0 || !json.Valid(data) {
+		return ceilingEvent{}, false
+	}
+	return ceilingEvent{topic: string(topic), typ: string(typ), data: bytes.Clone(data)}, true
 }

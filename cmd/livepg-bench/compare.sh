@@ -5,9 +5,13 @@
 # end, whatever happens.
 #
 #   cmd/livepg-bench/compare.sh [smoke|idle|saturation|latency10k|latency1k|batching|nodes3|nodes3-24k|all]
+#   cmd/livepg-bench/compare.sh issue13     # issue 13's targets, livepg and the ceiling back to back
+#   cmd/livepg-bench/compare.sh streams100k # 100,000 streams: one node at its file limit, then 6 nodes
 #
 # Results go to $OUT (default ./bench-results), one file per scenario; the
-# last line of each run is its one-line summary.
+# last line of each run is its one-line summary. PROFILE=1 (issue13) also
+# takes an 8 s CPU profile of the node in the middle of its hot10 and burst
+# runs, into $OUT/*.pprof.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -15,6 +19,10 @@ OUT=${OUT:-$PWD/bench-results}
 WORK=${WORK:-$(mktemp -d /tmp/livepg-bench.XXXXXX)}
 PORT=${PORT:-18090}
 CEILING=${CEILING:-127.0.0.1:19190}
+FEED=${FEED:-127.0.0.1:19191}     # the ceiling's feed (issue13)
+PPROF=${PPROF:-127.0.0.1:18392}   # the node's profiler, with PROFILE=1
+READER=${READER:-goroutine}       # issue13's generator: a goroutine per stream, as in the issue
+CEILING_HIJACK=${CEILING_HIJACK:-0} # 1: issue13's ceiling takes each stream's connection (one writev per batch, no net/http buffers)
 mkdir -p "$OUT"
 chmod 755 "$WORK" # the local PostgreSQL runs as the postgres user when we are root
 go build -o "$WORK/livepg" ./cmd/livepg
@@ -105,6 +113,107 @@ nodes3() {
   stop "$p1"
 }
 
+# start_node PORT LOG [ENV=VALUE...]: one more node on $DB; sets NP.
+start_node() {
+  local port=$1 log=$2
+  shift 2
+  env PORT="$port" DATABASE_URL="$DB" LIVEPG_MAX_STREAMS_PER_CLIENT=1000000 "$@" "$WORK/livepg" >"$log" 2>&1 &
+  NP=$!
+  pids+=("$NP")
+  for _ in $(seq 150); do
+    grep -q "serving on" "$log" 2>/dev/null && return 0
+    kill -0 "$NP" 2>/dev/null || break
+    sleep 0.2
+  done
+  echo "livepg on :$port did not start:" >&2
+  cat "$log" >&2
+  exit 1
+}
+
+# profile NAME DELAY: an 8 s CPU profile of the node (LIVEPG_PPROF_ADDR)
+# DELAY seconds from now, in the background, with PROFILE=1.
+profile() {
+  [ "${PROFILE:-0}" = 1 ] || return 0
+  (sleep "$2" && curl -s -o "$OUT/$1.pprof" "http://$PPROF/debug/pprof/profile?seconds=8") &
+}
+
+# pair13 NAME STREAMS RATE EVENTS LIVEPG_FLAGS -- CEILING_FLAGS: issue 13's
+# comparison: livepg publishing through SQL, then the ceiling fed the same
+# events through its feed (so that it takes the offered rate), each freshly
+# started, back to back, the generator reading with $READER.
+pair13() {
+  local name=$1 streams=$2 rate=$3 events=$4
+  shift 4
+  local lflags=() cflags=()
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do lflags+=("$1"); shift; done
+  [ $# -gt 0 ] && shift
+  cflags=("$@")
+  start_livepg LIVEPG_PPROF_ADDR="$PPROF"
+  echo "== livepg $name ($(uptime))" | tee -a "$OUT/$name.txt"
+  case $name in hot10 | burst | smoke13) profile "$name-livepg" 6 ;; esac
+  "$WORK/livepg-bench" run --url "http://127.0.0.1:$PORT" --streams "$streams" --sources 8 --reader "$READER" --mode sql --database-url "$DB" \
+    --rate "$rate" --events "$events" --pid "$LP" --timeout 5m --drain 60s "${lflags[@]}" | tee -a "$OUT/$name.txt"
+  wait_profiles
+  stop "$LP"
+  [ "${#cflags[@]}" -gt 0 ] && [ "${cflags[0]}" = none ] && return 0
+  if [ "$CEILING_HIJACK" = 1 ]; then start_ceiling --feed "$FEED" --hijack; else start_ceiling --feed "$FEED"; fi
+  echo "== ceiling $name ($(uptime))" | tee -a "$OUT/$name.txt"
+  "$WORK/livepg-bench" run --url "http://$CEILING" --streams "$streams" --sources 8 --reader "$READER" --mode feed --feed "$FEED" \
+    --rate "$rate" --events "$events" --pid "$CP" --timeout 5m --drain 60s "${cflags[@]}" | tee -a "$OUT/$name.txt"
+  stop "$CP"
+}
+wait_profiles() { for j in $(jobs -rp); do case " ${pids[*]} " in *" $j "*) ;; *) wait "$j" || true ;; esac; done; }
+
+issue13() {
+  echo "== issue13 $(date -u) ${LABEL:-$(git rev-parse --short HEAD 2>/dev/null || echo "?")} reader=$READER ceiling_hijack=$CEILING_HIJACK" | tee -a "$OUT/issue13.txt"
+  # Memory per idle stream.
+  pair13 idle13 10000 10 0 --mode none --idle 1s -- --mode none --idle 1s
+  # 10,000 streams x 10 ev/s on one topic: delivered/s, p50/p99.
+  pair13 hot10 10000 10 300 --publishers 4
+  # A burst: 300 events at 100/s to 10,000 streams: delivered/s, CPU per delivery.
+  # (8 SQL connections, so that commits keep up with the rate on a busy machine.)
+  pair13 burst 10000 100 300 --publishers 8
+  # 10,000 streams over 5,000 topics, 1,000 ev/s (SQL, 32 connections): p99.
+  pair13 topics5k 10000 1000 30000 --topics 5000 --publishers 32 -- --topics 5000 --publishers 2
+  # 2,000 streams resuming at once from 1,000 events back (livepg alone:
+  # the ceiling has no log): all served, catch-up reads, time to serve all.
+  pair13 resume 2000 0 0 --backlog 1000 --publishers 16 --connect-concurrency 2000 -- none
+  grep -h "^livepg-bench" "$OUT"/{idle13,hot10,burst,topics5k,resume}.txt | tee -a "$OUT/issue13.txt"
+}
+
+# streams100k: 100,000 streams. One process may hold 20,000 open files
+# here (the hard RLIMIT_NOFILE; no CAP_SYS_RESOURCE to raise it), a node
+# included, so one node holds at most about 19,870 (LIVEPG_MAX_CONNECTIONS
+# defaults to the file limit less 128): first one node with 19,500, then
+# 20,500 (it refuses what it cannot hold), then 100,000 over six fresh
+# nodes on one database. 10 events at 1/s through SQL each time.
+streams100k() {
+  echo "== streams100k $(date -u) ${LABEL:-$(git rev-parse --short HEAD 2>/dev/null || echo "?")}" | tee -a "$OUT/streams100k.txt"
+  start_livepg
+  echo "== one node, 19,500 streams ($(uptime))" | tee -a "$OUT/streams100k.txt"
+  "$WORK/livepg-bench" run --url "http://127.0.0.1:$PORT" --streams 19500 --sources 16 --mode sql --database-url "$DB" \
+    --rate 1 --events 10 --pid "$LP" --procs 2 --timeout 10m --drain 120s | tee -a "$OUT/streams100k.txt"
+  # Past the file limit: the node refuses what it cannot hold (503).
+  echo "== one node, 20,500 streams: past its file limit ($(uptime))" | tee -a "$OUT/streams100k.txt"
+  "$WORK/livepg-bench" run --url "http://127.0.0.1:$PORT" --streams 20500 --sources 16 --mode sql --database-url "$DB" \
+    --rate 1 --events 10 --pid "$LP" --procs 2 --timeout 10m --drain 120s | tee -a "$OUT/streams100k.txt"
+  stop "$LP" # a fresh first node, so that its memory per stream counts from its start
+  start_livepg
+  local urls=(--url "http://127.0.0.1:$PORT") nodes=(--pid "$LP")
+  for i in 1 2 3 4 5; do
+    start_node $((PORT + i)) "$WORK/livepg$i.log"
+    urls+=(--url "http://127.0.0.1:$((PORT + i))")
+    nodes+=(--pid "$NP")
+  done
+  sleep 2
+  echo "== six nodes, 100,000 streams ($(uptime))" | tee -a "$OUT/streams100k.txt"
+  "$WORK/livepg-bench" run "${urls[@]}" --streams 100000 --sources 16 --mode sql --database-url "$DB" \
+    --rate 1 --events 10 "${nodes[@]}" --timeout 15m --drain 300s | tee -a "$OUT/streams100k.txt"
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  pids=()
+}
+
 case "${1:-all}" in
 smoke) pair smoke 200 100 100 ;; # seconds: checks the tools
 idle) pair idle 10000 10 0 --mode none --idle 1s ;;
@@ -114,6 +223,12 @@ latency1k) pair latency1k 1000 10 300 ;;
 batching) batching ;;
 nodes3) nodes3 ;;
 nodes3-24k) nodes3 24000 ;; # 3 x 8,000: more streams than one generator process may hold
+smoke13) # seconds: checks issue13's tools
+  PROFILE=1 pair13 smoke13 200 100 100 --topics 4 -- --topics 4
+  pair13 smoke13 200 0 0 --backlog 100 --publishers 4 -- none
+  ;;
+issue13) issue13 ;;
+streams100k) streams100k ;;
 all)
   pair idle 10000 10 0 --mode none --idle 1s
   pair saturation 10000 100 300
@@ -123,7 +238,7 @@ all)
   nodes3
   ;;
 *)
-  echo "usage: $0 [smoke|idle|saturation|latency10k|latency1k|batching|nodes3|nodes3-24k|all]" >&2
+  echo "usage: $0 [smoke|idle|saturation|latency10k|latency1k|batching|nodes3|nodes3-24k|all|issue13|streams100k]" >&2
   exit 2
   ;;
 esac

@@ -30,12 +30,21 @@ type loadConfig struct {
 	Reader     string // epoll or goroutine
 	Procs      int    // worker processes for the streams; 0: as many as the file limit needs
 
-	Mode        string // sql, http, table or none
+	Mode        string // sql, http, table, feed or none
 	DatabaseURL string // for sql and table
 	PublishURL  string // for http; default URLs[0]
+	Feed        string // for feed: the ceiling's feed address
 	Rate        float64
 	Events      int
 	Publishers  int
+
+	// Backlog events are published before the streams connect; the
+	// streams then resume from just before them (Last-Event-ID), as
+	// browsers reconnecting after a deploy do. Their numbers are 0 ..
+	// Backlog-1, the live events' Backlog onwards.
+	Backlog     int
+	LastEventID string   // the resume point (set by the run, passed to workers)
+	Metrics     []string // the nodes' /metrics URLs, for their catch-up reads
 
 	Idle    time.Duration // hold the streams idle before publishing
 	Drain   time.Duration // wait at most this long for deliveries after the last publish
@@ -76,7 +85,11 @@ func parseLoadFlags(args []string, stderr io.Writer) (loadConfig, error) {
 	fs.IntVar(&c.Concurrent, "connect-concurrency", 256, "connection attempts in flight")
 	fs.IntVar(&c.Procs, "procs", 0, "worker processes to open and read the streams (0: this process, or as many as its open-file limit needs)")
 	fs.StringVar(&c.Reader, "reader", defaultReader(), "how streams are read: epoll (one epoll set per core, Linux) or goroutine (one goroutine per stream)")
-	fs.StringVar(&c.Mode, "mode", "sql", "how to publish: sql (livepg.publish), http (POST /v1/publish), table (UPDATE of the demo's cards), none")
+	fs.StringVar(&c.Mode, "mode", "sql", "how to publish: sql (livepg.publish), http (POST /v1/publish), table (UPDATE of the demo's cards), feed (the ceiling's --feed), none")
+	fs.StringVar(&c.Feed, "feed", "", "for --mode feed: the ceiling's feed address (host:port)")
+	fs.IntVar(&c.Backlog, "backlog", 0, "publish this many events before the streams connect, and have every stream resume from just before them (Last-Event-ID); reports the time to serve them all and the nodes' catch-up reads")
+	var metrics multiFlag
+	fs.Var(&metrics, "metrics", "a node's /metrics URL, for its catch-up reads during a --backlog resume (repeatable; default: each --url's /metrics)")
 	fs.StringVar(&c.DatabaseURL, "database-url", "", "PostgreSQL URL for modes sql and table")
 	fs.StringVar(&c.PublishURL, "publish-url", "", "base URL for mode http (default: the first --url)")
 	fs.Float64Var(&c.Rate, "rate", 10, "events per second offered, over all publishers (0: as fast as they go)")
@@ -93,9 +106,14 @@ func parseLoadFlags(args []string, stderr io.Writer) (loadConfig, error) {
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	c.URLs, c.PIDs = urls, pids
+	c.URLs, c.PIDs, c.Metrics = urls, pids, metrics
 	if len(c.URLs) == 0 {
 		c.URLs = []string{"http://127.0.0.1:8080"}
+	}
+	if c.Backlog > 0 && len(c.Metrics) == 0 {
+		for _, u := range c.URLs {
+			c.Metrics = append(c.Metrics, strings.TrimRight(u, "/")+"/metrics")
+		}
 	}
 	return c, c.check()
 }
@@ -109,9 +127,13 @@ func (c *loadConfig) check() error {
 		return fmt.Errorf("--reader %q: want epoll or goroutine", c.Reader)
 	case c.Streams < 0 || c.Topics < 1 || c.Sources < 1 || c.Sources > 254 || c.Concurrent < 1 || c.Procs < 0:
 		return errors.New("want --streams >= 0, --topics >= 1, 1 <= --sources <= 254, --connect-concurrency >= 1, --procs >= 0")
-	case c.Events < 0 || c.Events > 10_000_000 || c.Rate < 0 || c.Publishers < 1:
-		return errors.New("want 0 <= --events <= 10000000, --rate >= 0, --publishers >= 1")
-	case c.Streams > 0 && int64(c.Streams)*int64(c.Events)/int64(c.Topics) > 4_000_000_000:
+	case c.Events < 0 || c.Events > 10_000_000 || c.Backlog < 0 || c.Backlog > 1_000_000 || c.Rate < 0 || c.Publishers < 1:
+		return errors.New("want 0 <= --events <= 10000000, 0 <= --backlog <= 1000000, --rate >= 0, --publishers >= 1")
+	case c.Backlog > 0 && (c.Mode == "none" || c.Mode == "feed"):
+		return errors.New("--backlog needs a node that resumes: --mode sql, http or table")
+	case strings.ContainsAny(c.LastEventID, "\r\n"):
+		return errors.New("a resume point may not hold a line break")
+	case c.Streams > 0 && int64(c.Streams)*int64(c.numbered())/int64(c.Topics) > 4_000_000_000:
 		return errors.New("streams x events per topic above 4e9: the generator would need too much memory")
 	case c.Timeout <= 0 || c.Drain < 0 || c.Idle < 0:
 		return errors.New("want --timeout > 0, --drain >= 0, --idle >= 0")
@@ -125,12 +147,16 @@ func (c *loadConfig) check() error {
 		if c.PublishURL == "" {
 			c.PublishURL = c.URLs[0]
 		}
+	case "feed":
+		if err := checkLoopback(c.Feed); c.Feed == "" || err != nil {
+			return fmt.Errorf("--mode feed needs --feed, a loopback host:port")
+		}
 	case "none":
 		c.Events = 0
 	default:
-		return fmt.Errorf("unknown --mode %q: want sql, http, table or none", c.Mode)
+		return fmt.Errorf("unknown --mode %q: want sql, http, table, feed or none", c.Mode)
 	}
-	for _, u := range append(append([]string{}, c.URLs...), c.PublishURL) {
+	for _, u := range append(append(append([]string{}, c.URLs...), c.PublishURL), c.Metrics...) {
 		if u == "" {
 			continue
 		}
@@ -138,12 +164,29 @@ func (c *loadConfig) check() error {
 		if err != nil || parsed.Scheme != "http" || parsed.Host == "" {
 			return fmt.Errorf("url %q: want http://host:port", u)
 		}
-		if ip := net.ParseIP(parsed.Hostname()); (ip == nil && parsed.Hostname() != "localhost") || (ip != nil && !ip.IsLoopback()) {
-			return fmt.Errorf("url %q: the load generator targets loopback addresses only", u)
+		if err := checkLoopback(parsed.Host); err != nil {
+			return fmt.Errorf("url %q: %w", u, err)
 		}
 	}
 	return nil
 }
+
+// checkLoopback refuses a host:port that is not on a loopback address:
+// the load generator and the ceiling stay on this machine.
+func checkLoopback(hostport string) error {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		host = hostport
+	}
+	if ip := net.ParseIP(host); (ip == nil && host != "localhost") || (ip != nil && !ip.IsLoopback()) {
+		return errors.New("the load generator targets loopback addresses only")
+	}
+	return nil
+}
+
+// numbered is how many events of the run carry a number: the backlog's and
+// the live ones.
+func (c *loadConfig) numbered() int { return c.Backlog + c.Events }
 
 // load is one run in progress.
 type load struct {
@@ -153,12 +196,19 @@ type load struct {
 	streams    []*stream
 	latency    histogram
 	pubLatency histogram
-	deliveries atomic.Int64
-	published  []atomic.Int64 // per topic, publishes that succeeded
-	pubErrors  atomic.Int64
-	firstErr   atomic.Pointer[error]
-	pollers    []*poller // with --reader epoll
-	first      int       // the run's index of this process's first stream (a worker's)
+	// committed holds, per event number, when its publish returned (unix
+	// nanoseconds; 0 before); afterCommit is each delivery's latency from
+	// then (0 for one that arrived before it), so that a run on a machine
+	// whose commits stall shows the node's own part. This process's
+	// streams only: a worker does not know the commit times.
+	committed   []atomic.Int64
+	afterCommit histogram
+	deliveries  atomic.Int64
+	published   []atomic.Int64 // per topic, publishes that succeeded
+	pubErrors   atomic.Int64
+	firstErr    atomic.Pointer[error]
+	pollers     []*poller // with --reader epoll
+	first       int       // the run's index of this process's first stream (a worker's)
 
 	// With worker processes (see workers.go): the workers, their streams
 	// per topic, and once they have stopped, their latencies and CPU time.
@@ -218,6 +268,7 @@ type result struct {
 	Deliveries, Expected              int64
 	DeliveryTime                      time.Duration // first publish to last receipt
 	Latency, PublishLatency           summary
+	AfterCommit                       summary // this process's streams' latencies from the publish's return
 	Lost, Dups, OutOfOrder, Resets    int64
 	Closed                            int // streams that ended before the run closed them
 	RSSBeforeKiB, RSSAfterKiB         int64
@@ -229,6 +280,16 @@ type result struct {
 	// servers (--pid) nor this generator used of it.
 	MachineBusy, MachineTotal, OtherCPU time.Duration
 	GeneratorCPU                        time.Duration
+
+	// With --backlog: the resume phase, from the first connection attempt
+	// until every stream has every backlog event (ResumeTime, 0 if not
+	// all did before the drain ran out), and the nodes' catch-up reads
+	// meanwhile (-1 unknown; CatchUpMetric the counter read).
+	ResumeTime    time.Duration
+	ResumeCPU     time.Duration // the servers' (--pid), over the resume
+	ResumeServed  bool
+	CatchUpReads  float64
+	CatchUpMetric string
 }
 
 func runLoad(ctx context.Context, cfg loadConfig, out io.Writer) (*result, error) {
@@ -263,6 +324,7 @@ func runLoad(ctx context.Context, cfg loadConfig, out io.Writer) (*result, error
 		return nil, err
 	}
 	r.published = make([]atomic.Int64, len(r.topics))
+	r.committed = make([]atomic.Int64, cfg.numbered())
 	res := &result{Streams: cfg.Streams}
 
 	before, err := readProcs(cfg.PIDs)
@@ -272,11 +334,26 @@ func runLoad(ctx context.Context, cfg loadConfig, out io.Writer) (*result, error
 	res.RSSBeforeKiB = sumRSS(before)
 	selfBefore, _ := readProc(syscall.Getpid())
 
+	if cfg.Backlog > 0 {
+		if err := r.publishBacklog(ctx, pub, res); err != nil {
+			return nil, err
+		}
+		cfg = r.cfg // with the resume point
+	}
+
 	var readers sync.WaitGroup
 	if err := r.startReaders(&readers); err != nil {
 		return nil, err
 	}
 	defer r.closeStreams(&readers)
+	var reads0 float64
+	var resumeCPU0 []procSample
+	if cfg.Backlog > 0 {
+		reads0, res.CatchUpMetric = scrapeCatchUpReads(ctx, cfg.Metrics)
+		if resumeCPU0, err = readProcs(cfg.PIDs); err != nil {
+			return nil, err
+		}
+	}
 	start := time.Now()
 	if procs > 1 {
 		defer r.stopWorkers()
@@ -294,6 +371,11 @@ func runLoad(ctx context.Context, cfg loadConfig, out io.Writer) (*result, error
 		fmt.Fprintf(out, " through %d worker processes", len(r.workers))
 	}
 	fmt.Fprintln(out)
+	if cfg.Backlog > 0 {
+		if err := r.awaitResume(ctx, start, reads0, resumeCPU0, res); err != nil {
+			return nil, err
+		}
+	}
 
 	if len(cfg.PIDs) > 0 {
 		// Let the servers settle (and the generator's own bursts end)
@@ -319,7 +401,7 @@ func runLoad(ctx context.Context, cfg loadConfig, out io.Writer) (*result, error
 		busy0, total0, _ := machineCPU()
 		self0, _ := readProc(syscall.Getpid())
 		pubStart := time.Now()
-		r.publish(ctx, pub)
+		r.publish(ctx, pub, int64(cfg.Backlog), int64(cfg.Events), cfg.Rate)
 		res.PublishTime = time.Since(pubStart)
 		res.Expected = r.expected()
 		fmt.Fprintf(out, "published %d events in %s (%d errors); waiting for %d deliveries\n",
@@ -359,8 +441,11 @@ func runLoad(ctx context.Context, cfg loadConfig, out io.Writer) (*result, error
 		if last > 0 {
 			res.DeliveryTime = time.Unix(0, last).Sub(pubStart)
 		}
-	} else if err := r.end(&readers); err != nil {
-		return nil, err
+	} else {
+		res.Expected = r.expected()
+		if err := r.end(&readers); err != nil {
+			return nil, err
+		}
 	}
 	selfAfter, _ := readProc(syscall.Getpid())
 	res.GeneratorCPU = selfAfter.cpu - selfBefore.cpu + r.remoteCPU
@@ -391,7 +476,7 @@ func (r *load) connect(ctx context.Context, readers *sync.WaitGroup) (errs int) 
 	var firstErr error
 	sem := make(chan struct{}, cfg.Concurrent)
 	var wg sync.WaitGroup
-	words := (cfg.Events + 63) / 64
+	words := (cfg.numbered() + 63) / 64
 	for i := range cfg.Streams {
 		select {
 		case sem <- struct{}{}:
@@ -407,7 +492,7 @@ func (r *load) connect(ctx context.Context, readers *sync.WaitGroup) (errs int) 
 			s := &stream{index: g, topic: g % len(r.topics), seen: make([]uint64, words)}
 			q := "topic=" + url.QueryEscape(r.topics[s.topic])
 			dctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-			conn, body, chunked, err := dialStream(dctx, dialers[g%len(dialers)], urls[g%len(urls)], q)
+			conn, body, chunked, err := dialStream(dctx, dialers[g%len(dialers)], urls[g%len(urls)], q, cfg.LastEventID)
 			cancel()
 			mu.Lock()
 			defer mu.Unlock()
@@ -444,10 +529,12 @@ func (r *load) connect(ctx context.Context, readers *sync.WaitGroup) (errs int) 
 	return errCount
 }
 
-// publish offers cfg.Events events at cfg.Rate from cfg.Publishers
-// publishers: event n is due at n/Rate seconds after the start.
-func (r *load) publish(ctx context.Context, pub publisher) {
+// publish offers count events numbered from first at rate from
+// cfg.Publishers publishers: event first+k is due at k/rate seconds after
+// the start.
+func (r *load) publish(ctx context.Context, pub publisher, first, count int64, rate float64) {
 	var next atomic.Int64
+	next.Store(first)
 	start := time.Now()
 	var wg sync.WaitGroup
 	for w := range r.cfg.Publishers {
@@ -457,11 +544,11 @@ func (r *load) publish(ctx context.Context, pub publisher) {
 			var buf []byte
 			for {
 				n := next.Add(1) - 1
-				if n >= int64(r.cfg.Events) || ctx.Err() != nil {
+				if n >= first+count || ctx.Err() != nil {
 					return
 				}
-				if r.cfg.Rate > 0 {
-					due := start.Add(time.Duration(float64(n) / r.cfg.Rate * float64(time.Second)))
+				if rate > 0 {
+					due := start.Add(time.Duration(float64(n-first) / rate * float64(time.Second)))
 					if sleep(ctx, time.Until(due)) != nil {
 						return
 					}
@@ -475,7 +562,11 @@ func (r *load) publish(ctx context.Context, pub publisher) {
 					}
 					continue
 				}
-				r.pubLatency.record(w, time.Since(sent))
+				done := time.Now()
+				r.pubLatency.record(w, done.Sub(sent))
+				if n < int64(len(r.committed)) {
+					r.committed[n].Store(done.UnixNano())
+				}
 				r.published[topic].Add(1)
 			}
 		}()
@@ -573,6 +664,7 @@ func (r *load) collect(res *result) {
 	res.Latency = r.latency.summary()
 	res.Latency.add(r.remoteLatency)
 	res.PublishLatency = r.pubLatency.summary()
+	res.AfterCommit = r.afterCommit.summary()
 	for _, s := range r.streams { // the workers' among them, once they have stopped
 		res.Deliveries += s.distinct
 		res.Lost += max(r.published[s.topic].Load()-s.distinct, 0)
@@ -600,7 +692,7 @@ func (res *result) report(out io.Writer, cfg loadConfig) {
 		perStream = float64(res.RSSAfterKiB-res.RSSBeforeKiB) / float64(res.Connected)
 		fmt.Fprintf(w, "server rss: %d KiB before, %d KiB after connecting: %.1f KiB per stream\n", res.RSSBeforeKiB, res.RSSAfterKiB, perStream)
 	}
-	if len(cfg.PIDs) > 0 && res.Deliveries > 0 {
+	if len(cfg.PIDs) > 0 && res.Deliveries > 0 && cfg.Events > 0 { // measured over the live events
 		cpuPerM = res.ServerCPU.Seconds() / float64(res.Deliveries) * 1e6
 		fmt.Fprintf(w, "server cpu: %.2fs for %d deliveries: %.2fs per million\n", res.ServerCPU.Seconds(), res.Deliveries, cpuPerM)
 		if res.MachineTotal > 0 {
@@ -614,9 +706,18 @@ func (res *result) report(out io.Writer, cfg loadConfig) {
 			fmt.Fprintf(w, "server wake-ups: %d voluntary context switches of its threads, %.4f per delivery\n", res.ServerWakeups, float64(res.ServerWakeups)/float64(res.Deliveries))
 		}
 	}
+	if a := res.AfterCommit; a.count > 0 && cfg.Events > 0 {
+		fmt.Fprintf(w, "after the publish returned (%d deliveries of this process): latency ms p50=%s p90=%s p99=%s max=%s\n",
+			a.count, ms(a.quantile(0.5)), ms(a.quantile(0.9)), ms(a.quantile(0.99)), ms(a.maxDuration()))
+	}
 	rate := 0.0
 	if res.DeliveryTime > 0 {
 		rate = float64(res.Deliveries) / res.DeliveryTime.Seconds()
+	}
+	if cfg.Backlog > 0 {
+		fmt.Fprintf(w, "livepg-bench resume: streams=%d backlog=%d served_all=%v resume_s=%.2f server_cpu_s=%.2f catchup_reads=%.0f (%s)\n",
+			res.Connected, cfg.Backlog, res.ResumeServed && res.Lost == 0 && res.Dups == 0 && res.OutOfOrder == 0,
+			res.ResumeTime.Seconds(), res.ResumeCPU.Seconds(), res.CatchUpReads, res.CatchUpMetric)
 	}
 	fmt.Fprintf(w, "livepg-bench: streams=%d/%d connect=%ss published=%d deliveries=%d/%d delivered/s=%.0f latency_ms p50=%s p90=%s p99=%s max=%s lost=%d dup=%d ooo=%d resets=%d closed=%d rss_kib/stream=%.1f cpu_s/M=%.2f gen_cpu_s=%.1f\n",
 		res.Connected, res.Streams, fmt.Sprintf("%.2f", res.ConnectTime.Seconds()), res.Published, res.Deliveries, res.Expected, rate,

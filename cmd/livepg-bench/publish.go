@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"time"
@@ -60,8 +61,57 @@ func newPublisher(ctx context.Context, cfg *loadConfig) (publisher, error) {
 				Transport: &http.Transport{MaxIdleConnsPerHost: cfg.Publishers, MaxConnsPerHost: cfg.Publishers},
 			},
 		}, nil
+	case "feed":
+		p := &feedPublisher{topics: base, conns: make([]net.Conn, cfg.Publishers)}
+		for i := range p.conns {
+			var d net.Dialer
+			conn, err := d.DialContext(ctx, "tcp", cfg.Feed)
+			if err != nil {
+				p.close()
+				return nil, fmt.Errorf("feed: %w", err)
+			}
+			p.conns[i] = conn
+		}
+		return p, nil
 	default: // none
 		return &httpPublisher{topics: base, client: http.DefaultClient}, nil
+	}
+}
+
+// feedPublisher writes each event as a line to the ceiling's feed, one
+// connection per publisher; a publish is done once written (the feed does
+// not answer).
+type feedPublisher struct {
+	topics func(int) ([]string, error)
+	conns  []net.Conn
+	bufs   [][]byte
+}
+
+func (p *feedPublisher) prepare(_ context.Context, n int) ([]string, error) {
+	p.bufs = make([][]byte, len(p.conns))
+	return p.topics(n)
+}
+
+func (p *feedPublisher) publish(ctx context.Context, worker, _ int, topic string, stamp []byte) error {
+	b := p.bufs[worker][:0]
+	b = append(b, topic...) // topics here hold no space or line break
+	b = append(b, ` bench {"b":"`...)
+	b = append(b, stamp...)
+	b = append(b, "\"}\n"...)
+	p.bufs[worker] = b
+	conn := p.conns[worker]
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetWriteDeadline(dl)
+	}
+	_, err := conn.Write(b)
+	return err
+}
+
+func (p *feedPublisher) close() {
+	for _, c := range p.conns {
+		if c != nil {
+			c.Close()
+		}
 	}
 }
 

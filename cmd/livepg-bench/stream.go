@@ -77,7 +77,7 @@ func (s *stream) closedEarly() bool {
 // dialStream connects and reads the response head. It returns the body
 // bytes read along with the head, and whether the body is chunked; the rest
 // of the body is read by readLoop or a poller.
-func dialStream(ctx context.Context, d *net.Dialer, u *url.URL, query string) (conn net.Conn, body []byte, chunked bool, err error) {
+func dialStream(ctx context.Context, d *net.Dialer, u *url.URL, query, lastEventID string) (conn net.Conn, body []byte, chunked bool, err error) {
 	conn, err = d.DialContext(ctx, "tcp", u.Host)
 	if err != nil {
 		return nil, nil, false, err
@@ -87,7 +87,11 @@ func dialStream(ctx context.Context, d *net.Dialer, u *url.URL, query string) (c
 		path = "/v1/events"
 	}
 	req := "GET " + path + "?" + query + " HTTP/1.1\r\nHost: " + u.Host +
-		"\r\nAccept: text/event-stream\r\nUser-Agent: livepg-bench\r\n\r\n"
+		"\r\nAccept: text/event-stream\r\nUser-Agent: livepg-bench\r\n"
+	if lastEventID != "" { // set by the run from a node's own id: no CR or LF
+		req += "Last-Event-ID: " + lastEventID + "\r\n"
+	}
+	req += "\r\n"
 	if dl, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(dl)
 	}
@@ -262,7 +266,7 @@ func (s *stream) line(line []byte, now time.Time, r *load) {
 				s.outOfOrd++
 			}
 			s.lastSeq = ps.id
-			s.record(r, ps.n, now.Sub(time.Unix(0, ps.sent)))
+			s.record(r, ps.n, now, now.Sub(time.Unix(0, ps.sent)))
 		}
 		ps.stamped, ps.reset = false, false
 	case line[0] == ':':
@@ -277,7 +281,7 @@ func (s *stream) line(line []byte, now time.Time, r *load) {
 	}
 }
 
-func (s *stream) record(r *load, n int64, latency time.Duration) {
+func (s *stream) record(r *load, n int64, now time.Time, latency time.Duration) {
 	if n < 0 || n >= int64(len(s.seen))*64 {
 		return // not one of this run's events
 	}
@@ -289,5 +293,14 @@ func (s *stream) record(r *load, n int64, latency time.Duration) {
 	s.seen[w] |= bit
 	s.distinct++
 	r.deliveries.Add(1)
-	r.latency.record(s.index, latency)
+	if n >= int64(r.cfg.Backlog) { // a backlog event's latency is its age
+		r.latency.record(s.index, latency)
+		if n < int64(len(r.committed)) {
+			var after time.Duration
+			if c := r.committed[n].Load(); c > 0 {
+				after = max(time.Duration(now.UnixNano()-c), 0)
+			}
+			r.afterCommit.record(s.index, after)
+		}
+	}
 }

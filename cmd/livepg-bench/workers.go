@@ -96,7 +96,8 @@ func startWorkers(ctx context.Context, cfg loadConfig, topics []string, n int) (
 	for first := 0; first < cfg.Streams; first += per {
 		args := []string{"worker", "--first", strconv.Itoa(first), "--streams", strconv.Itoa(min(per, cfg.Streams-first)),
 			"--sources", strconv.Itoa(cfg.Sources), "--connect-concurrency", strconv.Itoa(cfg.Concurrent),
-			"--reader", cfg.Reader, "--events", strconv.Itoa(cfg.Events), "--timeout", cfg.Timeout.String()}
+			"--reader", cfg.Reader, "--events", strconv.Itoa(cfg.Events), "--timeout", cfg.Timeout.String(),
+			"--backlog", strconv.Itoa(cfg.Backlog), "--last-event-id", cfg.LastEventID}
 		for _, u := range cfg.URLs {
 			args = append(args, "--url", u)
 		}
@@ -202,6 +203,8 @@ func runWorker(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs.IntVar(&cfg.Concurrent, "connect-concurrency", 256, "connection attempts in flight")
 	fs.StringVar(&cfg.Reader, "reader", defaultReader(), "epoll or goroutine")
 	fs.IntVar(&cfg.Events, "events", 0, "events the run publishes")
+	fs.IntVar(&cfg.Backlog, "backlog", 0, "events the run published before connecting")
+	fs.StringVar(&cfg.LastEventID, "last-event-id", "", "the streams' resume point")
 	fs.DurationVar(&cfg.Timeout, "timeout", 10*time.Minute, "end after this long")
 	if err := fs.Parse(args); err != nil {
 		return err
