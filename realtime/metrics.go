@@ -28,6 +28,9 @@ type metrics struct {
 	// omitted counts events routed as placeholders, by reason.
 	omitted       *prometheus.CounterVec
 	historyResets prometheus.Counter
+	// catchUpReads counts the queries streams ran against the log to catch
+	// up or resume (see catchUpLog).
+	catchUpReads prometheus.Counter
 	// queueUsageBits is the float64 bits of the last
 	// pg_notification_queue_usage(), set by the stats poll.
 	queueUsageBits atomic.Uint64
@@ -95,6 +98,11 @@ func newMetrics(src metricSources) *metrics {
 	})
 	f(catchUpBatch)
 	m.streams.CatchUpBatch = catchUpBatch
+	m.catchUpReads = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "livepg_catchup_reads_total",
+		Help: "Queries this node ran against the log to catch streams up or resume them: catch-up reads, the log's bounds and positions read for resume points (each try counted); the node's own reader of new events is not counted.",
+	})
+	f(m.catchUpReads)
 	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "livepg_catchups_waiting", Help: "Streams waiting for a catch-up read (LIVEPG_CATCHUP_CONNS read at once); at LIVEPG_CATCHUP_QUEUE resuming streams get 503.",
 	}, func() float64 { return float64(src.catchUpsWaiting()) }))

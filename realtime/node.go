@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/livepg/livepg/realtime/fanout"
 	"github.com/livepg/livepg/realtime/internal/stream"
@@ -135,7 +136,7 @@ func (n *Node) Start(ctx context.Context) error {
 	hub.Reset(bounds.Epoch, bounds.Head) // no subscriber yet: this only names the history
 	n.hub.Store(hub)
 	n.engine.Store(stream.New(stream.Config{
-		Log:                 catchUpLog{bounds: n.store, read: n.catchUp},
+		Log:                 catchUpLog{bounds: n.store, read: n.catchUp, reads: n.metrics.catchUpReads},
 		Hub:                 hub,
 		Done:                n.closing,
 		Metrics:             n.metrics.streams,
@@ -201,21 +202,30 @@ func (n *Node) Stop() {
 
 // catchUpLog is what streams read: the log's bounds through the main pool
 // (one shared read for streams opening together), catch-up reads through
-// the catch-up pool.
+// the catch-up pool. Every query it runs counts in reads
+// (livepg_catchup_reads_total).
 type catchUpLog struct {
 	bounds, read *store.Store
+	reads        prometheus.Counter
 }
 
 func (l catchUpLog) Bounds(ctx context.Context) (store.LogBounds, error) {
-	return retryStale(func() (store.LogBounds, error) { return l.bounds.Bounds(ctx) })
+	return retryStale(func() (store.LogBounds, error) {
+		l.reads.Inc()
+		return l.bounds.Bounds(ctx)
+	})
 }
 
 func (l catchUpLog) Position(ctx context.Context, epoch string, seq int64) (store.History, error) {
-	return retryStale(func() (store.History, error) { return l.bounds.Position(ctx, epoch, seq) })
+	return retryStale(func() (store.History, error) {
+		l.reads.Inc()
+		return l.bounds.Position(ctx, epoch, seq)
+	})
 }
 
 func (l catchUpLog) ReadMatching(ctx context.Context, after, through int64, exact, prefixes []string, limit int, maxBytes int64) ([]store.Event, error) {
 	return retryStale(func() ([]store.Event, error) {
+		l.reads.Inc()
 		return l.read.ReadMatching(ctx, after, through, exact, prefixes, limit, maxBytes)
 	})
 }
