@@ -90,6 +90,12 @@ type Config struct {
 	// share one system call. A node keeping up, or a quiet stream, writes at
 	// once. Negative: never wait.
 	WriteCoalesce time.Duration
+	// Window is how many bytes of the last events the node routed it keeps
+	// in memory (their frames, topics and a fixed overhead per event):
+	// a stream that fell behind, or a client resuming from a point inside
+	// it, is served from memory instead of a query (see
+	// fanout/window.go). Negative: no window.
+	Window int64
 	// PlainStreams serves every stream through net/http to its end. By
 	// default an HTTP/1.1 stream takes its connection from net/http once it
 	// starts: about 13 KiB per idle stream instead of 36 (see
@@ -126,6 +132,7 @@ var DefaultConfig = Config{
 	StatsInterval:       15 * time.Second,
 	PublishBatchWindow:  time.Millisecond,
 	WriteCoalesce:       25 * time.Millisecond,
+	Window:              64 << 20,
 }
 
 func (c Config) withDefaults() Config {
@@ -185,6 +192,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.WriteCoalesce == 0 {
 		c.WriteCoalesce = d.WriteCoalesce
+	}
+	if c.Window == 0 {
+		c.Window = d.Window
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -133,6 +133,7 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	n.catchUp = &store.Store{Pool: catchUpPool}
 	hub := fanout.NewHub(bounds.Head)
+	hub.KeepWindow(n.cfg.Window)         // negative: none
 	hub.Reset(bounds.Epoch, bounds.Head) // no subscriber yet: this only names the history
 	n.hub.Store(hub)
 	n.engine.Store(stream.New(stream.Config{
@@ -329,6 +330,9 @@ func (n *Node) readLog(ctx context.Context, hub *fanout.Hub) error {
 			hub.Reset(history.Epoch, history.Head)
 			continue
 		}
+		// The window serves resume points as the log does: none below
+		// what the log has pruned (or truncated) by now.
+		hub.Pruned(history.PrunedThrough)
 		events := make([]*fanout.Event, len(rows))
 		now := time.Now()
 		for i, row := range rows {
@@ -413,8 +417,12 @@ func (n *Node) pruneLoop(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
-		if _, err := n.store.Prune(ctx, n.cfg.Retention); err != nil && ctx.Err() == nil {
+		through, err := n.store.Prune(ctx, n.cfg.Retention)
+		if err != nil && ctx.Err() == nil {
 			n.log.Warn("prune log", "err", err)
+		}
+		if through > 0 {
+			n.hub.Load().Pruned(through) // at once, not at the reader's next read
 		}
 	}
 }
