@@ -147,7 +147,9 @@ func TestCatchUpStormLeavesLiveDeliveryAndReadinessAlone(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := storetest.NewDatabase(t)
-	n := startNode(t, db, realtime.Config{})
+	// No window: the storm reads the log (TestManyResumesFromTheWindow has
+	// the storm the window serves).
+	n := startNode(t, db, realtime.Config{Window: -1})
 	if _, err := n.Store.Pool.Exec(ctx, `SELECT livepg.publish_batch(array_agg('t/' || (i % 100)), array_agg('message'::text), array_agg(to_jsonb(i)))
 	                                     FROM generate_series(1, 200000) i`); err != nil {
 		t.Fatal(err)
@@ -383,7 +385,8 @@ func TestCatchUpQueueRefusesBeyondItsBound(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := storetest.NewDatabase(t)
-	n := startNode(t, db, realtime.Config{CatchUpConns: 1, CatchUpQueue: 1})
+	// No window: every catch-up reads the log (and queues for it).
+	n := startNode(t, db, realtime.Config{CatchUpConns: 1, CatchUpQueue: 1, Window: -1})
 	seq, err := n.Store.Publish(ctx, "q/1", "message", []byte(`1`))
 	if err != nil {
 		t.Fatal(err)
