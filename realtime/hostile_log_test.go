@@ -91,7 +91,9 @@ func TestEventsTheLogCannotDeliverDoNotStopDelivery(t *testing.T) {
 		}
 	}
 	check("live subscriber of x/*", collect(t, bombs, after-1))
-	check("x/* resuming from 0", collect(t, ssetest.Open(t, n.URL+"/v1/events?topic=x/*", "0"), after-1))
+	check("x/* resuming from 0 (from the node's window)", collect(t, ssetest.Open(t, n.URL+"/v1/events?topic=x/*", "0"), after-1))
+	noWindow := startNode(t, db, realtime.Config{PollInterval: 200 * time.Millisecond, Window: -1})
+	check("x/* resuming from 0 (from the log)", collect(t, ssetest.Open(t, noWindow.URL+"/v1/events?topic=x/*", "0"), after-1))
 	if v := metric(t, n.Node, "livepg_events_omitted_total", "reason=unreadable"); v != 1 {
 		t.Errorf("livepg_events_omitted_total{reason=unreadable} = %v, want 1", v)
 	}
