@@ -222,7 +222,7 @@ func TestManyResumesFromTheWindowCostNoMoreReadsThanOne(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := metric(t, n.Node, "livepg_catchup_reads_total") - reads
-	t.Logf("%d streams resumed from %d events back: %v queries of the log, all served in %s (not asserted; -race)", manyResumes, resumeBack, got, took.Round(time.Millisecond))
+	t.Logf("%d streams resumed from %d events back: %v queries of the log, all served in %s (not asserted)", manyResumes, resumeBack, got, took.Round(time.Millisecond))
 	if got > 5 {
 		t.Fatalf("%d resuming streams ran %v queries of the log, want at most 5", manyResumes, got)
 	}
