@@ -223,7 +223,7 @@ func (h *Hub) Pruned(through int64) {
 // can start with Gen gen and be served from the window (FromWindow)
 // without reading the log's bounds.
 func (h *Hub) InWindow(id EventID) (gen uint64, ok bool) {
-	return h.win.covers(EventID{Seq: id.Seq, Epoch: id.Epoch})
+	return h.win.covers(id)
 }
 
 // FromWindow appends to dst the window's events after cursor that sels
