@@ -207,16 +207,13 @@ func (h *Hub) Publish(events []*Event) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	defer h.wakeTouched()
-	// Those at or below the head, skipped, come first (seq order): the
-	// rest are routed, and kept in the window, under the same lock, so
-	// that the window's head is always the hub's.
-	skip := 0
-	for skip < len(events) && events[skip].Seq <= h.head {
-		skip++
-	}
-	events = events[skip:]
+	// Kept in the window under the same lock, so that the window's head is
+	// always the hub's (it skips what the hub skips).
 	h.win.add(events)
 	for _, ev := range events {
+		if ev.Seq <= h.head {
+			continue
+		}
 		h.offerAll(h.exact[ev.Topic], ev)
 		if len(h.prefix) > 0 {
 			// Every prefix of the topic that ends at a slash, shortest first.

@@ -95,8 +95,8 @@ func (w *window) reset(gen uint64, epoch string, head int64) {
 	w.from, w.head, w.gen, w.epoch = head, head, gen, epoch
 }
 
-// add appends events the hub routed, in seq order, all after the window's
-// head, and drops the oldest beyond maxBytes.
+// add appends the events the hub routes, those after the window's head
+// (the hub's), in seq order, and drops the oldest beyond maxBytes.
 func (w *window) add(events []*Event) {
 	if w.maxBytes <= 0 || len(events) == 0 {
 		return
@@ -107,6 +107,9 @@ func (w *window) add(events []*Event) {
 		w.index = make(map[string][]*Event)
 	}
 	for _, ev := range events {
+		if ev.Seq <= w.head {
+			continue // routed before: the hub skips it too
+		}
 		w.head, w.epoch = ev.Seq, ev.Epoch
 		if ev.Seq <= w.from {
 			continue // already pruned from the log (see prune)

@@ -313,3 +313,17 @@ func TestWindowIndexAgreesWithTheLog(t *testing.T) {
 		t.Fatal("the window never dropped an event: the test tested no eviction")
 	}
 }
+
+// Events handed to the hub again (at or below its head) are skipped by the
+// window as by routing: each is held once.
+func TestWindowHoldsEventsRoutedAgainOnce(t *testing.T) {
+	h := windowHub(1<<20, 0)
+	topic := func(int64) string { return "a" }
+	routed(h, []int64{1, 2, 3}, topic)
+	routed(h, []int64{2, 3, 4}, topic)
+	routed(h, []int64{4}, topic)
+	got := readAll(t, h, []Selector{{Topic: "a"}}, 0, h.View().Gen, 100, 1<<20)
+	if !slices.Equal(got, []int64{1, 2, 3, 4}) || h.Window().Events != 4 {
+		t.Fatalf("window holds %v (%d events), want [1 2 3 4]", got, h.Window().Events)
+	}
+}
