@@ -295,3 +295,45 @@ func dialResume(base, path, lastEventID string, size int, last string) ([]byte, 
 		}
 	}
 }
+
+// While catch-up reads of the log are held up and their queue is full, a
+// stream resuming from inside the window is still admitted and served:
+// it needs no read. One from outside the window gets 503, as before.
+func TestResumeInsideTheWindowNeedsNoPlaceInTheCatchUpQueue(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := storetest.NewDatabase(t)
+	n := startNode(t, db, realtime.Config{CatchUpConns: 1, CatchUpQueue: 1, Window: tinyWindow, PollInterval: time.Hour})
+	publishN(t, db, "q/1", "q", 40)
+	log := logOf(t, db, "q/1")
+	head := log[len(log)-1].Seq
+	waitFor(t, "the reader at the head", func() bool { return metric(t, n.Node, "livepg_log_head") == float64(head) })
+	if from := metric(t, n.Node, "livepg_window_from"); from < 1 || from >= float64(head-1) {
+		t.Fatalf("the tiny window starts after %v, want it to hold the last events but not the first", from)
+	}
+	tx, err := n.Store.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `LOCK TABLE livepg.limits IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err) // catch-up reads of the log now wait
+	}
+	first := ssetest.Open(t, n.URL+"/v1/events?topic=q/1", "0")
+	waitFor(t, "a catch-up read under way", func() bool { return metric(t, n.Node, "livepg_streams_open") == 1 })
+	second := ssetest.Open(t, n.URL+"/v1/events?topic=q/1", "0")
+	waitFor(t, "a stream waiting for a catch-up read", func() bool { return metric(t, n.Node, "livepg_catchups_waiting") == 1 })
+	if code := status(t, http.MethodGet, n.URL+"/v1/events?topic=q/1&lastEventId=0", "", nil); code != http.StatusServiceUnavailable {
+		t.Errorf("resuming from outside the window with the queue full: status %d, want 503", code)
+	}
+	inside := ssetest.Open(t, n.URL+"/v1/events?topic=q/1", fmt.Sprint(head-1))
+	if ev := inside.Next(t, 30*time.Second); ev.Seq() != head {
+		t.Fatalf("resuming from inside the window with the queue full: got %+v, want event %d", ev, head)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []*ssetest.Stream{first, second} {
+		expectLog(t, "a queued stream", s, db, "q/1", 0)
+	}
+}

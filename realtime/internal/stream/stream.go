@@ -144,6 +144,13 @@ func (e *Engine) CatchUpQueueFull() bool {
 	return e.gate.waiting.Load() >= int64(e.cfg.CatchUpQueue)
 }
 
+// InWindow reports whether a stream resuming from id is served from the
+// hub's window of the log, without a catch-up read (see Position).
+func (e *Engine) InWindow(id fanout.EventID) bool {
+	_, ok := e.cfg.Hub.InWindow(id)
+	return ok
+}
+
 // CatchUpsWaiting is how many streams wait for a catch-up read now.
 func (e *Engine) CatchUpsWaiting() int64 { return e.gate.waiting.Load() }
 
