@@ -201,15 +201,18 @@ func (h *Hub) Window() WindowStats {
 }
 
 // KeepWindow makes the hub keep the last events it routes, up to maxBytes
-// of them (frames, topics and windowEventOverhead each); 0 or less keeps
-// none. Call it before the hub routes anything: the window covers what is
-// routed after.
+// of them (see eventSize); 0 or less keeps none. A window turned on covers
+// what the hub routes from then on.
 func (h *Hub) KeepWindow(maxBytes int64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	w := &h.win
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.maxBytes <= 0 {
+		// Turned on: it covers nothing routed before, so it starts here.
+		w.from, w.head, w.gen, w.epoch = h.head, h.head, h.gen, h.epoch
+	}
 	w.maxBytes = max(maxBytes, 0)
 	w.dropLocked(func(*Event) bool { return w.bytes > w.maxBytes })
 }

@@ -327,3 +327,19 @@ func TestWindowHoldsEventsRoutedAgainOnce(t *testing.T) {
 		t.Fatalf("window holds %v (%d events), want [1 2 3 4]", got, h.Window().Events)
 	}
 }
+
+// A window turned on after the hub routed events covers only what it
+// routes from then on: it never claims the events before.
+func TestWindowTurnedOnLateCoversOnlyWhatFollows(t *testing.T) {
+	h := NewHub(0)
+	h.Reset(testEpoch, 0)
+	routed(h, []int64{1, 2, 3}, func(int64) string { return "a" })
+	h.KeepWindow(1 << 20)
+	if _, ok := h.InWindow(EventID{Seq: 1, Epoch: testEpoch}); ok {
+		t.Fatal("the window claims events routed before it was on")
+	}
+	routed(h, []int64{4, 5}, func(int64) string { return "a" })
+	if got := readAll(t, h, []Selector{{Topic: "a"}}, 3, h.View().Gen, 10, 1<<20); !slices.Equal(got, []int64{4, 5}) {
+		t.Fatalf("from 3: %v", got)
+	}
+}
