@@ -107,7 +107,7 @@ const tinyWindow = 4 << 10
 var testWindows = []struct {
 	name   string
 	window int64
-}{{"window", 0}, {"tiny window", tinyWindow}}
+}{{"window", realtime.DefaultConfig.Window}, {"tiny window", tinyWindow}}
 
 // forEachWindow runs test as parallel subtests, once with each of
 // testWindows: window is for realtime.Config.Window.

@@ -297,6 +297,9 @@ func TestTruncatedLogResetsWhoMissedEvents(t *testing.T) {
 	}
 	publishN(t, db, "tr", "c", 5) // 36-40
 	log := logOf(t, db, "tr")
+	// The node has read the log since the TRUNCATE: its window of the log
+	// (README, "The window of the log") knows of it from then.
+	waitFor(t, "the node at 40", func() bool { return metric(t, n.Node, "livepg_log_head") == 40 })
 
 	s, ev := firstEvent(t, n.URL, path, held)
 	if ev.Type != "reset" || ev.Seq() != 40 {

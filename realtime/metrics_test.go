@@ -78,7 +78,7 @@ func TestMetricsAndLogsFollowStreams(t *testing.T) {
 	ctx := context.Background()
 	db := storetest.NewDatabase(t)
 	logs, logger := newLogBuffer(t)
-	n := startNode(t, db, realtime.Config{Logger: logger, StatsInterval: 20 * time.Millisecond})
+	n := startNode(t, db, realtime.Config{Logger: logger, StatsInterval: 20 * time.Millisecond, Window: realtime.DefaultConfig.Window})
 	waitFor(t, "ready", func() bool { return n.Ready(ctx) == nil })
 	if got := metric(t, n.Node, "livepg_listener_wiring_ok"); got != 1 {
 		t.Fatalf("wiring_ok = %v once ready", got)

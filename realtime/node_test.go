@@ -248,7 +248,7 @@ func TestResumePointOutsideTheLogGetsReset(t *testing.T) {
 	for _, w := range []struct {
 		name   string
 		window int64
-	}{{"no window", -1}, {"window", 0}} {
+	}{{"no window", -1}, {"window", realtime.DefaultConfig.Window}} {
 		t.Run(w.name, func(t *testing.T) {
 			t.Parallel()
 			testResumeOutsideTheLog(t, w.window)

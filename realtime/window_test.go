@@ -140,7 +140,9 @@ func TestWindowAcrossATruncate(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := storetest.NewDatabase(t)
-	n := startNode(t, db, notifyOnly)
+	cfg := notifyOnly
+	cfg.Window = realtime.DefaultConfig.Window
+	n := startNode(t, db, cfg)
 	publishN(t, db, "tr", "before", 5)
 	waitFor(t, "the node at the head", func() bool { return metric(t, n.Node, "livepg_log_head") == 5 })
 
@@ -181,7 +183,7 @@ const (
 func TestManyResumesFromTheWindowCostNoMoreReadsThanOne(t *testing.T) {
 	t.Parallel()
 	db := storetest.NewDatabase(t)
-	n := startNode(t, db, realtime.Config{PollInterval: time.Hour, MaxStreamsPerClient: -1, CatchUpQueue: 10 * manyResumes})
+	n := startNode(t, db, realtime.Config{PollInterval: time.Hour, MaxStreamsPerClient: -1, CatchUpQueue: 10 * manyResumes, Window: realtime.DefaultConfig.Window})
 	noWindow := startNode(t, db, realtime.Config{PollInterval: time.Hour, Window: -1})
 	epoch := epochOf(t, db)
 	queryOrExec(t, db, fmt.Sprintf(`SELECT livepg.publish_batch(array_fill('deploy'::text, ARRAY[%d]), array_fill('message'::text, ARRAY[%d]),

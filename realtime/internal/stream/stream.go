@@ -164,16 +164,22 @@ type catchUpGate struct {
 
 // read runs one catch-up read when a slot is free.
 func (g *catchUpGate) read(ctx context.Context, done <-chan struct{}, read func() ([]store.Event, error)) ([]store.Event, error) {
-	g.waiting.Add(1)
 	select {
 	case g.slots <- struct{}{}:
-		g.waiting.Add(-1)
-	case <-ctx.Done():
-		g.waiting.Add(-1)
-		return nil, errClientGone
-	case <-done:
-		g.waiting.Add(-1)
-		return nil, errShutdown
+		// A free slot: never counted as waiting, so that a stream passing
+		// through does not fill the queue for a moment (CatchUpQueueFull).
+	default:
+		g.waiting.Add(1)
+		select {
+		case g.slots <- struct{}{}:
+			g.waiting.Add(-1)
+		case <-ctx.Done():
+			g.waiting.Add(-1)
+			return nil, errClientGone
+		case <-done:
+			g.waiting.Add(-1)
+			return nil, errShutdown
+		}
 	}
 	defer func() { <-g.slots }()
 	return read()
