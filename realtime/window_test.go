@@ -3,12 +3,14 @@ package realtime_test
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -98,7 +100,7 @@ func TestResumeInsideAndJustOutsideTheWindow(t *testing.T) {
 				}
 			}
 		}
-		sortLog(want)
+		slices.SortFunc(want, func(a, b logEvent) int { return cmp.Compare(a.Seq, b.Seq) })
 		for i, w := range want {
 			got := s.Next(t, 30*time.Second)
 			if got.Type == "reset" || got.Seq() != w.Seq || compact(t, string(decode(t, got).Data)) != w.Data {
@@ -121,15 +123,6 @@ func TestResumeInsideAndJustOutsideTheWindow(t *testing.T) {
 			t.Errorf("%s: the resume ran %v queries and read the window %v times: want none, and the window", tc.name, gotReads, gotWindow)
 		}
 		from = int64(metric(t, n.Node, "livepg_window_from"))
-	}
-}
-
-// sortLog sorts events by seq.
-func sortLog(evs []logEvent) {
-	for i := 1; i < len(evs); i++ {
-		for j := i; j > 0 && evs[j].Seq < evs[j-1].Seq; j-- {
-			evs[j], evs[j-1] = evs[j-1], evs[j]
-		}
 	}
 }
 
