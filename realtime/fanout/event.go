@@ -27,8 +27,21 @@ func NewEvent(id EventID, typ, topic string, data []byte, committedAt time.Time)
 		Epoch:       id.Epoch,
 		Topic:       topic,
 		CommittedAt: committedAt,
-		Frame:       AppendFrame(nil, id, typ, topic, data),
+		// Made to measure: the frame is kept (in subscribers' queues and in
+		// the hub's window) as long as the event.
+		Frame: AppendFrame(make([]byte, 0, frameSize(typ, topic, data)), id, typ, topic, data),
 	}
+}
+
+// frameSize is the length of the frame AppendFrame writes for a payload
+// without line breaks (the log's JSON has none), from a little above: the
+// id's digits and epoch, and a topic whose characters JSON escapes, are
+// counted at their most.
+func frameSize(typ, topic string, data []byte) int {
+	return len("id: \n") + 20 + 1 + 12 + // "<seq>-<epoch>"
+		len("event: \n") + len(typ) +
+		len("data: {\"topic\":,\"data\":}\n") + 2 + 6*len(topic) + max(len(data), 4) +
+		len("\n")
 }
 
 // OmittedType is the event type of a placeholder: an event of the log that

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestFrameSplitsDataLines(t *testing.T) {
@@ -175,4 +176,21 @@ func FuzzParseSelector(f *testing.F) {
 			t.Fatalf("exact selector %q does not match itself", s)
 		}
 	})
+}
+
+// A frame is made to measure: it is kept as long as its event, so its
+// memory is what it holds, not what appending grew it to.
+func TestNewEventFrameIsMadeToMeasure(t *testing.T) {
+	for _, data := range []string{``, `null`, `{"n":1}`, `"` + strings.Repeat("x", 500_000) + `"`} {
+		for _, topic := range []string{"a", "boards/42/cards", strings.Repeat("é", 60)} {
+			ev := NewEvent(EventID{Seq: 9_223_372_036_854_775_807, Epoch: "0123456789ab"}, "message", topic, []byte(data), time.Now())
+			want := AppendFrame(nil, EventID{Seq: ev.Seq, Epoch: ev.Epoch}, "message", topic, []byte(data))
+			if !bytes.Equal(ev.Frame, want) {
+				t.Fatalf("frame %q, want %q", ev.Frame, want)
+			}
+			if slack := cap(ev.Frame) - len(ev.Frame); slack > 6*len(topic)+64 {
+				t.Errorf("data of %d bytes, topic %q: frame of %d bytes holds %d", len(data), topic, len(ev.Frame), cap(ev.Frame))
+			}
+		}
+	}
 }

@@ -79,9 +79,11 @@ func indexKeys(topic string, f func(key string)) {
 	}
 }
 
+// eventSize is what ev costs the window: its frame's memory (its
+// capacity), its topic, windowEventOverhead and its index entries.
 func eventSize(ev *Event) int64 {
 	entries := int64(1 + strings.Count(ev.Topic, "/"))
-	return int64(len(ev.Frame)+len(ev.Topic)) + windowEventOverhead + entries*windowIndexEntry
+	return int64(cap(ev.Frame)+len(ev.Topic)) + windowEventOverhead + entries*windowIndexEntry
 }
 
 // reset empties the window at head of a new history.
