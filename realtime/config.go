@@ -91,6 +91,12 @@ type Config struct {
 	// share one system call. A node keeping up, or a quiet stream, writes at
 	// once. Negative: never wait.
 	WriteCoalesce time.Duration
+	// Window is how many bytes of the last events the node routed it keeps
+	// in memory (their frames, topics and a fixed overhead per event):
+	// a stream that fell behind, or a client resuming from a point inside
+	// it, is served from memory instead of a query (see
+	// fanout/window.go). Negative: no window.
+	Window int64
 	// PlainStreams serves every stream through net/http to its end. By
 	// default an HTTP/1.1 stream takes its connection from net/http once it
 	// starts: about 13 KiB per idle stream instead of 36 (see
@@ -178,6 +184,7 @@ var DefaultConfig = Config{
 	NodeInterval:        5 * time.Second,
 	PublishBatchWindow:  time.Millisecond,
 	WriteCoalesce:       25 * time.Millisecond,
+	Window:              64 << 20,
 	Presence: PresenceConfig{
 		LeaseTTL:   15 * time.Second,
 		Renew:      5 * time.Second,
@@ -268,6 +275,9 @@ func (c Config) withDefaults() Config {
 	}
 	if p.JoinRate == 0 {
 		p.JoinRate = dp.JoinRate
+	}
+	if c.Window == 0 {
+		c.Window = d.Window
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

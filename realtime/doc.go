@@ -44,4 +44,8 @@
 // matching subscriber; each is woken once per batch the reader hands the
 // hub) → internal/stream/stream.go (the stream takes everything queued and
 // writes it in one system call: write for one frame, writev for several).
+// The hub also keeps the last events it routed (fanout/window.go,
+// Config.Window): a stream resuming, or one that fell behind, from a point
+// inside that window is served from it, the same frames, without a query;
+// only older points read the log (internal/stream's catch-up).
 package realtime

@@ -65,7 +65,8 @@ func (n *Node) ServeEvents(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusServiceUnavailable, fmt.Sprintf("this node holds its maximum of %d streams", n.cfg.MaxStreams))
 		return
 	}
-	if resume && engine.CatchUpQueueFull() {
+	// A resume the window serves reads nothing: the queue is not its.
+	if resume && engine.CatchUpQueueFull() && !engine.InWindow(cursor) {
 		place.Release()
 		w.Header().Set("Retry-After", "2")
 		WriteError(w, http.StatusServiceUnavailable, "too many streams are catching up from the log on this node")

@@ -90,12 +90,19 @@ func ready(t *testing.T, n *testNode) bool {
 // PostgreSQL stops in the middle of the stream and comes back: both nodes'
 // pools and listeners recover by themselves, /readyz shows the outage, and
 // every subscriber ends with exactly the committed events, in order, once.
+//
+// With the default window of the log and a tiny one: the followers resume
+// from the window or from the log.
 func TestPostgresRestartLosesNothing(t *testing.T) {
 	t.Parallel()
+	forEachWindow(t, testPostgresRestart)
+}
+
+func testPostgresRestart(t *testing.T, window int64) {
 	ctx := context.Background()
 	cluster := storetest.NewCluster(t)
 	db := storetest.NewDatabaseOn(t, cluster.URL())
-	cfg := realtime.Config{PollInterval: 500 * time.Millisecond, ListenerPingAfter: 200 * time.Millisecond}
+	cfg := realtime.Config{PollInterval: 500 * time.Millisecond, ListenerPingAfter: 200 * time.Millisecond, Window: window}
 	a, b := startNode(t, db, cfg), startNode(t, db, cfg)
 	nodes := []string{a.URL, b.URL}
 	followers := []*ssetest.Follower{
@@ -128,10 +135,15 @@ func TestPostgresRestartLosesNothing(t *testing.T) {
 
 // The listener reconnects on a maximum lifetime of its own, as it must under
 // proxies that cut long-lived connections, and nothing is lost across.
+// With the default window of the log and a tiny one.
 func TestListenerLifetimeReconnectsLoseNothing(t *testing.T) {
 	t.Parallel()
+	forEachWindow(t, testListenerLifetime)
+}
+
+func testListenerLifetime(t *testing.T, window int64) {
 	db := storetest.NewDatabase(t)
-	n := startNode(t, db, realtime.Config{ListenerMaxLifetime: 100 * time.Millisecond, PollInterval: time.Hour})
+	n := startNode(t, db, realtime.Config{ListenerMaxLifetime: 100 * time.Millisecond, PollInterval: time.Hour, Window: window})
 	f := ssetest.Follow(t, []string{n.URL}, "/v1/events?topic=life", logHead(t, db))
 	waitFor(t, "stream open", f.Connected)
 	stop := writeUntil(t, db, "life", 2)

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"strconv"
 	"testing"
 	"time"
 
@@ -56,6 +57,15 @@ func startNodeListening(t *testing.T, dbURL string, cfg realtime.Config, wrap fu
 	if os.Getenv("LIVEPG_TEST_PLAIN_STREAMS") != "" {
 		cfg.PlainStreams = true // run the whole suite on streams served through net/http
 	}
+	if v := os.Getenv("LIVEPG_TEST_WINDOW"); v != "" && cfg.Window == 0 {
+		// Run the suite with another window of the log: -1 for none (every
+		// catch-up reads the log), 4096 for a tiny one.
+		w, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			t.Fatalf("LIVEPG_TEST_WINDOW=%q: want a number of bytes, or -1 for no window", v)
+		}
+		cfg.Window = w
+	}
 	node, err := realtime.NewNode(st, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -84,6 +94,31 @@ func startNodeListening(t *testing.T, dbURL string, cfg realtime.Config, wrap fu
 	tn := &testNode{Node: node, Store: st, URL: srv.URL}
 	waitFor(t, "listener connected", func() bool { return metric(t, node, "livepg_listener_connected") == 1 })
 	return tn
+}
+
+// tinyWindow is a window of the log of a few events (about 15 small
+// ones): streams of tests run with it resume and catch up from the window
+// when their point is among the last events, and from the log otherwise.
+const tinyWindow = 4 << 10
+
+// testWindows are the windows the ordering and fault tests run with, so
+// that both ways of catching up are exercised: the default window (most
+// catch-ups served from memory) and a tiny one (most from the log).
+var testWindows = []struct {
+	name   string
+	window int64
+}{{"window", realtime.DefaultConfig.Window}, {"tiny window", tinyWindow}}
+
+// forEachWindow runs test as parallel subtests, once with each of
+// testWindows: window is for realtime.Config.Window.
+func forEachWindow(t *testing.T, test func(t *testing.T, window int64)) {
+	t.Helper()
+	for _, w := range testWindows {
+		t.Run(w.name, func(t *testing.T) {
+			t.Parallel()
+			test(t, w.window)
+		})
+	}
 }
 
 // waitFor polls cond until it holds, failing the test after a generous

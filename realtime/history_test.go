@@ -297,6 +297,9 @@ func TestTruncatedLogResetsWhoMissedEvents(t *testing.T) {
 	}
 	publishN(t, db, "tr", "c", 5) // 36-40
 	log := logOf(t, db, "tr")
+	// The node has read the log since the TRUNCATE: its window of the log
+	// (README, "The window of the log") knows of it from then.
+	waitFor(t, "the node at 40", func() bool { return metric(t, n.Node, "livepg_log_head") == 40 })
 
 	s, ev := firstEvent(t, n.URL, path, held)
 	if ev.Type != "reset" || ev.Seq() != 40 {
@@ -335,7 +338,9 @@ func TestPruneDuringACatchUpResetsTheSlowReader(t *testing.T) {
 	for _, by := range []string{"sql", "node"} {
 		t.Run(by, func(t *testing.T) {
 			db := storetest.NewDatabase(t)
-			n := startNode(t, db, realtime.Config{BatchSize: 20})
+			// No window: the catch-up reads the log, whose pruning it
+			// races (a catch-up from the window has the events in memory).
+			n := startNode(t, db, realtime.Config{BatchSize: 20, Window: -1})
 			const total = 400
 			conn, err := pgx.Connect(context.Background(), db)
 			if err != nil {
@@ -632,5 +637,11 @@ func TestEventsPrunedBeforeTheNodeReadThemResetItsStreams(t *testing.T) {
 	checkRecord(t, "live page", f.events, log, 0, true)
 	if metric(t, n.Node, "livepg_history_resets_total") < 1 {
 		t.Fatal("livepg_history_resets_total did not count the reset")
+	}
+	// The window held events 1 and 2 before the reset: a page resuming
+	// from 2 now is told to reset, not served from it.
+	s := ssetest.Open(t, n.URL+"/v1/events?topic=pr", "2")
+	if ev := s.Next(t, 30*time.Second); ev.Type != "reset" {
+		t.Fatalf("resume from 2 after the reset: got %+v, want event: reset", ev)
 	}
 }

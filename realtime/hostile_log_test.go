@@ -91,7 +91,9 @@ func TestEventsTheLogCannotDeliverDoNotStopDelivery(t *testing.T) {
 		}
 	}
 	check("live subscriber of x/*", collect(t, bombs, after-1))
-	check("x/* resuming from 0", collect(t, ssetest.Open(t, n.URL+"/v1/events?topic=x/*", "0"), after-1))
+	check("x/* resuming from 0 (from the node's window)", collect(t, ssetest.Open(t, n.URL+"/v1/events?topic=x/*", "0"), after-1))
+	noWindow := startNode(t, db, realtime.Config{PollInterval: 200 * time.Millisecond, Window: -1})
+	check("x/* resuming from 0 (from the log)", collect(t, ssetest.Open(t, noWindow.URL+"/v1/events?topic=x/*", "0"), after-1))
 	if v := metric(t, n.Node, "livepg_events_omitted_total", "reason=unreadable"); v != 1 {
 		t.Errorf("livepg_events_omitted_total{reason=unreadable} = %v, want 1", v)
 	}
@@ -147,7 +149,9 @@ func TestCatchUpStormLeavesLiveDeliveryAndReadinessAlone(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := storetest.NewDatabase(t)
-	n := startNode(t, db, realtime.Config{})
+	// No window: the storm reads the log (TestManyResumesFromTheWindow has
+	// the storm the window serves).
+	n := startNode(t, db, realtime.Config{Window: -1})
 	if _, err := n.Store.Pool.Exec(ctx, `SELECT livepg.publish_batch(array_agg('t/' || (i % 100)), array_agg('message'::text), array_agg(to_jsonb(i)))
 	                                     FROM generate_series(1, 200000) i`); err != nil {
 		t.Fatal(err)
@@ -304,11 +308,17 @@ func TestCatchUpMemoryIsBoundedInBytes(t *testing.T) {
 	}
 	// Six streams of one 4 MiB batch, twice (rows and frames) at most,
 	// plus the reader's: under 100 MiB with room to spare; the 100 MB each
-	// stream asked for would be 600 MB.
-	if grown := int64(peak) - int64(before); grown > 150<<20 {
-		t.Errorf("heap grew by %d MiB with six stuck catch-ups of 100 MB each", grown>>20)
+	// stream asked for would be 600 MB. Beside them, the node's window of
+	// the log holds the last events it routed, at most LIVEPG_WINDOW (64
+	// MiB), whatever the streams do: counted apart.
+	window := int64(metric(t, n.Node, "livepg_window_bytes"))
+	if window > realtime.DefaultConfig.Window {
+		t.Errorf("the window holds %d MiB, more than its %d", window>>20, realtime.DefaultConfig.Window>>20)
 	}
-	t.Logf("heap: %d MiB before, %d MiB at the peak", before>>20, peak>>20)
+	if grown := int64(peak) - int64(before) - window; grown > 150<<20 {
+		t.Errorf("heap grew by %d MiB besides the window's %d MiB with six stuck catch-ups of 100 MB each", grown>>20, window>>20)
+	}
+	t.Logf("heap: %d MiB before, %d MiB at the peak, %d MiB of it the window's", before>>20, peak>>20, window>>20)
 }
 
 // TestSlowSteadyReaderFinishesALargeCatchUp (issue 11, item 8): a client
@@ -383,7 +393,8 @@ func TestCatchUpQueueRefusesBeyondItsBound(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := storetest.NewDatabase(t)
-	n := startNode(t, db, realtime.Config{CatchUpConns: 1, CatchUpQueue: 1})
+	// No window: every catch-up reads the log (and queues for it).
+	n := startNode(t, db, realtime.Config{CatchUpConns: 1, CatchUpQueue: 1, Window: -1})
 	seq, err := n.Store.Publish(ctx, "q/1", "message", []byte(`1`))
 	if err != nil {
 		t.Fatal(err)

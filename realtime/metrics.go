@@ -28,6 +28,9 @@ type metrics struct {
 	// omitted counts events routed as placeholders, by reason.
 	omitted       *prometheus.CounterVec
 	historyResets prometheus.Counter
+	// catchUpReads counts the queries streams ran against the log to catch
+	// up or resume (see catchUpLog).
+	catchUpReads prometheus.Counter
 	// queueUsageBits is the float64 bits of the last
 	// pg_notification_queue_usage(), set by the stats poll.
 	queueUsageBits atomic.Uint64
@@ -95,6 +98,25 @@ func newMetrics(src metricSources) *metrics {
 	})
 	f(catchUpBatch)
 	m.streams.CatchUpBatch = catchUpBatch
+	m.catchUpReads = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "livepg_catchup_reads_total",
+		Help: "Queries this node's streams ran against the log: catch-up reads, and the log's bounds and positions read to start, resume or check streams (each try counted; streams opening together share a bounds read). The node's reader of new events is not counted.",
+	})
+	f(m.catchUpReads)
+	m.streams.WindowReads = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "livepg_catchup_window_reads_total",
+		Help: "Catch-up batches (resumes, streams that fell behind) served from the node's window of the log (LIVEPG_WINDOW) instead of a query.",
+	})
+	f(m.streams.WindowReads)
+	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "livepg_window_bytes", Help: "Bytes the node's window of the log holds now (frames, topics and a fixed overhead per event), at most LIVEPG_WINDOW.",
+	}, fromHub(func(h *fanout.Hub) float64 { return float64(h.Window().Bytes) })))
+	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "livepg_window_events", Help: "Events the node's window of the log holds now.",
+	}, fromHub(func(h *fanout.Hub) float64 { return float64(h.Window().Events) })))
+	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "livepg_window_from", Help: "The window holds every event after this seq through livepg_log_head: resume points from here are served without a query.",
+	}, fromHub(func(h *fanout.Hub) float64 { return float64(h.Window().From) })))
 	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "livepg_catchups_waiting", Help: "Streams waiting for a catch-up read (LIVEPG_CATCHUP_CONNS read at once); at LIVEPG_CATCHUP_QUEUE resuming streams get 503.",
 	}, func() float64 { return float64(src.catchUpsWaiting()) }))

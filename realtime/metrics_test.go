@@ -78,7 +78,7 @@ func TestMetricsAndLogsFollowStreams(t *testing.T) {
 	ctx := context.Background()
 	db := storetest.NewDatabase(t)
 	logs, logger := newLogBuffer(t)
-	n := startNode(t, db, realtime.Config{Logger: logger, StatsInterval: 20 * time.Millisecond})
+	n := startNode(t, db, realtime.Config{Logger: logger, StatsInterval: 20 * time.Millisecond, Window: realtime.DefaultConfig.Window})
 	waitFor(t, "ready", func() bool { return n.Ready(ctx) == nil })
 	if got := metric(t, n.Node, "livepg_listener_wiring_ok"); got != 1 {
 		t.Fatalf("wiring_ok = %v once ready", got)
@@ -112,14 +112,19 @@ func TestMetricsAndLogsFollowStreams(t *testing.T) {
 		t.Errorf("bytes_written = %v, too few for 3 events", got)
 	}
 
-	// A resume reads the three events from the log in one catch-up batch.
+	// A resume gets the three events from the node's window, with no
+	// query (the window holds every event since the node started).
+	reads := metric(t, n.Node, "livepg_catchup_reads_total")
 	resumed := ssetest.Open(t, n.URL+"/v1/events?topic=m/*", "0")
 	collect(t, resumed, last)
-	if got := metric(t, n.Node, "livepg_catchup_batch_events_sum"); got < 3 {
-		t.Errorf("catch-up batch sizes sum to %v, want >= 3", got)
+	if got := metric(t, n.Node, "livepg_catchup_window_reads_total"); got < 1 {
+		t.Errorf("catch-ups from the window = %v", got)
 	}
-	if got := metric(t, n.Node, "livepg_catchup_batch_events_count"); got < 1 {
-		t.Errorf("catch-up reads = %v", got)
+	if got := metric(t, n.Node, "livepg_catchup_reads_total"); got != reads {
+		t.Errorf("the resume from the window ran %v queries", got-reads)
+	}
+	if got := metric(t, n.Node, "livepg_window_events"); got != 3 {
+		t.Errorf("window_events = %v, want 3", got)
 	}
 	waitFor(t, "6 events delivered", func() bool { return metric(t, n.Node, "livepg_events_delivered_total") == 6 })
 

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/livepg/livepg/realtime/fanout"
 	"github.com/livepg/livepg/realtime/internal/stream"
@@ -159,10 +160,11 @@ func (n *Node) Start(ctx context.Context) error {
 		return fmt.Errorf("start node: %w", err)
 	}
 	hub := fanout.NewHub(bounds.Head)
+	hub.KeepWindow(n.cfg.Window)         // negative: none
 	hub.Reset(bounds.Epoch, bounds.Head) // no subscriber yet: this only names the history
 	n.hub.Store(hub)
 	n.engine.Store(stream.New(stream.Config{
-		Log:                 catchUpLog{bounds: n.store, read: n.catchUp},
+		Log:                 catchUpLog{bounds: n.store, read: n.catchUp, reads: n.metrics.catchUpReads},
 		Hub:                 hub,
 		Done:                n.closing,
 		Metrics:             n.metrics.streams,
@@ -230,21 +232,30 @@ func (n *Node) Stop() {
 
 // catchUpLog is what streams read: the log's bounds through the main pool
 // (one shared read for streams opening together), catch-up reads through
-// the catch-up pool.
+// the catch-up pool. Every query it runs counts in reads
+// (livepg_catchup_reads_total).
 type catchUpLog struct {
 	bounds, read *store.Store
+	reads        prometheus.Counter
 }
 
 func (l catchUpLog) Bounds(ctx context.Context) (store.LogBounds, error) {
-	return retryStale(func() (store.LogBounds, error) { return l.bounds.Bounds(ctx) })
+	return retryStale(func() (store.LogBounds, error) {
+		l.reads.Inc()
+		return l.bounds.Bounds(ctx)
+	})
 }
 
 func (l catchUpLog) Position(ctx context.Context, epoch string, seq int64) (store.History, error) {
-	return retryStale(func() (store.History, error) { return l.bounds.Position(ctx, epoch, seq) })
+	return retryStale(func() (store.History, error) {
+		l.reads.Inc()
+		return l.bounds.Position(ctx, epoch, seq)
+	})
 }
 
 func (l catchUpLog) ReadMatching(ctx context.Context, after, through int64, exact, prefixes []string, limit int, maxBytes int64) ([]store.Event, error) {
 	return retryStale(func() ([]store.Event, error) {
+		l.reads.Inc()
 		return l.read.ReadMatching(ctx, after, through, exact, prefixes, limit, maxBytes)
 	})
 }
@@ -349,6 +360,9 @@ func (n *Node) readLog(ctx context.Context, hub *fanout.Hub) error {
 			n.presence.reload(ctx)
 			continue
 		}
+		// The window serves resume points as the log does: none below
+		// what the log has pruned (or truncated) by now.
+		hub.Pruned(history.PrunedThrough)
 		events := make([]*fanout.Event, len(rows))
 		now := time.Now()
 		for i, row := range rows {
@@ -436,8 +450,12 @@ func (n *Node) pruneLoop(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
-		if _, err := n.store.Prune(ctx, n.cfg.Retention); err != nil && ctx.Err() == nil {
+		through, err := n.store.Prune(ctx, n.cfg.Retention)
+		if err != nil && ctx.Err() == nil {
 			n.log.Warn("prune log", "err", err)
+		}
+		if through > 0 {
+			n.hub.Load().Pruned(through) // at once, not at the reader's next read
 		}
 	}
 }

@@ -185,18 +185,24 @@ func TestLargePayloadRoundTrips(t *testing.T) {
 }
 
 // A subscriber whose buffer overflows falls behind the live flow: it reads
-// the rest from the log and rejoins, losing and repeating nothing, while a
-// subscriber beside it keeps up.
+// the rest from the node's window of the log, or from the log when the
+// window no longer holds its point (a tiny window), and rejoins, losing and
+// repeating nothing, while a subscriber beside it keeps up.
 func TestSubscriberThatFallsBehindCatchesUpFromTheLog(t *testing.T) {
 	t.Parallel()
+	forEachWindow(t, testFallingBehind)
+}
+
+func testFallingBehind(t *testing.T, window int64) {
 	ctx := context.Background()
 	db := storetest.NewDatabase(t)
-	n := startNode(t, db, realtime.Config{Buffer: 2, BatchSize: 100, PollInterval: time.Hour})
+	n := startNode(t, db, realtime.Config{Buffer: 2, BatchSize: 100, PollInterval: time.Hour, Window: window})
 	streams := []*ssetest.Stream{
 		ssetest.Open(t, n.URL+"/v1/events?topic=burst", ""),
 		ssetest.Open(t, n.URL+"/v1/events?topic=burst&topic=burst/*", ""),
 	}
 	waitFor(t, "streams joined", func() bool { return metric(t, n.Node, "livepg_subscribers_live") == 2 })
+	readsBefore := metric(t, n.Node, "livepg_catchup_reads_total")
 	const events = 3000
 	var first, last int64
 	err := n.Store.InTx(ctx, func(tx pgx.Tx) error {
@@ -224,13 +230,38 @@ func TestSubscriberThatFallsBehindCatchesUpFromTheLog(t *testing.T) {
 		t.Fatal("no subscriber fell behind: the test did not exercise catch-up")
 	}
 	waitFor(t, "streams rejoined the live flow", func() bool { return metric(t, n.Node, "livepg_subscribers_live") == 2 })
+	reads := metric(t, n.Node, "livepg_catchup_reads_total") - readsBefore
+	switch {
+	case window == tinyWindow && reads == 0:
+		t.Error("the streams caught up without reading the log: the tiny window held 3,000 events?")
+	case window != tinyWindow && reads != 0:
+		t.Errorf("the streams read the log %v times to catch up: the window holds every event", reads)
+	}
 }
 
+// A resume point the log has pruned, or past its head, gets a reset; with
+// a window of the log too, once the node has read the log since the prune
+// (the window knows what the log has pruned as of the node's last read of
+// it: see fanout/window.go).
 func TestResumePointOutsideTheLogGetsReset(t *testing.T) {
 	t.Parallel()
+	for _, w := range []struct {
+		name   string
+		window int64
+	}{{"no window", -1}, {"window", realtime.DefaultConfig.Window}} {
+		t.Run(w.name, func(t *testing.T) {
+			t.Parallel()
+			testResumeOutsideTheLog(t, w.window)
+		})
+	}
+}
+
+func testResumeOutsideTheLog(t *testing.T, window int64) {
 	ctx := context.Background()
 	db := storetest.NewDatabase(t)
-	n := startNode(t, db, notifyOnly)
+	cfg := notifyOnly
+	cfg.Window = window
+	n := startNode(t, db, cfg)
 	var seqs []int64
 	for range 3 {
 		seq, err := n.Store.Publish(ctx, "p", "message", nil)
@@ -239,9 +270,22 @@ func TestResumePointOutsideTheLogGetsReset(t *testing.T) {
 		}
 		seqs = append(seqs, seq)
 	}
-	if _, err := n.Store.Prune(ctx, 0); err != nil {
-		t.Fatal(err)
+	waitFor(t, "the node at the head", func() bool { return metric(t, n.Node, "livepg_log_head") == float64(seqs[2]) })
+	prune := func(through int64) {
+		t.Helper()
+		if _, err := n.Store.Prune(ctx, 0); err != nil {
+			t.Fatal(err)
+		}
+		if window < 0 {
+			return
+		}
+		// A notification wakes the node's reader, which sees the prune.
+		if err := n.Store.Notify(ctx, ""); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the window trimmed", func() bool { return metric(t, n.Node, "livepg_window_from") >= float64(through) })
 	}
+	prune(seqs[2])
 	for _, from := range []int64{seqs[0], seqs[2] + 100} {
 		s := ssetest.Open(t, n.URL+"/v1/events?topic=p", fmt.Sprint(from))
 		ev := s.Next(t, 30*time.Second)
@@ -258,9 +302,7 @@ func TestResumePointOutsideTheLogGetsReset(t *testing.T) {
 		}
 		s.Close()
 		seqs[2] = seq
-		if _, err := n.Store.Prune(ctx, 0); err != nil {
-			t.Fatal(err)
-		}
+		prune(seq)
 	}
 	// Resuming at the head itself misses nothing: no reset.
 	s := ssetest.Open(t, n.URL+"/v1/events?topic=p", fmt.Sprint(seqs[2]))

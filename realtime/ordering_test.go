@@ -49,10 +49,20 @@ type writtenEvent struct {
 // batches (livepg.publish_batch, as the HTTP publish batcher does). Every subscriber on both nodes
 // must receive exactly the committed events matching its selectors, in seq
 // order, once.
+//
+// It runs with the default window of the log and with a tiny one, with
+// small subscriber buffers so that streams fall behind and catch up, and
+// with streams resuming while the writers write: catch-ups served from the
+// window and from the log.
 func TestConcurrentWritersDeliverEveryCommittedEventInOrderOnce(t *testing.T) {
 	t.Parallel()
+	forEachWindow(t, testConcurrentWriters)
+}
+
+func testConcurrentWriters(t *testing.T, window int64) {
 	ctx := context.Background()
 	db := storetest.NewDatabase(t)
+	start := logHead(t, db)
 	if os.Getenv("LIVEPG_TEST_NAIVE_SEQUENCE") != "" {
 		conn, err := pgx.Connect(ctx, db)
 		if err != nil {
@@ -63,7 +73,7 @@ func TestConcurrentWritersDeliverEveryCommittedEventInOrderOnce(t *testing.T) {
 		}
 		conn.Close(ctx)
 	}
-	cfg := realtime.Config{PollInterval: 200 * time.Millisecond}
+	cfg := realtime.Config{PollInterval: 200 * time.Millisecond, Window: window, Buffer: 16}
 	nodes := []*testNode{startNode(t, db, cfg), startNode(t, db, cfg)}
 
 	selectorSets := [][]string{{"t/0"}, {"t/*"}, {"t/1", "t/2"}, {"t/3", "t/*"}, {"t/2/x"}}
@@ -162,6 +172,24 @@ func TestConcurrentWritersDeliverEveryCommittedEventInOrderOnce(t *testing.T) {
 			}
 		}()
 	}
+	// While they write, streams resume from where the log began on each
+	// node, as pages would after a deploy: from the window or the log.
+	waitFor(t, "a good part of the writes", func() bool { return metric(t, nodes[1].Node, "livepg_log_head") >= 300 })
+	for i, n := range nodes {
+		for _, set := range selectorSets[:3] {
+			q := url.Values{"topic": set}
+			var sels []realtime.Selector
+			for _, s := range set {
+				sel, _ := realtime.ParseSelector(s)
+				sels = append(sels, sel)
+			}
+			subs = append(subs, subscription{
+				selectors: sels,
+				stream:    ssetest.Open(t, n.URL+"/v1/events?"+q.Encode(), start),
+				name:      fmt.Sprintf("node %d %v resumed from %s", i, set, start),
+			})
+		}
+	}
 	wg.Wait()
 	if t.Failed() {
 		return
@@ -223,6 +251,21 @@ func TestConcurrentWritersDeliverEveryCommittedEventInOrderOnce(t *testing.T) {
 		if !slices.Equal(got, want) {
 			t.Errorf("%s: received %d events, want %d\nfirst difference: %s", sub.name, len(got), len(want), firstDiff(got, want))
 		}
+	}
+
+	// Both ways of catching up were taken where the window says.
+	var fromWindow, fromLog, lagged float64
+	for _, n := range nodes {
+		fromWindow += metric(t, n.Node, "livepg_catchup_window_reads_total")
+		fromLog += metric(t, n.Node, "livepg_catchup_batch_events_count")
+		lagged += metric(t, n.Node, "livepg_subscribers_lagged_total")
+	}
+	t.Logf("catch-up batches: %v from the window, %v from the log; %v times a stream fell behind", fromWindow, fromLog, lagged)
+	if window == tinyWindow && fromLog == 0 {
+		t.Error("no catch-up read the log: the tiny window did not exercise the log path")
+	}
+	if window != tinyWindow && fromWindow == 0 {
+		t.Error("no catch-up was served from the window")
 	}
 }
 

@@ -190,7 +190,7 @@ func TestLivepgJSHandoffAndNodeLossAcrossNodes(t *testing.T) {
 // before it and nothing twice.
 func TestLivepgJSReset(t *testing.T) {
 	t.Parallel()
-	db, nodeA, _, p := twoNodesAndAPage(t)
+	db, nodeA, nodeB, p := twoNodesAndAPage(t)
 
 	stale := snapshotHead(t, db)
 	publishN(t, nodeA, "lib/2", 1, 3)
@@ -205,6 +205,14 @@ func TestLivepgJSReset(t *testing.T) {
 	}
 	publishN(t, nodeA, "lib/2", 4, 4) // in the fresh state
 	fresh := snapshotHead(t, db)
+	// Node B's window of the log knows of the TRUNCATE once B has read the
+	// log since (README, "The window of the log"): until then it would
+	// serve events 1-3, which it still holds, instead of the reset.
+	waitFor(t, "node B past the TRUNCATE", func() bool {
+		seq, _, _ := strings.Cut(fresh, "-")
+		_, body := get(t, nodeB+"/metrics")
+		return strings.Contains(body, "\nlivepg_log_head "+seq+"\n")
+	})
 	p.subscribe(t, "lib/2", fmt.Sprintf(`from: %q, reset: async () => { window.resets++; return %q; }`, stale, fresh))
 	waitJS(t, p, `window.resets === 1 && window.sub.status === "live"`)
 	publishN(t, nodeA, "lib/2", 5, 6)

@@ -110,6 +110,7 @@ func envVars() []envVar {
 		{"LIVEPG_PUBLISH_BATCH_WINDOW", showDuration(n.PublishBatchWindow), "POST /v1/publish requests arriving within this window commit in one transaction; 0 commits each alone"},
 		{"LIVEPG_MAX_EVENT_SIZE", strconv.Itoa(n.MaxEventSize), "largest event data published over HTTP, bytes; the database's own limit, for every writer, is livepg.limits.max_event_size (same default; keep them equal)"},
 		{"LIVEPG_BATCH_BYTES", strconv.FormatInt(n.BatchBytes, 10), "most bytes of event data one log read (the reader's, or a stream's catch-up) holds"},
+		{"LIVEPG_WINDOW", strconv.FormatInt(n.Window, 10), "bytes of the last events each node keeps in memory, encoded once: a stream that fell behind or a client resuming from inside it is served without a query; 0: no window"},
 		{"LIVEPG_CATCHUP_CONNS", strconv.Itoa(n.CatchUpConns), "connections of the catch-up reads' own pool: as many catch-ups read at once, the others queue"},
 		{"LIVEPG_CATCHUP_QUEUE", strconv.Itoa(n.CatchUpQueue), "streams that may wait for a catch-up read; beyond it a resuming stream gets 503 with Retry-After"},
 		{"LIVEPG_MAX_STREAMS", strconv.Itoa(n.MaxStreams), "most open streams per node; beyond it 503 with Retry-After"},
@@ -296,6 +297,16 @@ func loadConfig(getenv func(string) string) (Config, error) {
 			return c, fmt.Errorf("LIVEPG_BATCH_BYTES=%q: want a positive number of bytes", s)
 		}
 		c.Node.BatchBytes = n
+	}
+	if s := getenv("LIVEPG_WINDOW"); s != "" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n < 0 {
+			return c, fmt.Errorf("LIVEPG_WINDOW=%q: want a number of bytes, such as 67108864 (64 MiB), or 0 for no window", s)
+		}
+		if n == 0 {
+			n = -1 // off; a zero field would take the default
+		}
+		c.Node.Window = n
 	}
 	if s := getenv("LIVEPG_MAX_BODY"); s != "" {
 		n, err := strconv.ParseInt(s, 10, 64)

@@ -131,6 +131,8 @@ func TestStartupRefusesSettingsThatCannotWork(t *testing.T) {
 		{"unknown alg with a key", map[string]string{"LIVEPG_TOKEN_ALG": "HS512", "LIVEPG_TOKEN_KEY": key}, "want HS256, RS256 or ES256"},
 		{"audience without a key", map[string]string{"LIVEPG_TOKEN_AUDIENCE": "livepg"}, "need LIVEPG_TOKEN_KEY"},
 		{"metrics address without a port", map[string]string{"LIVEPG_METRICS_ADDR": "localhost"}, "want host:port"},
+		{"negative window", map[string]string{"LIVEPG_WINDOW": "-1"}, "LIVEPG_WINDOW=\"-1\": want a number of bytes"},
+		{"window with a unit", map[string]string{"LIVEPG_WINDOW": "64MiB"}, "such as 67108864 (64 MiB), or 0 for no window"},
 	} {
 		_, err := loadConfig(func(k string) string { return tc.env[k] })
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -146,5 +148,20 @@ func TestStartupRefusesSettingsThatCannotWork(t *testing.T) {
 	}
 	if c.Node.Auth.Audience != "livepg" || c.Node.Auth.Issuer != "https://auth.example" || c.MetricsAddr != "127.0.0.1:9091" {
 		t.Errorf("settings not taken: audience %q issuer %q metrics %q", c.Node.Auth.Audience, c.Node.Auth.Issuer, c.MetricsAddr)
+	}
+}
+
+// LIVEPG_WINDOW: a number of bytes, 0 for none (a zero field of
+// realtime.Config would take the default, so "none" is negative there).
+func TestWindowSetting(t *testing.T) {
+	t.Parallel()
+	for env, want := range map[string]int64{"": realtime.DefaultConfig.Window, "0": -1, "1048576": 1 << 20} {
+		c, err := loadConfig(func(k string) string { return map[string]string{"LIVEPG_WINDOW": env}[k] })
+		if err != nil {
+			t.Fatalf("LIVEPG_WINDOW=%q: %v", env, err)
+		}
+		if c.Node.Window != want {
+			t.Errorf("LIVEPG_WINDOW=%q: Window %d, want %d", env, c.Node.Window, want)
+		}
 	}
 }

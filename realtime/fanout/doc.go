@@ -9,4 +9,8 @@
 // once it has read the log up to the hub's head. A subscriber whose buffer
 // fills is dropped and told (Subscriber.Lagged); it reads the log and joins
 // again. The hub never waits for anyone.
+//
+// The hub can also keep the last events it routed, bounded in bytes
+// (Hub.KeepWindow, window.go): a stream whose point is inside that window
+// reads from it (Hub.InWindow, Hub.FromWindow) instead of the log.
 package fanout

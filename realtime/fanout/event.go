@@ -27,8 +27,38 @@ func NewEvent(id EventID, typ, topic string, data []byte, committedAt time.Time)
 		Epoch:       id.Epoch,
 		Topic:       topic,
 		CommittedAt: committedAt,
-		Frame:       AppendFrame(nil, id, typ, topic, data),
+		// Made to measure: the frame is kept (in subscribers' queues and in
+		// the hub's window) as long as the event.
+		Frame: AppendFrame(make([]byte, 0, frameSize(id, typ, topic, data)), id, typ, topic, data),
 	}
+}
+
+// frameSize is the length of the frame AppendFrame writes for a payload
+// without line breaks (the log's JSON has none), or a little more: a
+// topic with characters JSON may escape (never a valid topic's) is counted
+// at six bytes a byte.
+func frameSize(id EventID, typ, topic string, data []byte) int {
+	topicJSON := len(topic)
+	for i := 0; i < len(topic); i++ {
+		if c := topic[i]; c < 0x20 || c >= 0x80 || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			topicJSON = 6 * len(topic)
+			break
+		}
+	}
+	digits := 1
+	for n := id.Seq; n >= 10 || n <= -10; n /= 10 {
+		digits++
+	}
+	if id.Seq < 0 {
+		digits++
+	}
+	if id.Epoch != "" {
+		digits += len("-") + len(id.Epoch)
+	}
+	return len("id: ") + digits + len("\n") +
+		len("event: \n") + len(typ) +
+		len("data: {\"topic\":\"\",\"data\":}\n") + topicJSON + max(len(data), len("null")) +
+		len("\n")
 }
 
 // OmittedType is the event type of a placeholder: an event of the log that

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestFrameSplitsDataLines(t *testing.T) {
@@ -175,4 +176,24 @@ func FuzzParseSelector(f *testing.F) {
 			t.Fatalf("exact selector %q does not match itself", s)
 		}
 	})
+}
+
+// A frame is made to measure: it is kept as long as its event, so its
+// memory is what it holds, not what appending grew it to.
+func TestNewEventFrameIsMadeToMeasure(t *testing.T) {
+	for _, data := range []string{``, `null`, `{"n":1}`, `"` + strings.Repeat("x", 500_000) + `"`} {
+		for _, topic := range []string{"a", "boards/42/cards", strings.Repeat("é", 60), "a<b"} {
+			for _, id := range []EventID{{Seq: 9_223_372_036_854_775_807, Epoch: "0123456789ab"}, {Seq: 0}, {Seq: 10, Epoch: "0123456789ab"}} {
+				ev := NewEvent(id, "message", topic, []byte(data), time.Now())
+				want := AppendFrame(nil, id, "message", topic, []byte(data))
+				if !bytes.Equal(ev.Frame, want) {
+					t.Fatalf("frame %q, want %q", ev.Frame, want)
+				}
+				// Exact for a valid topic; a few bytes over for one JSON escapes.
+				if valid := ValidTopic(topic); valid && cap(ev.Frame) != len(ev.Frame) || !valid && cap(ev.Frame) > len(ev.Frame)+6*len(topic) {
+					t.Errorf("id %s, data of %d bytes, topic %q: frame of %d bytes holds %d", id, len(data), topic, len(ev.Frame), cap(ev.Frame))
+				}
+			}
+		}
+	}
 }

@@ -38,6 +38,9 @@ type Hub struct {
 	// touched are the subscribers given events by the Publish call under
 	// way: each is woken once, at its end, however many events it got.
 	touched []*Subscriber
+	// win keeps the last events routed (see window.go); off until
+	// KeepWindow.
+	win window
 }
 
 // Subscriber is one stream's membership in the hub.
@@ -155,6 +158,9 @@ func (h *Hub) Reset(epoch string, head int64) {
 	defer h.mu.Unlock()
 	h.gen++
 	h.head, h.epoch = head, epoch
+	// The window's events are of the history the node left: none may
+	// serve a stream again.
+	h.win.reset(h.gen, epoch, head)
 	// Collected first: dropping a subscriber changes the indexes.
 	var joined []*Subscriber
 	for _, x := range []subscriberIndex{h.exact, h.prefix, h.loose} {
@@ -201,6 +207,9 @@ func (h *Hub) Publish(events []*Event) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	defer h.wakeTouched()
+	// Kept in the window under the same lock, so that the window's head is
+	// always the hub's (it skips what the hub skips).
+	h.win.add(events)
 	for _, ev := range events {
 		if ev.Seq <= h.head {
 			continue

@@ -80,6 +80,9 @@ type Metrics struct {
 	Delivered    prometheus.Counter            // events written
 	BytesWritten prometheus.Counter
 	CatchUpBatch prometheus.Observer // events per catch-up read
+	// WindowReads counts catch-up batches served from the hub's window
+	// instead of the log.
+	WindowReads prometheus.Counter
 }
 
 // Why a stream ended, as its log line and livepg_streams_closed_total name
@@ -143,6 +146,13 @@ func (e *Engine) CatchUpQueueFull() bool {
 	return e.gate.waiting.Load() >= int64(e.cfg.CatchUpQueue)
 }
 
+// InWindow reports whether a stream resuming from id is served from the
+// hub's window of the log, without a catch-up read (see Position).
+func (e *Engine) InWindow(id fanout.EventID) bool {
+	_, ok := e.cfg.Hub.InWindow(id)
+	return ok
+}
+
 // CatchUpsWaiting is how many streams wait for a catch-up read now.
 func (e *Engine) CatchUpsWaiting() int64 { return e.gate.waiting.Load() }
 
@@ -156,16 +166,22 @@ type catchUpGate struct {
 
 // read runs one catch-up read when a slot is free.
 func (g *catchUpGate) read(ctx context.Context, done <-chan struct{}, read func() ([]store.Event, error)) ([]store.Event, error) {
-	g.waiting.Add(1)
 	select {
 	case g.slots <- struct{}{}:
-		g.waiting.Add(-1)
-	case <-ctx.Done():
-		g.waiting.Add(-1)
-		return nil, errClientGone
-	case <-done:
-		g.waiting.Add(-1)
-		return nil, errShutdown
+		// A free slot: never counted as waiting, so that a stream passing
+		// through does not fill the queue for a moment (CatchUpQueueFull).
+	default:
+		g.waiting.Add(1)
+		select {
+		case g.slots <- struct{}{}:
+			g.waiting.Add(-1)
+		case <-ctx.Done():
+			g.waiting.Add(-1)
+			return nil, errClientGone
+		case <-done:
+			g.waiting.Add(-1)
+			return nil, errShutdown
+		}
 	}
 	defer func() { <-g.slots }()
 	return read()
@@ -254,10 +270,18 @@ type Request struct {
 // gets the events committed from now on), or the client's resume point, and
 // the hub's generation it was found under. A resume point outside the log
 // (pruned, from another history of the log or another database) moves to
-// the head, and reset says the client must refetch its state. Streams that
-// ask together share one read of the log's bounds (see bounds.go); only an
-// id from an older epoch than the current one costs a query of its own.
+// the head, and reset says the client must refetch its state. A resume
+// point inside the hub's window (fanout.Hub.InWindow) costs no query: the
+// window holds every event after it, as the node's reader last read the
+// log. Other streams that ask together share one read of the log's bounds
+// (see bounds.go); only an id from an older epoch than the current one
+// costs a query of its own.
 func (e *Engine) Position(ctx context.Context, cursor fanout.EventID, resume bool) (start fanout.EventID, gen uint64, reset bool, err error) {
+	if resume {
+		if gen, ok := e.cfg.Hub.InWindow(cursor); ok {
+			return cursor, gen, false, nil
+		}
+	}
 	// The generation is taken first: if the node leaves its history after
 	// this, the stream is reset (see catchUp).
 	gen = e.cfg.Hub.View().Gen
@@ -531,6 +555,14 @@ func (s *stream) catchUp(ctx context.Context) error {
 				_ = s.write(TokenExpiredFrame)
 				return errExpired
 			}
+			// The hub's window first: no query when it holds every event
+			// after the cursor in the stream's history.
+			if served, err := s.fromWindow(batch); served || err != nil {
+				if err != nil {
+					return err
+				}
+				continue
+			}
 			from := s.cursor
 			rows, err := s.e.gate.read(ctx, cfg.Done, func() ([]store.Event, error) {
 				return cfg.Log.ReadMatching(ctx, from, view.Head, exact, prefixes, batch, cfg.BatchBytes)
@@ -583,7 +615,44 @@ func (s *stream) catchUp(ctx context.Context) error {
 		if cap(s.buf) > maxKeptBuf {
 			s.buf = nil // a batch's worth of memory is not kept by a stream gone live
 		}
+		if cap(s.live) > maxKeptEvents {
+			s.live = nil // nor a window batch's room
+		}
 	}
+}
+
+// fromWindow writes the next batch of the stream's events from the hub's
+// window, if the window holds every event after the cursor in the
+// stream's history (its generation); served is false when it does not,
+// and the stream reads the log instead. The frames are the live path's
+// own, written as they are.
+func (s *stream) fromWindow(batch int) (served bool, err error) {
+	cfg := &s.e.cfg
+	events, through, ok := cfg.Hub.FromWindow(s.live[:0], s.sub.Selectors(), s.cursor, s.gen, batch, cfg.BatchBytes)
+	s.live = events
+	if !ok || through <= s.cursor && len(events) == 0 {
+		return false, nil // not held (or, never expected, nothing to move on to): read the log
+	}
+	cfg.Metrics.WindowReads.Inc()
+	bytes := 0
+	for _, ev := range events {
+		if err := s.put(ev.Frame); err != nil {
+			return true, err
+		}
+		s.sent = fanout.EventID{Seq: ev.Seq, Epoch: ev.Epoch}
+		bytes += len(ev.Frame)
+	}
+	s.cursor = through
+	n := len(events)
+	clear(s.live)
+	s.live = s.live[:0]
+	if n > 0 {
+		if err := s.flush(); err != nil {
+			return true, err
+		}
+	}
+	s.counted(n, bytes)
+	return true, nil
 }
 
 // prunedPast reads the log's bounds after a catch-up read that began after

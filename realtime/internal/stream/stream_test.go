@@ -28,6 +28,7 @@ func testMetrics() stream.Metrics {
 	m := stream.Metrics{
 		Opened: counter(), CutOff: counter(), Delivered: counter(), BytesWritten: counter(),
 		CatchUpBatch: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "h"}),
+		WindowReads:  prometheus.NewCounter(prometheus.CounterOpts{Name: "w"}),
 		Closed:       map[string]prometheus.Counter{},
 	}
 	for _, r := range stream.CloseReasons {
