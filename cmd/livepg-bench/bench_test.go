@@ -150,15 +150,16 @@ func waitForListener(t *testing.T, addr string) {
 }
 
 // startTestNode starts a livepg node on db behind a test server, with its
-// /metrics, and returns the server's URL.
-func startTestNode(t *testing.T, db string) string {
+// /metrics, and returns the server's URL. window is realtime.Config.Window
+// (0: the default, negative: none).
+func startTestNode(t *testing.T, db string, window int64) string {
 	t.Helper()
 	st, err := store.Open(context.Background(), db)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(st.Close)
-	node, err := realtime.NewNode(st, realtime.Config{ListenURL: db, Logger: slog.New(slog.DiscardHandler)})
+	node, err := realtime.NewNode(st, realtime.Config{ListenURL: db, Window: window, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,11 +180,25 @@ func startTestNode(t *testing.T, db string) string {
 
 // A resume run: streams that connect from a point before a backlog get
 // all of it once, in order, then the live events; the run counts the
-// node's catch-up reads for them and reports the resume.
+// node's catch-up reads for them and reports the resume. With no window
+// the node reads the log for them; with its window (the default) at most
+// a handful of reads serve all 40.
 func TestResumeFromABacklog(t *testing.T) {
 	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		window int64
+	}{{"no window", -1}, {"window", 0}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			testResumeFromABacklog(t, tc.window)
+		})
+	}
+}
+
+func testResumeFromABacklog(t *testing.T, window int64) {
 	db := storetest.NewDatabase(t)
-	url := startTestNode(t, db)
+	url := startTestNode(t, db, window)
 	cfg := loadConfig{URLs: []string{url}, Streams: 40, Topics: 2, TopicBase: "resume", Sources: 2, Concurrent: 40,
 		Mode: "sql", DatabaseURL: db, Rate: 200, Events: 20, Backlog: 300, Publishers: 4,
 		Metrics: []string{url + "/metrics"}, Drain: time.Minute, Timeout: 3 * time.Minute}
@@ -199,8 +214,14 @@ func TestResumeFromABacklog(t *testing.T) {
 	if res.Published != 320 || res.Deliveries != 40*320/2 || !res.ResumeServed || res.ResumeTime <= 0 {
 		t.Fatalf("resume not served: %+v\n%s", res, out.String())
 	}
-	if res.CatchUpMetric == "" || res.CatchUpReads < 1 {
-		t.Fatalf("catch-up reads not counted (%q %v):\n%s", res.CatchUpMetric, res.CatchUpReads, out.String())
+	if res.CatchUpMetric != "livepg_catchup_reads_total" {
+		t.Fatalf("catch-up reads counted with %q, want livepg_catchup_reads_total:\n%s", res.CatchUpMetric, out.String())
+	}
+	if window < 0 && res.CatchUpReads < 40 {
+		t.Fatalf("%v catch-up reads for 40 resuming streams with no window, want one or more each:\n%s", res.CatchUpReads, out.String())
+	}
+	if window >= 0 && res.CatchUpReads > 5 {
+		t.Fatalf("%v catch-up reads for 40 streams resuming inside the window, want at most 5:\n%s", res.CatchUpReads, out.String())
 	}
 	if res.Latency.count != 40*20/2 { // the live events' latencies only
 		t.Fatalf("%d latencies for %d live deliveries:\n%s", res.Latency.count, 40*20/2, out.String())
