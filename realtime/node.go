@@ -32,6 +32,11 @@ type Node struct {
 	batcher  *batcher // nil when publish batching is off
 	log      *slog.Logger
 
+	// bus is the bus mode found at Start (store.BusCommitTimestamp or
+	// store.BusCommitLock); set once, before the background work starts.
+	bus           atomic.Value
+	lastNumbering atomic.Int64 // unix nanoseconds of the last numbering step (commit_lock mode)
+
 	// Made by Start; nil before. Atomic: requests and metric scrapes may
 	// come at any time.
 	hub    atomic.Pointer[fanout.Hub]
@@ -120,6 +125,9 @@ func (n *Node) Start(ctx context.Context) error {
 		n.log.Warn("LIVEPG_MAX_EVENT_SIZE differs from the database's limit, livepg.limits.max_event_size, which every writer is held to: set them equal",
 			"max_event_size", n.cfg.MaxEventSize, "database_limit", limit)
 	}
+	if err := n.checkBus(ctx); err != nil {
+		return fmt.Errorf("start node: %w", err)
+	}
 	// Catch-ups read through a pool of their own, so that however many
 	// streams resume at once, live reads, publishes and readiness have the
 	// main pool to themselves.
@@ -135,7 +143,7 @@ func (n *Node) Start(ctx context.Context) error {
 	hub.Reset(bounds.Epoch, bounds.Head) // no subscriber yet: this only names the history
 	n.hub.Store(hub)
 	n.engine.Store(stream.New(stream.Config{
-		Log:                 catchUpLog{bounds: n.store, read: n.catchUp},
+		Log:                 catchUpLog{bounds: n.store, read: n.catchUp, resolve: n.resolvePosition},
 		Hub:                 hub,
 		Done:                n.closing,
 		Metrics:             n.metrics.streams,
@@ -204,6 +212,11 @@ func (n *Node) Stop() {
 // the catch-up pool.
 type catchUpLog struct {
 	bounds, read *store.Store
+	resolve      func(ctx context.Context, epoch string, after, skip int64) (int64, bool, error)
+}
+
+func (l catchUpLog) ResolvePosition(ctx context.Context, epoch string, after, skip int64) (int64, bool, error) {
+	return l.resolve(ctx, epoch, after, skip)
 }
 
 func (l catchUpLog) Bounds(ctx context.Context) (store.LogBounds, error) {
@@ -296,6 +309,13 @@ func (n *Node) readLoop(ctx context.Context, hub *fanout.Hub) {
 // placeholder with its id, logged and counted (see store.ReadAfter,
 // fanout.OmittedType).
 func (n *Node) readLog(ctx context.Context, hub *fanout.Hub) error {
+	// Number what committed since the last wake-up first (commit_timestamp
+	// mode: see bus.go); then read.
+	n.readStarting()
+	if err := n.numberPending(ctx); err != nil {
+		n.readFailed(err)
+		return err
+	}
 	for {
 		n.readStarting()
 		view := hub.View()
