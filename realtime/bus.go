@@ -3,7 +3,6 @@ package realtime
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/livepg/livepg/store"
 )
@@ -15,47 +14,48 @@ import (
 // committed events that have none, in commit order (store.NumberPending).
 // In commit_lock mode (the setting off) writers number their events at
 // commit under a cluster-wide lock, at about half the throughput; the node
-// says at start what to change, and numbers only on its slow poll (rows
-// left pending from before a restart).
+// says at start what to change. It runs the numbering step in both modes:
+// with nothing pending it is one index probe, and the mode can change under
+// a running node (a restart of PostgreSQL with the setting changed).
 
-// checkBus reads the bus mode and, in commit_lock mode, logs what to change.
+// busAdvice is what the node logs when it finds the bus in commit_lock mode.
+const busAdvice = "track_commit_timestamp is off: every event transaction takes a cluster-wide lock at commit (bus mode commit_lock: correct, but about half the write throughput of commit_timestamp). " +
+	"To let writers commit at NOTIFY's cost, run as a superuser: ALTER SYSTEM SET track_commit_timestamp = on; then restart PostgreSQL " +
+	"(Fly Postgres: `fly postgres connect -a <db-app>`, run the ALTER SYSTEM there, then `fly postgres restart -a <db-app>`; a managed service: its parameter settings)"
+
+// checkBus reads the bus mode, records it, and logs what to change when it
+// is commit_lock. It is run at start and by the stats poll.
 func (n *Node) checkBus(ctx context.Context) error {
 	mode, err := n.store.BusMode(ctx)
 	if err != nil {
 		return err
 	}
-	n.bus.Store(mode)
+	old, _ := n.bus.Swap(mode).(string)
+	if old == mode {
+		return nil
+	}
+	if old != "" {
+		n.metrics.busMode.WithLabelValues(old).Set(0)
+	}
 	n.metrics.busMode.WithLabelValues(mode).Set(1)
 	if mode == store.BusCommitLock {
-		n.log.Warn("track_commit_timestamp is off: every event transaction takes a cluster-wide lock at commit (bus mode commit_lock, correct but about half the write throughput). "+
-			"To let writers commit at NOTIFY's cost, run as a superuser: ALTER SYSTEM SET track_commit_timestamp = on; and restart PostgreSQL "+
-			"(on Fly Postgres: `fly postgres connect -a <db-app>`, run the ALTER SYSTEM, then `fly postgres restart -a <db-app>`).",
-			"bus", mode)
+		n.log.Warn(busAdvice, "bus", mode)
 	} else {
-		n.log.Info("bus mode", "bus", mode)
+		n.log.Info("bus mode: writers commit at NOTIFY's cost; nodes number events after their commit", "bus", mode)
 	}
 	return nil
 }
 
-// Bus is the bus mode found at Start: store.BusCommitTimestamp or
-// store.BusCommitLock ("" before Start).
+// Bus is the bus mode last found (at Start, then by the stats poll):
+// store.BusCommitTimestamp or store.BusCommitLock; "" before Start.
 func (n *Node) Bus() string {
 	mode, _ := n.bus.Load().(string)
 	return mode
 }
 
 // numberPending is the node's numbering step, run before each read of the
-// log: in commit_timestamp mode on every wake-up; in commit_lock mode, where
-// writers number at commit, at most once per poll interval (rows left
-// pending from a commit_timestamp period before a restart).
+// log.
 func (n *Node) numberPending(ctx context.Context) error {
-	if n.Bus() == store.BusCommitLock {
-		now := time.Now()
-		if last := n.lastNumbering.Load(); last != 0 && now.Sub(time.Unix(0, last)) < n.cfg.PollInterval {
-			return nil
-		}
-		n.lastNumbering.Store(now.UnixNano())
-	}
 	numbered, err := n.store.NumberPending(ctx)
 	if err != nil {
 		return fmt.Errorf("number pending events: %w", err)

@@ -1,8 +1,11 @@
 package realtime_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"log/slog"
+	"sync"
 	"fmt"
 	"strings"
 	"testing"
@@ -174,4 +177,52 @@ func queryString(t *testing.T, db, sql string) string {
 		t.Fatalf("%s: %v", sql, err)
 	}
 	return s
+}
+
+// The node says which bus mode it found: its metric, Bus(), and in
+// commit_lock mode a warning that names the setting to change. In both
+// modes it delivers what writers commit, and numbers events itself only in
+// commit_timestamp mode.
+func TestNodeReportsTheBusMode(t *testing.T) {
+	t.Parallel()
+	for _, bus := range storetest.Buses {
+		t.Run(bus, func(t *testing.T) {
+			t.Parallel()
+			db := storetest.NewDatabaseBus(t, bus)
+			var logs syncBuffer
+			n := startNode(t, db, realtime.Config{PollInterval: 200 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+			if n.Bus() != bus || metric(t, n.Node, "livepg_bus_mode", "mode="+bus) != 1 {
+				t.Fatalf("node reports bus %q, metric %v; want %s", n.Bus(), metric(t, n.Node, "livepg_bus_mode", "mode="+bus), bus)
+			}
+			if warned := strings.Contains(logs.String(), "ALTER SYSTEM SET track_commit_timestamp = on"); warned != (bus == store.BusCommitLock) {
+				t.Errorf("warned about track_commit_timestamp: %v, in mode %s\n%s", warned, bus, logs.String())
+			}
+			s := ssetest.Open(t, n.URL+"/v1/events?topic=m", "")
+			publishN(t, db, "m", "x", 3)
+			if got := collect(t, s, 3); len(got) != 3 {
+				t.Fatalf("received %d events, want 3", len(got))
+			}
+			if numbered := metric(t, n.Node, "livepg_events_numbered_total"); (numbered == 3) != (bus == store.BusCommitTimestamp) {
+				t.Errorf("the node numbered %v events in mode %s", numbered, bus)
+			}
+		})
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

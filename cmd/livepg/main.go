@@ -382,6 +382,7 @@ func newRouter(node *realtime.Node, app *demo.App, metrics bool) http.Handler {
 			return
 		}
 		fmt.Fprintln(w, "ready")
+		fmt.Fprintln(w, "bus:", node.Bus())
 	})
 	if app != nil {
 		app.Routes(r)
