@@ -77,6 +77,9 @@ func BenchmarkBus(b *testing.B) {
 	if got, err := setup.BusMode(ctx); err != nil || got != bus {
 		b.Fatalf("bus mode %q, %v; want %s", got, err, bus)
 	}
+	// LIVEPG_BENCH_NUMBERER: off (no numberer: the writers' upper bound),
+	// async (numbering commits without waiting for its flush), or the
+	// nodes' numbering step (the default).
 	if os.Getenv("LIVEPG_BENCH_NUMBERER") != "off" {
 		stopNumberer := startNumberer(b, url)
 		defer stopNumberer()
@@ -131,6 +134,22 @@ func startNumberer(b *testing.B, url string) (stop func()) {
 	if _, err := listen.Exec(ctx, `LISTEN `+store.NotifyChannel); err != nil {
 		b.Fatal(err)
 	}
+	number := func(ctx context.Context) error {
+		_, err := st.NumberPending(ctx)
+		return err
+	}
+	if os.Getenv("LIVEPG_BENCH_NUMBERER") == "async" {
+		// What durability costs: the same numbering, committed without
+		// waiting for its flush (not what nodes do: see number_pending).
+		number = func(ctx context.Context) error {
+			return pgx.BeginFunc(ctx, st.Pool, func(tx pgx.Tx) error {
+				_, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = off;
+					SELECT pg_advisory_xact_lock(7236828372618428007), livepg.check_epoch();
+					SELECT livepg.number_visible(10000)`)
+				return err
+			})
+		}
+	}
 	// Notifications are wake-ups, coalesced as a node's are: one numbering
 	// and read per wake-up however many arrived meanwhile.
 	wake := make(chan struct{}, 1)
@@ -157,7 +176,7 @@ func startNumberer(b *testing.B, url string) (stop func()) {
 				return
 			case <-wake:
 			}
-			if _, err := st.NumberPending(ctx); err != nil {
+			if err := number(ctx); err != nil {
 				if ctx.Err() == nil {
 					b.Error(err)
 				}
