@@ -211,3 +211,31 @@ func windowCheck(t *testing.T, pool *pgxpool.Pool, notify bool, done func(window
 	}
 	return res
 }
+
+// Pruning never removes an event that has no seq yet (commit_timestamp
+// mode: committed, not numbered by any node): it is numbered afterwards,
+// above what was pruned, and read.
+func TestPruneKeepsEventsNotNumberedYet(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, err := store.Open(ctx, storetest.NewDatabaseBus(t, store.BusCommitTimestamp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Publish(ctx, "p", "message", []byte(`"old"`)); err != nil { // numbered by Publish
+		t.Fatal(err)
+	}
+	if _, err := s.Pool.Exec(ctx, `SELECT livepg.publish('p', '"pending"')`); err != nil {
+		t.Fatal(err)
+	}
+	through, err := s.Prune(ctx, 0)
+	if err != nil || through != 1 {
+		t.Fatalf("prune: through %d, %v; want 1", through, err)
+	}
+	numberAll(t, s)
+	events, err := s.ReadAfter(ctx, through, 10, 1<<20)
+	if err != nil || len(events) != 1 || events[0].Seq != 2 || string(events[0].Data) != `"pending"` {
+		t.Fatalf("after the prune: %+v, %v; want the pending event as seq 2", events, err)
+	}
+}
