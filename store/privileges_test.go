@@ -43,7 +43,7 @@ var tampering = []string{
 	`SELECT livepg.number_pending()`,
 	`SELECT livepg.number_visible(NULL)`,
 	`ALTER TABLE livepg.events DISABLE TRIGGER events_notify`,
-	`DROP INDEX livepg.events_pending`,
+	`ALTER TABLE livepg.events DROP CONSTRAINT events_seq_key`,
 }
 
 func connect(t *testing.T, url string) *pgx.Conn {
