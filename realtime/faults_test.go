@@ -63,6 +63,7 @@ func committed(t *testing.T, db, topic string) []int64 {
 		t.Fatal(err)
 	}
 	defer conn.Close(ctx)
+	storetest.NumberPending(t, conn)
 	rows, err := conn.Query(ctx, `SELECT seq FROM livepg.events WHERE topic = $1 ORDER BY seq`, topic)
 	if err != nil {
 		t.Fatal(err)
@@ -87,20 +88,19 @@ func ready(t *testing.T, n *testNode) bool {
 	return resp.StatusCode == http.StatusOK
 }
 
-// PostgreSQL stops in the middle of the stream and comes back: both nodes'
-// pools and listeners recover by themselves, /readyz shows the outage, and
-// every subscriber ends with exactly the committed events, in order, once.
-//
-// With the default window of the log and a tiny one: the followers resume
-// from the window or from the log.
+// PostgreSQL stops in the middle of the stream and comes back (in both bus
+// modes, migrations/00008_bus.sql, with the default window of the log and a
+// tiny one): both nodes' pools and listeners recover by themselves, /readyz
+// shows the outage, and every subscriber ends with exactly the committed
+// events, in order, once; followers resume from the window or from the log.
 func TestPostgresRestartLosesNothing(t *testing.T) {
 	t.Parallel()
-	forEachWindow(t, testPostgresRestart)
+	forEachBusAndWindow(t, testPostgresRestartLosesNothing)
 }
 
-func testPostgresRestart(t *testing.T, window int64) {
+func testPostgresRestartLosesNothing(t *testing.T, bus string, window int64) {
 	ctx := context.Background()
-	cluster := storetest.NewCluster(t)
+	cluster := storetest.NewClusterBus(t, bus)
 	db := storetest.NewDatabaseOn(t, cluster.URL())
 	cfg := realtime.Config{PollInterval: 500 * time.Millisecond, ListenerPingAfter: 200 * time.Millisecond, Window: window}
 	a, b := startNode(t, db, cfg), startNode(t, db, cfg)
@@ -138,11 +138,11 @@ func testPostgresRestart(t *testing.T, window int64) {
 // With the default window of the log and a tiny one.
 func TestListenerLifetimeReconnectsLoseNothing(t *testing.T) {
 	t.Parallel()
-	forEachWindow(t, testListenerLifetime)
+	forEachBusAndWindow(t, testListenerLifetimeReconnectsLoseNothing)
 }
 
-func testListenerLifetime(t *testing.T, window int64) {
-	db := storetest.NewDatabase(t)
+func testListenerLifetimeReconnectsLoseNothing(t *testing.T, bus string, window int64) {
+	db := storetest.NewDatabaseBus(t, bus)
 	n := startNode(t, db, realtime.Config{ListenerMaxLifetime: 100 * time.Millisecond, PollInterval: time.Hour, Window: window})
 	f := ssetest.Follow(t, []string{n.URL}, "/v1/events?topic=life", logHead(t, db))
 	waitFor(t, "stream open", f.Connected)

@@ -121,6 +121,18 @@ func forEachWindow(t *testing.T, test func(t *testing.T, window int64)) {
 	}
 }
 
+// forEachBusAndWindow runs test in each bus mode (storetest.Buses) with
+// each window of forEachWindow, as parallel subtests.
+func forEachBusAndWindow(t *testing.T, test func(t *testing.T, bus string, window int64)) {
+	t.Helper()
+	for _, bus := range storetest.Buses {
+		t.Run(bus, func(t *testing.T) {
+			t.Parallel()
+			forEachWindow(t, func(t *testing.T, window int64) { test(t, bus, window) })
+		})
+	}
+}
+
 // waitFor polls cond until it holds, failing the test after a generous
 // deadline: it waits on a fact, it asserts no timing.
 func waitFor(t *testing.T, what string, cond func() bool) {

@@ -35,6 +35,10 @@ type Node struct {
 	presence *presence
 	log      *slog.Logger
 
+	// bus is the bus mode (store.BusCommitTimestamp or store.BusCommitLock),
+	// read at Start and again by the stats poll.
+	bus atomic.Value
+
 	// Made by Start; nil before. Atomic: requests and metric scrapes may
 	// come at any time.
 	hub    atomic.Pointer[fanout.Hub]
@@ -141,6 +145,9 @@ func (n *Node) Start(ctx context.Context) error {
 		n.log.Warn("LIVEPG_MAX_EVENT_SIZE differs from the database's limit, livepg.limits.max_event_size, which every writer is held to: set them equal",
 			"max_event_size", n.cfg.MaxEventSize, "database_limit", limit)
 	}
+	if err := n.checkBus(ctx); err != nil {
+		return fmt.Errorf("start node: %w", err)
+	}
 	// Catch-ups read through a pool of their own, so that however many
 	// streams resume at once, live reads, publishes and readiness have the
 	// main pool to themselves.
@@ -164,7 +171,7 @@ func (n *Node) Start(ctx context.Context) error {
 	hub.Reset(bounds.Epoch, bounds.Head) // no subscriber yet: this only names the history
 	n.hub.Store(hub)
 	n.engine.Store(stream.New(stream.Config{
-		Log:                 catchUpLog{bounds: n.store, read: n.catchUp, reads: n.metrics.catchUpReads},
+		Log:                 catchUpLog{bounds: n.store, read: n.catchUp, reads: n.metrics.catchUpReads, resolve: n.resolvePosition},
 		Hub:                 hub,
 		Done:                n.closing,
 		Metrics:             n.metrics.streams,
@@ -237,6 +244,11 @@ func (n *Node) Stop() {
 type catchUpLog struct {
 	bounds, read *store.Store
 	reads        prometheus.Counter
+	resolve      func(ctx context.Context, epoch string, after, skip int64) (int64, bool, error)
+}
+
+func (l catchUpLog) ResolvePosition(ctx context.Context, epoch string, after, skip int64) (int64, bool, error) {
+	return l.resolve(ctx, epoch, after, skip)
 }
 
 func (l catchUpLog) Bounds(ctx context.Context) (store.LogBounds, error) {
@@ -336,6 +348,13 @@ func (n *Node) readLoop(ctx context.Context, hub *fanout.Hub) {
 // placeholder with its id, logged and counted (see store.ReadAfter,
 // fanout.OmittedType).
 func (n *Node) readLog(ctx context.Context, hub *fanout.Hub) error {
+	// Number what committed since the last wake-up first (commit_timestamp
+	// mode: see bus.go); then read.
+	n.readStarting()
+	if err := n.numberPending(ctx); err != nil {
+		n.readFailed(err)
+		return err
+	}
 	for {
 		n.readStarting()
 		view := hub.View()
@@ -477,6 +496,9 @@ func (n *Node) statsLoop(ctx context.Context) {
 func (n *Node) pollStats(ctx context.Context) {
 	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
+	if err := n.checkBus(qctx); err != nil && ctx.Err() == nil {
+		n.log.Warn("read bus mode", "err", err)
+	}
 	usage, err := n.store.NotificationQueueUsage(qctx)
 	if err != nil {
 		if ctx.Err() == nil {

@@ -212,6 +212,7 @@ func testFallingBehind(t *testing.T, window int64) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	storetest.NumberPending(t, n.Store.Pool)
 	if err := n.Store.Pool.QueryRow(ctx, `SELECT min(seq), max(seq) FROM livepg.events`).Scan(&first, &last); err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // NewEvent is an event to record: its topic, type and JSON data.
@@ -32,7 +31,7 @@ func (s *Store) PublishBatch(ctx context.Context, events []NewEvent) (seqs []int
 			data[i] = "null"
 		}
 	}
-	err = publishAll(ctx, s.Pool, topics, types, data, seqs)
+	err = publishAll(ctx, s, topics, types, data, seqs)
 	if !errors.Is(err, ErrInvalid) {
 		if err != nil {
 			return nil, nil, fmt.Errorf("publish batch of %d: %w", len(events), err)
@@ -69,66 +68,100 @@ func (s *Store) PublishBatch(ctx context.Context, events []NewEvent) (seqs []int
 	return seqs, errs, nil
 }
 
-// publishAll records every event with livepg.publish_batch (one INSERT,
-// numbered on the way in; see migrations/00003_publish_batch.sql) and fills
-// seqs in order. The statement is its own transaction, committed as it
-// ends: one round trip, and the log's commit-order lock, which the call
-// takes, is held for no longer than the statement and its commit.
-func publishAll(ctx context.Context, db *pgxpool.Pool, topics, types, data []string, seqs []int64) error {
-	rows, err := db.Query(ctx, `
-		SELECT b.i, b.seq
-		  FROM livepg.publish_batch($1::text[], $2::text[], $3::text[]::jsonb[]) WITH ORDINALITY AS b(seq, i)`,
+// publishAll records every event with livepg.publish_many (one INSERT; see
+// migrations/00008_bus.sql) and fills seqs in order. The statement is its
+// own transaction, committed as it ends: one round trip. In commit_lock
+// mode the events are numbered on the way in, under the log's numbering
+// lock, held for no longer than the statement and its commit; in
+// commit_timestamp mode they are numbered after the commit, here
+// (NumberPending) or by any node.
+func publishAll(ctx context.Context, s *Store, topics, types, data []string, seqs []int64) error {
+	rows, err := s.Pool.Query(ctx, `
+		SELECT m.id, m.seq FROM livepg.publish_many($1::text[], $2::text[], $3::text[]::jsonb[]) AS m ORDER BY m.id`,
 		topics, types, data)
 	if err != nil {
 		return fmt.Errorf("publish: %w", asInvalid(err))
 	}
 	defer rows.Close()
-	n := 0
+	ids := make([]int64, 0, len(seqs))
+	pending := false
 	for rows.Next() {
-		var i, seq int64
-		if err := rows.Scan(&i, &seq); err != nil {
+		var id int64
+		var seq *int64
+		if err := rows.Scan(&id, &seq); err != nil {
 			return fmt.Errorf("publish: %w", err)
 		}
-		seqs[i-1] = seq
-		n++
+		if seq == nil {
+			pending = true
+		} else if len(ids) < len(seqs) {
+			seqs[len(ids)] = *seq
+		}
+		ids = append(ids, id)
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("publish: %w", asInvalid(err))
 	}
-	if n != len(seqs) {
-		return fmt.Errorf("publish: %d seqs for %d events", n, len(seqs))
+	if len(ids) != len(seqs) {
+		return fmt.Errorf("publish: %d events recorded for %d", len(ids), len(seqs))
+	}
+	if pending {
+		return s.seqsOf(ctx, ids, seqs)
 	}
 	return nil
 }
 
 // seqsOf fills seqs[i] with the seq of the committed event ids[i]; ids that
-// are 0 (refused events) are skipped.
+// are 0 (refused events) are skipped. Events not numbered yet (commit_timestamp
+// mode) are numbered first (NumberPending): they are committed, so one
+// numbering reaches them.
 func (s *Store) seqsOf(ctx context.Context, ids, seqs []int64) error {
+	for attempt := 0; ; attempt++ {
+		missing, err := s.readSeqs(ctx, ids, seqs)
+		if err != nil || missing == 0 {
+			return err
+		}
+		if attempt == 1 {
+			return fmt.Errorf("read seqs of a batch: %d committed events are not numbered after numbering", missing)
+		}
+		if _, err := s.NumberPending(ctx); err != nil {
+			return err
+		}
+	}
+}
+
+// readSeqs fills seqs as seqsOf does and returns how many of the events
+// have no seq yet.
+func (s *Store) readSeqs(ctx context.Context, ids, seqs []int64) (missing int, err error) {
 	rows, err := s.Pool.Query(ctx, `SELECT id, seq FROM livepg.events WHERE id = ANY($1)`, ids)
 	if err != nil {
-		return fmt.Errorf("read seqs of a batch: %w", err)
+		return 0, fmt.Errorf("read seqs of a batch: %w", err)
 	}
-	bySeq := make(map[int64]int64, len(ids))
+	byID := make(map[int64]*int64, len(ids))
 	for rows.Next() {
-		var id, seq int64
+		var id int64
+		var seq *int64
 		if err := rows.Scan(&id, &seq); err != nil {
 			rows.Close()
-			return fmt.Errorf("read seqs of a batch: %w", err)
+			return 0, fmt.Errorf("read seqs of a batch: %w", err)
 		}
-		bySeq[id] = seq
+		byID[id] = seq
 	}
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("read seqs of a batch: %w", err)
+		return 0, fmt.Errorf("read seqs of a batch: %w", err)
 	}
 	for i, id := range ids {
 		if id == 0 {
 			continue
 		}
-		seq, ok := bySeq[id]
+		seq, ok := byID[id]
 		if !ok {
-			return fmt.Errorf("read seqs of a batch: event %d is not in the log", id)
+			return 0, fmt.Errorf("read seqs of a batch: event %d is not in the log", id)
 		}
-		seqs[i] = seq
+		if seq == nil {
+			missing++
+			continue
+		}
+		seqs[i] = *seq
 	}
-	return nil
+	return missing, nil
 }

@@ -119,6 +119,7 @@ func publishUntil(t *testing.T, db, topic string) (stop func()) {
 func receiveAll(t *testing.T, name string, f *ssetest.Follower, db, topic string) int {
 	t.Helper()
 	conn := mustConn(t, db)
+	storetest.NumberPending(t, conn)
 	rows, err := conn.Query(context.Background(), `SELECT seq FROM livepg.events WHERE topic = $1 ORDER BY seq`, topic)
 	if err != nil {
 		t.Fatal(err)
@@ -135,7 +136,16 @@ func receiveAll(t *testing.T, name string, f *ssetest.Follower, db, topic string
 // other node with Last-Event-ID and miss nothing.
 func TestKilledNodeClientsResumeOnTheOther(t *testing.T) {
 	t.Parallel()
-	db := storetest.NewDatabase(t)
+	for _, bus := range storetest.Buses {
+		t.Run(bus, func(t *testing.T) {
+			t.Parallel()
+			testKilledNodeClientsResumeOnTheOther(t, bus)
+		})
+	}
+}
+
+func testKilledNodeClientsResumeOnTheOther(t *testing.T, bus string) {
+	db := storetest.NewDatabaseBus(t, bus)
 	a, b := startProcess(t, db), startProcess(t, db)
 	var followers []*ssetest.Follower
 	for range 3 {

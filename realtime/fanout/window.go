@@ -174,6 +174,11 @@ func (w *window) covers(id EventID) (gen uint64, ok bool) {
 	if w.maxBytes <= 0 || id.Seq < w.from || id.Seq > w.head {
 		return 0, false
 	}
+	if id.Skip > 0 {
+		// A head position ("after Seq, skip the next Skip events", which
+		// were not numbered when the page read it): the log resolves it.
+		return 0, false
+	}
 	if id.Epoch != "" && id.Epoch != w.epoch {
 		// An ancestor epoch (the log forked at a restart): id is in the
 		// history if the first event held at or after its seq is of its
