@@ -1,0 +1,247 @@
+-- The logical bus mode (LIVEPG_BUS=logical): writers only insert, the WAL
+-- gives the order.
+--
+-- In the default mode every transaction that writes events also takes part
+-- in ordering them (a NOTIFY, or the commit-time advisory lock): at most
+-- about one such commit per WAL flush per cluster. In the logical mode
+-- writers insert their events with seq NULL and do nothing else: no NOTIFY,
+-- no lock, so their commits group-commit like plain INSERTs. One node, the
+-- decoding leader (realtime/walbus), streams the replication slot livepg_bus
+-- (pgoutput, publication livepg_bus: INSERTs into livepg.events, id only),
+-- which delivers each committed transaction whole at its commit record, in
+-- commit-LSN order; a transaction that waited on another's row lock commits
+-- after it. The leader numbers each batch of decoded transactions in that
+-- order with livepg.number_decoded, which records the batch's last commit
+-- LSN in the same transaction (a replay after a crash skips it) and wakes
+-- every node with one NOTIFY.
+--
+-- The mode lives in livepg.bus, changed only by livepg's owner with
+-- livepg.set_bus('logical' | 'default') (`livepg bus logical|default`, or a
+-- node with LIVEPG_BUS that runs migrations as the owner). Switching swaps
+-- what a writer's INSERT does instead of testing the mode on each write, so
+-- the default mode's writes cost what they did:
+--   * logical: the default-mode triggers on livepg.events are disabled, and
+--     events.writer_xid gets the default pg_current_xact_id() (the writer's
+--     top-level xid, which xmin stops being once the row is numbered);
+--   * default: the triggers are enabled again, writer_xid has no default.
+-- The switch takes livepg.events' ACCESS EXCLUSIVE lock, so it waits for
+-- every transaction writing events under the old mode to end, then numbers
+-- what they left pending (livepg.number_stranded) before anything is
+-- written under the new one.
+--
+-- A lost slot never loses an event: the events table is the truth. When the
+-- leader creates the slot (first start, or after it was dropped or
+-- invalidated by max_slot_wal_keep_size), it exports the slot's snapshot; the
+-- events pending (seq NULL) in that snapshot are exactly those committed
+-- before the slot's consistent point, which will never be decoded, and
+-- livepg.recover_decoded numbers them first. Their mutual order cannot come
+-- from the WAL any more: it is commit timestamp order when
+-- track_commit_timestamp is on, else xid order (which may put a
+-- transaction that waited on another's lock before it: documented in
+-- RELIABILITY.md), ties by id.
+--
+-- head() in this mode: a page's snapshot may see a committed transaction T2
+-- that the leader has not numbered yet while it does not see T1, which
+-- commits before T2 in the WAL: T1 will be numbered first. So a page's
+-- position is "after seq S, except the pending transactions X the page
+-- already saw": livepg.head_pending() returns S and the writer xids of the
+-- events pending in the caller's snapshot.
+
+-- +goose Up
+CREATE TABLE livepg.bus (
+    singleton       boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    mode            text NOT NULL DEFAULT 'default' CHECK (mode IN ('default', 'logical')),
+    -- The last commit LSN the decoding leader numbered.
+    decoded_through pg_lsn NOT NULL DEFAULT '0/0'
+);
+INSERT INTO livepg.bus DEFAULT VALUES;
+
+-- Set only in the logical mode (see above); NULL costs nothing.
+ALTER TABLE livepg.events ADD COLUMN writer_xid xid8;
+
+CREATE INDEX events_unnumbered ON livepg.events (id) WHERE seq IS NULL;
+
+-- livepg.number_stranded numbers every visible pending event, ordered by
+-- commit timestamp when track_commit_timestamp is on, else by xid, then id.
+-- The caller holds the numbering lock.
+-- +goose StatementBegin
+CREATE FUNCTION livepg.number_stranded() RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n bigint;
+    by_time boolean := current_setting('track_commit_timestamp') = 'on';
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM livepg.events e WHERE e.seq IS NULL) THEN
+        RETURN 0;
+    END IF;
+    PERFORM livepg.check_epoch();
+    WITH pending AS (
+        SELECT e.id,
+               coalesce(e.writer_xid::text::bigint, e.xmin::text::bigint) AS x,
+               CASE WHEN by_time THEN pg_xact_commit_timestamp(e.xmin) END AS ts
+          FROM livepg.events e
+         WHERE e.seq IS NULL
+    ), ordered AS (
+        SELECT p.id, p.ts, nextval('livepg.events_seq') AS seq
+          FROM (SELECT * FROM pending ORDER BY ts, x, id) p
+    )
+    UPDATE livepg.events e
+       SET seq = o.seq, committed_at = coalesce(o.ts, clock_timestamp())
+      FROM ordered o
+     WHERE e.id = o.id;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+-- +goose StatementEnd
+
+-- livepg.number_decoded numbers the events ids (in this order: the decoded
+-- commit order) that are still pending, with committed_at from commit_times
+-- (same length), records through as decoded and wakes every node. A batch at
+-- or below what is recorded was numbered before: it returns NULL and does
+-- nothing. Returns how many events it numbered.
+-- +goose StatementBegin
+CREATE FUNCTION livepg.number_decoded(ids bigint[], commit_times timestamptz[], through pg_lsn)
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n bigint;
+BEGIN
+    IF coalesce(cardinality(ids), 0) <> coalesce(cardinality(commit_times), 0) OR through IS NULL THEN
+        RAISE EXCEPTION 'livepg.number_decoded: ids and commit_times must have the same length, through must not be NULL'
+            USING ERRCODE = '22023';
+    END IF;
+    PERFORM pg_advisory_xact_lock(7236828372618428007);
+    IF (SELECT b.mode FROM livepg.bus b) <> 'logical' THEN
+        RAISE EXCEPTION 'livepg.number_decoded: the bus is not in the logical mode' USING ERRCODE = '55000';
+    END IF;
+    IF through <= (SELECT b.decoded_through FROM livepg.bus b) THEN
+        RETURN NULL;
+    END IF;
+    PERFORM livepg.check_epoch();
+    WITH ordered AS (
+        SELECT d.id, d.ts, nextval('livepg.events_seq') AS seq
+          FROM (SELECT u.id, u.ts
+                  FROM unnest(ids, commit_times) WITH ORDINALITY AS u(id, ts, i)
+                  JOIN livepg.events e ON e.id = u.id AND e.seq IS NULL
+                 ORDER BY u.i) d
+    )
+    UPDATE livepg.events e
+       SET seq = o.seq, committed_at = coalesce(o.ts, clock_timestamp())
+      FROM ordered o
+     WHERE e.id = o.id;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    UPDATE livepg.bus SET decoded_through = through;
+    IF n > 0 THEN
+        PERFORM pg_notify('livepg', '');
+    END IF;
+    RETURN n;
+END
+$$;
+-- +goose StatementEnd
+
+-- livepg.recover_decoded is called by the leader in the snapshot exported by
+-- a new slot (REPEATABLE READ, SET TRANSACTION SNAPSHOT): it numbers the
+-- events pending there, which the slot will never decode, and records the
+-- slot's consistent point as decoded. Returns how many it numbered.
+-- +goose StatementBegin
+CREATE FUNCTION livepg.recover_decoded(consistent_point pg_lsn) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n bigint;
+BEGIN
+    PERFORM pg_advisory_xact_lock(7236828372618428007);
+    IF (SELECT b.mode FROM livepg.bus b) <> 'logical' THEN
+        RAISE EXCEPTION 'livepg.recover_decoded: the bus is not in the logical mode' USING ERRCODE = '55000';
+    END IF;
+    n := livepg.number_stranded();
+    UPDATE livepg.bus SET decoded_through = consistent_point;
+    IF n > 0 THEN
+        PERFORM pg_notify('livepg', '');
+    END IF;
+    RETURN n;
+END
+$$;
+-- +goose StatementEnd
+
+-- livepg.head_pending is a page's position in the logical mode, read in the
+-- same snapshot as the page's state: the highest seq it sees, and the writer
+-- xids of the events it sees that are not numbered yet (at most a few: the
+-- transactions committed since the leader's last batch).
+-- +goose StatementBegin
+CREATE FUNCTION livepg.head_pending(OUT head bigint, OUT epoch text, OUT pending xid8[])
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT p.head, p.epoch,
+           ARRAY(SELECT DISTINCT e.writer_xid FROM livepg.events e
+                  WHERE e.seq IS NULL AND e.writer_xid IS NOT NULL ORDER BY 1)
+      FROM livepg.position(NULL, NULL) p
+$$;
+-- +goose StatementEnd
+
+-- livepg.set_bus switches the mode (see the header). Owner only.
+-- +goose StatementBegin
+CREATE FUNCTION livepg.set_bus(new_mode text) RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    old_mode text;
+BEGIN
+    IF new_mode IS NULL OR new_mode NOT IN ('default', 'logical') THEN
+        RAISE EXCEPTION 'livepg.set_bus: mode must be default or logical, not %', coalesce(quote_literal(new_mode), 'NULL')
+            USING ERRCODE = '22023';
+    END IF;
+    IF new_mode = 'logical' AND current_setting('wal_level') <> 'logical' THEN
+        RAISE EXCEPTION 'livepg.set_bus: the logical bus needs wal_level = logical (it is %)', current_setting('wal_level')
+            USING ERRCODE = '55000',
+                  HINT = 'ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL. On Fly Postgres: fly postgres config update --wal-level logical.';
+    END IF;
+    -- Waits for every writer of events under the old mode to finish.
+    LOCK TABLE livepg.events IN ACCESS EXCLUSIVE MODE;
+    SELECT b.mode INTO old_mode FROM livepg.bus b FOR UPDATE;
+    IF old_mode = new_mode THEN
+        RETURN old_mode;
+    END IF;
+    PERFORM pg_advisory_xact_lock(7236828372618428007);
+    PERFORM livepg.number_stranded();
+    IF new_mode = 'logical' THEN
+        ALTER TABLE livepg.events DISABLE TRIGGER events_sequence;
+        ALTER TABLE livepg.events ALTER COLUMN writer_xid SET DEFAULT pg_current_xact_id();
+        IF NOT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = 'livepg_bus') THEN
+            CREATE PUBLICATION livepg_bus FOR TABLE livepg.events (id) WITH (publish = 'insert');
+        END IF;
+    ELSE
+        ALTER TABLE livepg.events ENABLE TRIGGER events_sequence;
+        ALTER TABLE livepg.events ALTER COLUMN writer_xid DROP DEFAULT;
+        DROP PUBLICATION IF EXISTS livepg_bus;
+    END IF;
+    UPDATE livepg.bus SET mode = new_mode, decoded_through = '0/0';
+    RETURN old_mode;
+END
+$$;
+-- +goose StatementEnd
+
+REVOKE ALL ON livepg.bus FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION livepg.number_stranded(), livepg.number_decoded(bigint[], timestamptz[], pg_lsn),
+    livepg.recover_decoded(pg_lsn), livepg.head_pending(), livepg.set_bus(text) FROM PUBLIC;
+GRANT SELECT ON livepg.bus TO livepg_node;
+GRANT EXECUTE ON FUNCTION livepg.number_decoded(bigint[], timestamptz[], pg_lsn),
+    livepg.recover_decoded(pg_lsn) TO livepg_node;
+GRANT EXECUTE ON FUNCTION livepg.head_pending() TO livepg_writer;
+
+-- +goose Down
+-- +goose StatementBegin
+DO $$
+BEGIN
+    IF (SELECT b.mode FROM livepg.bus b) = 'logical' THEN
+        PERFORM livepg.set_bus('default');
+    END IF;
+END
+$$;
+-- +goose StatementEnd
+DROP FUNCTION livepg.set_bus(text);
+DROP FUNCTION livepg.head_pending();
+DROP FUNCTION livepg.recover_decoded(pg_lsn);
+DROP FUNCTION livepg.number_decoded(bigint[], timestamptz[], pg_lsn);
+DROP FUNCTION livepg.number_stranded();
+DROP INDEX livepg.events_unnumbered;
+ALTER TABLE livepg.events DROP COLUMN writer_xid;
+DROP TABLE livepg.bus;

@@ -1,0 +1,42 @@
+package realtime
+
+import (
+	"context"
+	"time"
+
+	"github.com/livepg/livepg/realtime/walbus"
+	"github.com/livepg/livepg/store"
+)
+
+// DecodeHandler numbers what the logical bus's decoding leader decodes, in
+// the log of s (livepg.number_decoded and livepg.recover_decoded: see
+// migrations/00009_logical.sql).
+func DecodeHandler(s *store.Store) walbus.Handler { return decodeHandler{s} }
+
+type decodeHandler struct{ s *store.Store }
+
+func (h decodeHandler) Done(ctx context.Context) (walbus.LSN, error) {
+	text, err := h.s.DecodedThrough(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return walbus.ParseLSN(text)
+}
+
+func (h decodeHandler) Recover(ctx context.Context, snapshot string, point walbus.LSN) (int64, error) {
+	return h.s.RecoverDecoded(ctx, snapshot, point.String())
+}
+
+func (h decodeHandler) Apply(ctx context.Context, b walbus.Batch) error {
+	n := b.Events()
+	ids := make([]int64, 0, n)
+	times := make([]time.Time, 0, n)
+	for _, t := range b.Txns {
+		for _, id := range t.IDs {
+			ids = append(ids, id)
+			times = append(times, t.CommitTime)
+		}
+	}
+	_, err := h.s.NumberDecoded(ctx, ids, times, b.Txns[len(b.Txns)-1].CommitLSN.String())
+	return err
+}
