@@ -106,6 +106,7 @@ RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     n bigint;
+    visible bigint;
 BEGIN
     IF coalesce(cardinality(ids), 0) <> coalesce(cardinality(commit_times), 0) OR through IS NULL THEN
         RAISE EXCEPTION 'livepg.number_decoded: ids and commit_times must have the same length, through must not be NULL'
@@ -118,6 +119,20 @@ BEGIN
     IF through <= (SELECT b.decoded_through FROM livepg.bus b) THEN
         RETURN NULL;
     END IF;
+    -- The walsender sends a transaction once its commit record is flushed,
+    -- which is a moment before the transaction becomes visible: wait until
+    -- every decoded row is (each statement here takes a new snapshot).
+    -- Rows that never appear (deleted by a TRUNCATE in between) stop the
+    -- wait after five seconds.
+    FOR attempt IN 1..5000 LOOP
+        SELECT count(*) INTO visible FROM livepg.events e WHERE e.id = ANY(ids);
+        EXIT WHEN visible >= cardinality(ids);
+        IF attempt = 5000 THEN
+            RAISE WARNING 'livepg.number_decoded: % of % decoded events through % are not in the log (truncated?)',
+                cardinality(ids) - visible, cardinality(ids), through;
+        END IF;
+        PERFORM pg_sleep(0.001);
+    END LOOP;
     PERFORM livepg.check_epoch();
     WITH ordered AS (
         SELECT d.id, d.ts, nextval('livepg.events_seq') AS seq

@@ -95,7 +95,15 @@ type Config struct {
 	// starts: about 13 KiB per idle stream instead of 36 (see
 	// internal/stream/takeover.go).
 	PlainStreams bool
-	Logger       *slog.Logger
+	// Bus is the bus mode the node expects (store.BusDefault or
+	// store.BusLogical; see migrations/00009_logical.sql); empty: whatever
+	// the database's livepg.bus says. A node refuses to start when the
+	// database is in another mode. In the logical mode every node also
+	// campaigns to be the decoding leader (package walbus), streaming the
+	// replication slot through a connection to ListenURL, whose role then
+	// needs the REPLICATION attribute.
+	Bus    string
+	Logger *slog.Logger
 }
 
 // DefaultConfig holds the node's defaults: the one place they are written.

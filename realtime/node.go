@@ -16,6 +16,7 @@ import (
 	"github.com/livepg/livepg/realtime/fanout"
 	"github.com/livepg/livepg/realtime/internal/stream"
 	"github.com/livepg/livepg/realtime/pglisten"
+	"github.com/livepg/livepg/realtime/walbus"
 	"github.com/livepg/livepg/store"
 )
 
@@ -29,7 +30,8 @@ type Node struct {
 	catchUp  *store.Store // the catch-up reads' own pool (Config.CatchUpConns); made by Start
 	listener *pglisten.Listener
 	metrics  *metrics
-	batcher  *batcher // nil when publish batching is off
+	batcher  *batcher        // nil when publish batching is off
+	decoder  *walbus.Decoder // the logical bus's decoding candidate; nil in the default mode
 	log      *slog.Logger
 
 	// Made by Start; nil before. Atomic: requests and metric scrapes may
@@ -98,16 +100,53 @@ func NewNode(st *store.Store, cfg Config) (*Node, error) {
 		},
 		hub:      n.hub.Load,
 		listener: n.listener,
+		leader:   n.DecodingLeader,
 	})
 	if cfg.PublishBatchWindow > 0 {
 		n.batcher = newBatcher(cfg.PublishBatchWindow, st, cfg.Logger)
 	}
+	switch cfg.Bus {
+	case "", store.BusDefault, store.BusLogical:
+	default:
+		return nil, fmt.Errorf("bus mode %q: want %s or %s", cfg.Bus, store.BusDefault, store.BusLogical)
+	}
 	return n, nil
+}
+
+// DecodingLeader reports whether this node decodes the WAL for every node
+// now (the logical bus mode's elected leader).
+func (n *Node) DecodingLeader() bool {
+	return n.decoder != nil && n.decoder.Leader()
+}
+
+// checkBus compares the database's bus mode with the node's and, in the
+// logical mode, makes the node a candidate for the decoding leadership.
+func (n *Node) checkBus(ctx context.Context) error {
+	mode, err := n.store.BusMode(ctx)
+	if err != nil {
+		return err
+	}
+	if n.cfg.Bus != "" && n.cfg.Bus != mode {
+		return fmt.Errorf("LIVEPG_BUS=%s, but the database's bus is in the %s mode (livepg.bus): switch it as livepg's owner with `livepg bus %s`, or set LIVEPG_BUS=%s", n.cfg.Bus, mode, n.cfg.Bus, mode)
+	}
+	if mode != store.BusLogical {
+		return nil
+	}
+	d, err := walbus.New(walbus.Config{URL: n.cfg.ListenURL, Handler: DecodeHandler(n.store), Logger: n.log})
+	if err != nil {
+		return err
+	}
+	n.decoder = d
+	n.log.Info("the bus is in the logical mode: writers do not NOTIFY; one node decodes the WAL and numbers events (see migrations/00009_logical.sql)")
+	return nil
 }
 
 // Start reads where the log ends and starts the node's background work. It
 // returns once the node serves; the listener connects in the background.
 func (n *Node) Start(ctx context.Context) error {
+	if err := n.checkBus(ctx); err != nil {
+		return fmt.Errorf("start node: %w", err)
+	}
 	bounds, err := n.store.Bounds(ctx)
 	if err != nil {
 		return fmt.Errorf("start node: %w", err)
@@ -159,6 +198,9 @@ func (n *Node) Start(ctx context.Context) error {
 	n.goRun(func() { n.readLoop(runCtx, hub) })
 	n.goRun(func() { n.pruneLoop(runCtx) })
 	n.goRun(func() { n.statsLoop(runCtx) })
+	if n.decoder != nil {
+		n.goRun(func() { _ = n.decoder.Run(runCtx) })
+	}
 	if n.batcher != nil {
 		n.goRun(func() { n.batcher.run(runCtx) })
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/livepg/livepg/realtime"
+	"github.com/livepg/livepg/store"
 )
 
 // Config is everything livepg reads from its environment, checked up front.
@@ -125,6 +126,7 @@ func envVars() []envVar {
 		{"LIVEPG_TOKEN_ISSUER", "(none)", "when set, tokens must carry this iss claim"},
 		{"LIVEPG_PRIVATE_TOPICS", "(none)", "comma-separated selectors whose topics need a token to subscribe"},
 		{"LIVEPG_CORS_ORIGINS", "(none)", "comma-separated origins whose pages may stream and publish, with credentials"},
+		{"LIVEPG_BUS", "(the database's mode, livepg.bus)", "the bus mode the node expects: default, or logical (writers do not NOTIFY; one elected node decodes the WAL: needs wal_level=logical and a LISTEN_DATABASE_URL role with REPLICATION). A node that owns the schema switches the database to it; another refuses to start when they differ. See `livepg bus`"},
 		{"LIVEPG_DEMO", "on without DATABASE_URL, off with it", "on: serve the demo board (its pages, /api/boards, its tables in schema livepg_demo); off: none of it"},
 		{"FLY_REGION", "(set by Fly.io)", "the region this machine runs in"},
 		{"PRIMARY_REGION", "(set by Fly.io from primary_region)", "the primary database's region; elsewhere, writes are replayed there with fly-replay"},
@@ -286,6 +288,12 @@ func loadConfig(getenv func(string) string) (Config, error) {
 		if p, perr := strconv.Atoi(port); err != nil || perr != nil || p < 0 || p > 65535 {
 			return c, fmt.Errorf("LIVEPG_METRICS_ADDR=%q: want host:port, such as 127.0.0.1:9091, or :9091 for Fly's private network", c.MetricsAddr)
 		}
+	}
+	switch s := getenv("LIVEPG_BUS"); s {
+	case "", store.BusDefault, store.BusLogical:
+		c.Node.Bus = s
+	default:
+		return c, fmt.Errorf("LIVEPG_BUS=%q: want %s or %s", s, store.BusDefault, store.BusLogical)
 	}
 	switch s := getenv("LIVEPG_DEMO"); s {
 	case "":
