@@ -43,18 +43,39 @@
 -- head() in this mode: a page's snapshot may see a committed transaction T2
 -- that the leader has not numbered yet while it does not see T1, which
 -- commits before T2 in the WAL: T1 will be numbered first. So a page's
--- position is "after seq S, except the pending transactions X the page
--- already saw": livepg.head_pending() returns S and the writer xids of the
--- events pending in the caller's snapshot.
+-- position is "after seq S, except the pending transactions the page
+-- already saw": livepg.head() returns S and, when the caller's snapshot sees
+-- pending events, the snapshot itself ('<S>~<snapshot>-<epoch>'); a stream
+-- resuming from it skips, after S, the events whose writer xid
+-- (events.writer_xid) that snapshot sees, once they are numbered.
 
 -- +goose Up
 CREATE TABLE livepg.bus (
     singleton       boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     mode            text NOT NULL DEFAULT 'default' CHECK (mode IN ('default', 'logical')),
     -- The last commit LSN the decoding leader numbered.
-    decoded_through pg_lsn NOT NULL DEFAULT '0/0'
+    decoded_through pg_lsn NOT NULL DEFAULT '0/0',
+    -- Every event id up to this one is settled: committed rows of them
+    -- were removed by a TRUNCATE (which waited for their writers), so the
+    -- leader does not wait for them to become visible.
+    truncated_through_id bigint NOT NULL DEFAULT 0
 );
 INSERT INTO livepg.bus DEFAULT VALUES;
+
+-- +goose StatementBegin
+CREATE FUNCTION livepg.truncated_ids() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    UPDATE livepg.bus
+       SET truncated_through_id = (SELECT CASE WHEN q.is_called THEN q.last_value ELSE 0 END
+                                     FROM livepg.events_id_seq q);
+    RETURN NULL;
+END
+$$;
+-- +goose StatementEnd
+
+CREATE TRIGGER events_truncated_ids AFTER TRUNCATE ON livepg.events
+    FOR EACH STATEMENT EXECUTE FUNCTION livepg.truncated_ids();
 
 -- Set only in the logical mode (see above); NULL costs nothing.
 ALTER TABLE livepg.events ADD COLUMN writer_xid xid8;
@@ -106,7 +127,7 @@ RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     n bigint;
-    visible bigint;
+    missing bigint;
 BEGIN
     IF coalesce(cardinality(ids), 0) <> coalesce(cardinality(commit_times), 0) OR through IS NULL THEN
         RAISE EXCEPTION 'livepg.number_decoded: ids and commit_times must have the same length, through must not be NULL'
@@ -120,16 +141,20 @@ BEGIN
         RETURN NULL;
     END IF;
     -- The walsender sends a transaction once its commit record is flushed,
-    -- which is a moment before the transaction becomes visible: wait until
-    -- every decoded row is (each statement here takes a new snapshot).
-    -- Rows that never appear (deleted by a TRUNCATE in between) stop the
-    -- wait after five seconds.
-    FOR attempt IN 1..5000 LOOP
-        SELECT count(*) INTO visible FROM livepg.events e WHERE e.id = ANY(ids);
-        EXIT WHEN visible >= cardinality(ids);
-        IF attempt = 5000 THEN
-            RAISE WARNING 'livepg.number_decoded: % of % decoded events through % are not in the log (truncated?)',
-                cardinality(ids) - visible, cardinality(ids), through;
+    -- a moment before it becomes visible (longer with synchronous
+    -- replication: it waits for the standby in between). Wait until every
+    -- decoded row is visible (each statement here takes a new snapshot),
+    -- up to a second; then fail with SQLSTATE LP001 and the leader calls
+    -- again. Rows a TRUNCATE removed since are not waited for.
+    FOR attempt IN 1..1000 LOOP
+        SELECT count(*) INTO missing
+          FROM unnest(ids) AS u(id)
+         WHERE u.id > (SELECT b.truncated_through_id FROM livepg.bus b)
+           AND NOT EXISTS (SELECT 1 FROM livepg.events e WHERE e.id = u.id);
+        EXIT WHEN missing = 0;
+        IF attempt = 1000 THEN
+            RAISE EXCEPTION 'livepg.number_decoded: % of % decoded events through % are not visible yet', missing, cardinality(ids), through
+                USING ERRCODE = 'LP001';
         END IF;
         PERFORM pg_sleep(0.001);
     END LOOP;
@@ -179,16 +204,19 @@ END
 $$;
 -- +goose StatementEnd
 
--- livepg.head_pending is a page's position in the logical mode, read in the
--- same snapshot as the page's state: the highest seq it sees, and the writer
--- xids of the events it sees that are not numbered yet (at most a few: the
--- transactions committed since the leader's last batch).
+-- livepg.head() in the logical mode: the id of the last event numbered in
+-- the caller's snapshot and, when that snapshot sees events not numbered
+-- yet, the snapshot itself: '<seq>~<snapshot>-<epoch>'. A stream that
+-- resumes from it skips, after seq, exactly the events whose writers that
+-- snapshot sees (once the leader has numbered them: store.SeenInSnapshot).
+-- In the default mode it is what it was.
 -- +goose StatementBegin
-CREATE FUNCTION livepg.head_pending(OUT head bigint, OUT epoch text, OUT pending xid8[])
+CREATE OR REPLACE FUNCTION livepg.head() RETURNS text
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    SELECT p.head, p.epoch,
-           ARRAY(SELECT DISTINCT e.writer_xid FROM livepg.events e
-                  WHERE e.seq IS NULL AND e.writer_xid IS NOT NULL ORDER BY 1)
+    SELECT p.head::text
+           || CASE WHEN EXISTS (SELECT 1 FROM livepg.events e WHERE e.seq IS NULL AND e.writer_xid IS NOT NULL)
+                   THEN '~' || pg_current_snapshot()::text ELSE '' END
+           || '-' || p.epoch
       FROM livepg.position(NULL, NULL) p
 $$;
 -- +goose StatementEnd
@@ -235,12 +263,11 @@ $$;
 -- +goose StatementEnd
 
 REVOKE ALL ON livepg.bus FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION livepg.number_stranded(), livepg.number_decoded(bigint[], timestamptz[], pg_lsn),
-    livepg.recover_decoded(pg_lsn), livepg.head_pending(), livepg.set_bus(text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION livepg.truncated_ids(), livepg.number_stranded(), livepg.number_decoded(bigint[], timestamptz[], pg_lsn),
+    livepg.recover_decoded(pg_lsn), livepg.set_bus(text) FROM PUBLIC;
 GRANT SELECT ON livepg.bus TO livepg_node;
 GRANT EXECUTE ON FUNCTION livepg.number_decoded(bigint[], timestamptz[], pg_lsn),
     livepg.recover_decoded(pg_lsn) TO livepg_node;
-GRANT EXECUTE ON FUNCTION livepg.head_pending() TO livepg_writer;
 
 -- +goose Down
 -- +goose StatementBegin
@@ -253,10 +280,17 @@ END
 $$;
 -- +goose StatementEnd
 DROP FUNCTION livepg.set_bus(text);
-DROP FUNCTION livepg.head_pending();
+-- +goose StatementBegin
+CREATE OR REPLACE FUNCTION livepg.head() RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT p.head::text || '-' || p.epoch FROM livepg.position(NULL, NULL) p
+$$;
+-- +goose StatementEnd
 DROP FUNCTION livepg.recover_decoded(pg_lsn);
 DROP FUNCTION livepg.number_decoded(bigint[], timestamptz[], pg_lsn);
 DROP FUNCTION livepg.number_stranded();
 DROP INDEX livepg.events_unnumbered;
+DROP TRIGGER events_truncated_ids ON livepg.events;
+DROP FUNCTION livepg.truncated_ids();
 ALTER TABLE livepg.events DROP COLUMN writer_xid;
 DROP TABLE livepg.bus;

@@ -3,9 +3,14 @@ package realtime_test
 import (
 	"context"
 	"fmt"
+	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/livepg/livepg/realtime"
 	"github.com/livepg/livepg/realtime/ssetest"
@@ -170,5 +175,119 @@ func TestNodeRefusesAnotherBusMode(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "livepg bus logical") {
 		t.Errorf("the error does not say how to switch: %v", err)
+	}
+}
+
+// THE HEAD TRAP of the logical mode: a page's snapshot sees T2 but not T1,
+// although T1 comes first in the WAL (T1's commit is flushed but waits for
+// a synchronous standby, still invisible, while T2 commits with
+// synchronous_commit = local). Neither is numbered when the page reads. The
+// leader then numbers T1 before T2; the page's stream, resuming from its
+// livepg.head(), must deliver T1's event and not T2's (the page has it),
+// then go on live. A plain "after S" would send T2 again; "after S, skip
+// the next one" would drop T1.
+func TestLogicalBusPageHeadSkipsWhatThePageSaw(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db, _ := logicalDatabase(t)
+	node := startNode(t, db, realtime.Config{Bus: store.BusLogical, PollInterval: 100 * time.Millisecond})
+	waitFor(t, "a decoding leader", node.DecodingLeader)
+	admin, err := pgxpool.New(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(admin.Close)
+	exec := func(sql string, args ...any) {
+		t.Helper()
+		if _, err := admin.Exec(ctx, sql, args...); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	exec(`SELECT livepg.publish('trap', '"before"')`)
+	waitAllNumbered(t, node)
+
+	t1, err := pgx.Connect(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var t1pid int
+	if err := t1.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&t1pid); err != nil {
+		t.Fatal(err)
+	}
+	t1done := make(chan error, 1)
+	t.Cleanup(func() { <-t1done; t1.Close(context.Background()) })
+	// From now on a commit waits for a standby that does not exist.
+	exec(`ALTER SYSTEM SET synchronous_standby_names = 'nobody'`)
+	exec(`SELECT pg_reload_conf()`)
+	t.Cleanup(func() { // runs first, should the test end early
+		_, _ = admin.Exec(context.Background(), `ALTER SYSTEM RESET synchronous_standby_names`)
+		_, _ = admin.Exec(context.Background(), `SELECT pg_reload_conf()`)
+	})
+	go func() {
+		_, err := t1.Exec(ctx, `BEGIN; SELECT livepg.publish('trap', '"t1"'); COMMIT`)
+		t1done <- err
+	}()
+	waitFor(t, "T1's commit flushed and waiting for the standby", func() bool {
+		var waiting bool
+		if err := admin.QueryRow(ctx, `SELECT coalesce((SELECT wait_event = 'SyncRep' FROM pg_stat_activity WHERE pid = $1), false)`, t1pid).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		return waiting
+	})
+	exec(`BEGIN; SET LOCAL synchronous_commit = local; SELECT livepg.publish('trap', '"t2"'); COMMIT`)
+
+	// The page: its state and its head in one snapshot.
+	var state []string
+	var head string
+	err = pgx.BeginTxFunc(ctx, admin, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `SELECT data #>> '{}' FROM livepg.events WHERE topic = 'trap' ORDER BY id`)
+		if err != nil {
+			return err
+		}
+		if state, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+			return err
+		}
+		return tx.QueryRow(ctx, `SELECT livepg.head()`).Scan(&head)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(state, []string{"before", "t2"}) {
+		t.Fatalf("the page's state is %v, want [before t2]: the test did not set the trap", state)
+	}
+	if !strings.Contains(head, "~") {
+		t.Fatalf("head %q carries no snapshot, though the page sees an event not numbered yet", head)
+	}
+
+	// The standby requirement goes: T1 finishes; the leader numbers T1,
+	// then T2.
+	exec(`ALTER SYSTEM RESET synchronous_standby_names`)
+	exec(`SELECT pg_reload_conf()`)
+	if err := <-t1done; err != nil {
+		t.Fatal(err)
+	}
+	t1done <- nil // for the cleanup
+	waitAllNumbered(t, node)
+	var order []string
+	rows, err := admin.Query(ctx, `SELECT data #>> '{}' FROM livepg.events WHERE topic = 'trap' ORDER BY seq`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if order, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(order, []string{"before", "t1", "t2"}) {
+		t.Fatalf("the log's order is %v, want [before t1 t2] (T1 committed first in the WAL)", order)
+	}
+
+	s := ssetest.Open(t, node.URL+"/v1/events?topic=trap&lastEventId="+url.QueryEscape(head), "")
+	exec(`SELECT livepg.publish('trap', '"after"')`)
+	var got []string
+	for len(got) < 2 {
+		ev := s.Next(t, time.Minute)
+		got = append(got, string(decode(t, ev).Data))
+	}
+	if !slices.Equal(got, []string{`"t1"`, `"after"`}) {
+		t.Fatalf("the page's stream delivered %v, want [\"t1\" \"after\"]: the page had [before t2]", got)
 	}
 }

@@ -132,7 +132,7 @@ func (n *Node) checkBus(ctx context.Context) error {
 	if mode != store.BusLogical {
 		return nil
 	}
-	d, err := walbus.New(walbus.Config{URL: n.cfg.ListenURL, Handler: DecodeHandler(n.store), Logger: n.log})
+	d, err := walbus.New(walbus.Config{URL: n.cfg.ListenURL, Handler: DecodeHandler(n.store, n.log), Logger: n.log})
 	if err != nil {
 		return err
 	}
@@ -254,6 +254,10 @@ func (l catchUpLog) Bounds(ctx context.Context) (store.LogBounds, error) {
 
 func (l catchUpLog) Position(ctx context.Context, epoch string, seq int64) (store.History, error) {
 	return retryStale(func() (store.History, error) { return l.bounds.Position(ctx, epoch, seq) })
+}
+
+func (l catchUpLog) SeenInSnapshot(ctx context.Context, after int64, snap string) ([]int64, error) {
+	return l.bounds.SeenInSnapshot(ctx, after, snap)
 }
 
 func (l catchUpLog) ReadMatching(ctx context.Context, after, through int64, exact, prefixes []string, limit int, maxBytes int64) ([]store.Event, error) {

@@ -65,6 +65,11 @@ func (s *Store) DecodedThrough(ctx context.Context) (string, error) {
 	return lsn, nil
 }
 
+// ErrNotVisibleYet means decoded events are not visible yet (their writers'
+// commits are flushed but not finished: a synchronous standby is slow):
+// call NumberDecoded again.
+var ErrNotVisibleYet = errors.New("decoded events are not visible yet")
+
 // NumberDecoded numbers events in the given order (decoded commit order),
 // with their commit times, and records through (a commit LSN, as text) as
 // decoded, in one transaction: livepg.number_decoded. A batch at or below
@@ -84,6 +89,10 @@ func (s *Store) NumberDecoded(ctx context.Context, ids []int64, times []time.Tim
 		return nil
 	})
 	if err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "LP001" {
+			return false, fmt.Errorf("%w: %s", ErrNotVisibleYet, pgErr.Message)
+		}
 		return false, fmt.Errorf("number decoded events through %s: %w", through, err)
 	}
 	return numbered, nil
@@ -121,4 +130,61 @@ func quoteLiteral(s string) string {
 		out = append(out, s[i])
 	}
 	return string(append(out, '\''))
+}
+
+// ErrLeaderBehind means events a page saw are still unnumbered after
+// SeenInSnapshot's wait: the decoding leader is down or far behind.
+var ErrLeaderBehind = errors.New("events a page has seen are not numbered yet (is a node decoding? LIVEPG_BUS=logical)")
+
+// MaxSeenInSnapshot bounds the events SeenInSnapshot returns.
+const MaxSeenInSnapshot = 100_000
+
+// SeenWait is how long SeenInSnapshot waits for the decoding leader.
+const SeenWait = 10 * time.Second
+
+// SeenInSnapshot resolves a page's position in the logical bus mode: the
+// page read its state in snap (a pg_snapshot, as text) and has every event
+// through seq after, plus those its snapshot saw committed but not yet
+// numbered. It waits (up to SeenWait) until those are numbered, then
+// returns their seqs after after, in order: the events the page's stream
+// must skip.
+func (s *Store) SeenInSnapshot(ctx context.Context, after int64, snap string) ([]int64, error) {
+	deadline := time.Now().Add(SeenWait)
+	for {
+		var pending bool
+		err := s.Pool.QueryRow(ctx, `
+			SELECT EXISTS (SELECT 1 FROM livepg.events e
+			                WHERE e.seq IS NULL AND e.writer_xid IS NOT NULL
+			                  AND pg_visible_in_snapshot(e.writer_xid, $1::pg_snapshot))`, snap).Scan(&pending)
+		if err != nil {
+			return nil, fmt.Errorf("events seen in snapshot %s: %w", snap, asInvalid(err))
+		}
+		if !pending {
+			break
+		}
+		if time.Now().After(deadline) {
+			return nil, ErrLeaderBehind
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	rows, err := s.Pool.Query(ctx, `
+		SELECT e.seq FROM livepg.events e
+		 WHERE e.seq > $1 AND e.writer_xid IS NOT NULL
+		   AND pg_visible_in_snapshot(e.writer_xid, $2::pg_snapshot)
+		 ORDER BY e.seq LIMIT $3`, after, snap, MaxSeenInSnapshot+1)
+	if err != nil {
+		return nil, fmt.Errorf("events seen in snapshot %s: %w", snap, asInvalid(err))
+	}
+	seqs, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return nil, fmt.Errorf("events seen in snapshot %s: %w", snap, asInvalid(err))
+	}
+	if len(seqs) > MaxSeenInSnapshot {
+		return nil, fmt.Errorf("%w: more than %d events seen in snapshot", ErrInvalid, MaxSeenInSnapshot)
+	}
+	return seqs, nil
 }

@@ -46,7 +46,7 @@ func logicalDB(t *testing.T, settings map[string]string) (string, *store.Store, 
 		t.Fatal(err)
 	}
 	newDecoder := func() *walbus.Decoder {
-		d, err := walbus.New(walbus.Config{URL: db, Handler: realtime.DecodeHandler(s),
+		d, err := walbus.New(walbus.Config{URL: db, Handler: realtime.DecodeHandler(s, nil),
 			RetryInterval: 100 * time.Millisecond,
 			Logger:        slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 		if err != nil {
