@@ -221,6 +221,50 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 $$;
 -- +goose StatementEnd
 
+-- livepg.publish_batch numbers its rows on the way in under the numbering
+-- lock and NOTIFYs (00006); in the logical mode it only inserts, and
+-- returns NULL seqs.
+-- +goose StatementBegin
+CREATE OR REPLACE FUNCTION livepg.publish_batch(topics text[], types text[], data jsonb[])
+RETURNS SETOF bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n int := coalesce(cardinality(topics), 0);
+    first bigint;
+BEGIN
+    IF coalesce(cardinality(types), 0) <> n OR coalesce(cardinality(data), 0) <> n THEN
+        RAISE EXCEPTION 'livepg.publish_batch: topics, types and data must have the same length'
+            USING ERRCODE = '22023';
+    END IF;
+    IF n = 0 THEN
+        RETURN;
+    END IF;
+    -- The logical mode: no lock, no NOTIFY, no seq yet (the decoding
+    -- leader numbers the rows after the commit): NULL for each event.
+    IF (SELECT b.mode FROM livepg.bus b) = 'logical' THEN
+        INSERT INTO livepg.events (topic, type, data)
+        SELECT x.topic, x.type, coalesce(x.data, 'null'::jsonb)
+          FROM unnest(topics, types, data) WITH ORDINALITY AS x(topic, type, data, i)
+         ORDER BY x.i;
+        RETURN QUERY SELECT NULL::bigint FROM generate_series(1, n);
+        RETURN;
+    END IF;
+    PERFORM pg_advisory_xact_lock(7236828372618428007);
+    PERFORM livepg.check_epoch();
+    first := nextval('livepg.events_seq');
+    IF n > 1 THEN
+        PERFORM setval('livepg.events_seq', first + n - 1);
+    END IF;
+    -- The CHECK constraints validate topic and type, NOT NULL refuses NULLs.
+    INSERT INTO livepg.events (seq, topic, type, data, committed_at)
+    SELECT first + x.i - 1, x.topic, x.type, coalesce(x.data, 'null'::jsonb), clock_timestamp()
+      FROM unnest(topics, types, data) WITH ORDINALITY AS x(topic, type, data, i);
+    PERFORM pg_notify('livepg', '');
+    RETURN QUERY SELECT first + g - 1 FROM generate_series(1, n) AS g;
+END
+$$;
+-- +goose StatementEnd
+
 -- livepg.set_bus switches the mode (see the header). Owner only.
 -- +goose StatementBegin
 CREATE FUNCTION livepg.set_bus(new_mode text) RETURNS text
@@ -276,6 +320,36 @@ BEGIN
     IF (SELECT b.mode FROM livepg.bus b) = 'logical' THEN
         PERFORM livepg.set_bus('default');
     END IF;
+END
+$$;
+-- +goose StatementEnd
+-- +goose StatementBegin
+CREATE OR REPLACE FUNCTION livepg.publish_batch(topics text[], types text[], data jsonb[])
+RETURNS SETOF bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n int := coalesce(cardinality(topics), 0);
+    first bigint;
+BEGIN
+    IF coalesce(cardinality(types), 0) <> n OR coalesce(cardinality(data), 0) <> n THEN
+        RAISE EXCEPTION 'livepg.publish_batch: topics, types and data must have the same length'
+            USING ERRCODE = '22023';
+    END IF;
+    IF n = 0 THEN
+        RETURN;
+    END IF;
+    PERFORM pg_advisory_xact_lock(7236828372618428007);
+    PERFORM livepg.check_epoch();
+    first := nextval('livepg.events_seq');
+    IF n > 1 THEN
+        PERFORM setval('livepg.events_seq', first + n - 1);
+    END IF;
+    -- The CHECK constraints validate topic and type, NOT NULL refuses NULLs.
+    INSERT INTO livepg.events (seq, topic, type, data, committed_at)
+    SELECT first + x.i - 1, x.topic, x.type, coalesce(x.data, 'null'::jsonb), clock_timestamp()
+      FROM unnest(topics, types, data) WITH ORDINALITY AS x(topic, type, data, i);
+    PERFORM pg_notify('livepg', '');
+    RETURN QUERY SELECT first + g - 1 FROM generate_series(1, n) AS g;
 END
 $$;
 -- +goose StatementEnd

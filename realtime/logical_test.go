@@ -2,7 +2,9 @@ package realtime_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"net/url"
 	"slices"
 	"strings"
@@ -289,5 +291,37 @@ func TestLogicalBusPageHeadSkipsWhatThePageSaw(t *testing.T) {
 	}
 	if !slices.Equal(got, []string{`"t1"`, `"after"`}) {
 		t.Fatalf("the page's stream delivered %v, want [\"t1\" \"after\"]: the page had [before t2]", got)
+	}
+}
+
+// POST /v1/publish in the logical mode: the publish commits without the
+// numbering lock and answers with the seq the decoding leader gives it, on
+// either node (batched or not); the streams get the events.
+func TestLogicalBusHTTPPublishAnswersWithTheSeq(t *testing.T) {
+	t.Parallel()
+	db, _ := logicalDatabase(t)
+	a := startNode(t, db, realtime.Config{Bus: store.BusLogical})
+	b := startNode(t, db, realtime.Config{Bus: store.BusLogical, PublishBatchWindow: -1})
+	waitFor(t, "a decoding leader", func() bool { return leaderOf(a, b) != nil })
+	s := ssetest.Open(t, a.URL+"/v1/events?topic=hp", "")
+	var seqs []int64
+	for i, n := range []*testNode{a, b, a, b} {
+		resp, err := http.Post(n.URL+"/v1/publish", "application/json", strings.NewReader(fmt.Sprintf(`{"topic":"hp","data":%d}`, i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body struct{ Seq int64 }
+		err = json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK || body.Seq == 0 {
+			t.Fatalf("publish %d: status %d, seq %d, %v", i, resp.StatusCode, body.Seq, err)
+		}
+		seqs = append(seqs, body.Seq)
+	}
+	for i, want := range seqs {
+		ev := s.Next(t, time.Minute)
+		if ev.Seq() != want || string(decode(t, ev).Data) != fmt.Sprint(i) {
+			t.Fatalf("event %d: id %s data %s, want seq %d data %d", i, ev.ID, decode(t, ev).Data, want, i)
+		}
 	}
 }

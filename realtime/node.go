@@ -129,6 +129,7 @@ func (n *Node) checkBus(ctx context.Context) error {
 	if n.cfg.Bus != "" && n.cfg.Bus != mode {
 		return fmt.Errorf("LIVEPG_BUS=%s, but the database's bus is in the %s mode (livepg.bus): switch it as livepg's owner with `livepg bus %s`, or set LIVEPG_BUS=%s", n.cfg.Bus, mode, n.cfg.Bus, mode)
 	}
+	n.store.UseLogicalBus(mode == store.BusLogical)
 	if mode != store.BusLogical {
 		return nil
 	}

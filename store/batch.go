@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // NewEvent is an event to record: its topic, type and JSON data.
@@ -32,7 +32,7 @@ func (s *Store) PublishBatch(ctx context.Context, events []NewEvent) (seqs []int
 			data[i] = "null"
 		}
 	}
-	err = publishAll(ctx, s.Pool, topics, types, data, seqs)
+	err = publishAll(ctx, s, topics, types, data, seqs)
 	if !errors.Is(err, ErrInvalid) {
 		if err != nil {
 			return nil, nil, fmt.Errorf("publish batch of %d: %w", len(events), err)
@@ -74,7 +74,11 @@ func (s *Store) PublishBatch(ctx context.Context, events []NewEvent) (seqs []int
 // seqs in order. The statement is its own transaction, committed as it
 // ends: one round trip, and the log's commit-order lock, which the call
 // takes, is held for no longer than the statement and its commit.
-func publishAll(ctx context.Context, db *pgxpool.Pool, topics, types, data []string, seqs []int64) error {
+func publishAll(ctx context.Context, s *Store, topics, types, data []string, seqs []int64) error {
+	if s.logical.Load() {
+		return publishAllLogical(ctx, s, topics, types, data, seqs)
+	}
+	db := s.Pool
 	rows, err := db.Query(ctx, `
 		SELECT b.i, b.seq
 		  FROM livepg.publish_batch($1::text[], $2::text[], $3::text[]::jsonb[]) WITH ORDINALITY AS b(seq, i)`,
@@ -101,24 +105,67 @@ func publishAll(ctx context.Context, db *pgxpool.Pool, topics, types, data []str
 	return nil
 }
 
-// seqsOf fills seqs[i] with the seq of the committed event ids[i]; ids that
-// are 0 (refused events) are skipped.
-func (s *Store) seqsOf(ctx context.Context, ids, seqs []int64) error {
-	rows, err := s.Pool.Query(ctx, `SELECT id, seq FROM livepg.events WHERE id = ANY($1)`, ids)
+// publishAllLogical records every event in the logical bus mode: one
+// statement through livepg.publish (no lock, no NOTIFY: the decoding leader
+// numbers them after the commit), then waits for their seqs.
+func publishAllLogical(ctx context.Context, s *Store, topics, types, data []string, seqs []int64) error {
+	rows, err := s.Pool.Query(ctx, `
+		SELECT livepg.publish(x.topic, x.data::jsonb, x.type)
+		  FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS x(topic, type, data, i)
+		 ORDER BY x.i`, topics, types, data)
 	if err != nil {
-		return fmt.Errorf("read seqs of a batch: %w", err)
+		return fmt.Errorf("publish: %w", asInvalid(err))
 	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return fmt.Errorf("publish: %w", asInvalid(err))
+	}
+	if len(ids) != len(seqs) {
+		return fmt.Errorf("publish: %d ids for %d events", len(ids), len(seqs))
+	}
+	return s.seqsOf(ctx, ids, seqs)
+}
+
+// seqsOf fills seqs[i] with the seq of the committed event ids[i]; ids that
+// are 0 (refused events) are skipped. An event committed but not numbered
+// yet (the logical bus mode) is waited for, up to SeenWait.
+func (s *Store) seqsOf(ctx context.Context, ids, seqs []int64) error {
+	deadline := time.Now().Add(SeenWait)
 	bySeq := make(map[int64]int64, len(ids))
-	for rows.Next() {
-		var id, seq int64
-		if err := rows.Scan(&id, &seq); err != nil {
-			rows.Close()
+	for {
+		clear(bySeq)
+		rows, err := s.Pool.Query(ctx, `SELECT id, seq FROM livepg.events WHERE id = ANY($1)`, ids)
+		if err != nil {
 			return fmt.Errorf("read seqs of a batch: %w", err)
 		}
-		bySeq[id] = seq
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("read seqs of a batch: %w", err)
+		pending := false
+		for rows.Next() {
+			var id int64
+			var seq *int64
+			if err := rows.Scan(&id, &seq); err != nil {
+				rows.Close()
+				return fmt.Errorf("read seqs of a batch: %w", err)
+			}
+			if seq == nil {
+				pending = true
+				continue
+			}
+			bySeq[id] = *seq
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("read seqs of a batch: %w", err)
+		}
+		if !pending {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("read seqs of a batch: %w", ErrLeaderBehind)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(2 * time.Millisecond):
+		}
 	}
 	for i, id := range ids {
 		if id == 0 {

@@ -444,12 +444,11 @@ func PublishTx(ctx context.Context, tx pgx.Tx, topic, typ string, data []byte) (
 }
 
 func (s *Store) seqOf(ctx context.Context, id int64) (int64, error) {
-	var seq int64
-	err := s.Pool.QueryRow(ctx, `SELECT seq FROM livepg.events WHERE id = $1`, id).Scan(&seq)
-	if err != nil {
+	seqs := []int64{0}
+	if err := s.seqsOf(ctx, []int64{id}, seqs); err != nil {
 		return 0, fmt.Errorf("read seq of event %d: %w", id, err)
 	}
-	return seq, nil
+	return seqs[0], nil
 }
 
 // Prune deletes events committed more than keep ago, if no other node is

@@ -16,6 +16,11 @@ const (
 	BusLogical = "logical"
 )
 
+// UseLogicalBus tells the store that the bus is in the logical mode: HTTP
+// publishes then write without the commit-order lock and wait for the
+// decoding leader to number their events (PublishBatch, Publish).
+func (s *Store) UseLogicalBus(on bool) { s.logical.Store(on) }
+
 // BusMode returns the database's bus mode.
 func (s *Store) BusMode(ctx context.Context) (string, error) {
 	var mode string

@@ -114,13 +114,31 @@ func writeLoad(t *testing.T, pool *pgxpool.Pool, writers, txs int, stop <-chan s
 					if err := dbtx.QueryRow(ctx, `UPDATE counters SET n = n + 1 WHERE k = $1 RETURNING n`, k).Scan(&n); err != nil {
 						return err
 					}
+					var batch [][]byte
 					for i := 1; i <= 1+rng.IntN(3); i++ {
 						ev := written{W: w, Tx: tx, I: i, K: k, N: n}
 						data, _ := json.Marshal(ev)
+						mine = append(mine, ev)
+						if w%4 == 3 { // a quarter of the writers publish in batches
+							batch = append(batch, data)
+							continue
+						}
 						if _, err := dbtx.Exec(ctx, `SELECT livepg.publish('t/2', $1)`, data); err != nil {
 							return err
 						}
-						mine = append(mine, ev)
+					}
+					if batch != nil {
+						topics, types := make([]string, len(batch)), make([]string, len(batch))
+						for i := range batch {
+							topics[i], types[i] = "t/2", "message"
+						}
+						var numbered int
+						if err := dbtx.QueryRow(ctx, `SELECT count(s) FROM livepg.publish_batch($1, $2, $3::jsonb[]) s`, topics, types, batch).Scan(&numbered); err != nil {
+							return err
+						}
+						if numbered != 0 {
+							return fmt.Errorf("publish_batch numbered %d events on the way in, in the logical mode", numbered)
+						}
 					}
 					time.Sleep(time.Duration(rng.IntN(2000)) * time.Microsecond)
 					if abort {
