@@ -1,9 +1,10 @@
 -- The logical bus mode (LIVEPG_BUS=logical): writers only insert, the WAL
 -- gives the order.
 --
--- In the default mode every transaction that writes events also takes part
--- in ordering them (a NOTIFY, or the commit-time advisory lock): at most
--- about one such commit per WAL flush per cluster. In the logical mode
+-- In the default mode (00008: commit_timestamp or commit_lock) every
+-- transaction that writes events also takes part in ordering them (a
+-- NOTIFY, or the commit-time advisory lock): at most about one such commit
+-- per WAL flush per cluster. In the logical mode
 -- writers insert their events with seq NULL and do nothing else: no NOTIFY,
 -- no lock, so their commits group-commit like plain INSERTs. One node, the
 -- decoding leader (realtime/walbus), streams the replication slot livepg_bus
@@ -20,14 +21,19 @@
 -- node with LIVEPG_BUS that runs migrations as the owner). Switching swaps
 -- what a writer's INSERT does instead of testing the mode on each write, so
 -- the default mode's writes cost what they did:
---   * logical: the default-mode triggers on livepg.events are disabled, and
+--   * logical: the default mode's triggers on livepg.events (events_notify,
+--     events_sequence) are disabled, and
 --     events.writer_xid gets the default pg_current_xact_id() (the writer's
 --     top-level xid, which xmin stops being once the row is numbered);
 --   * default: the triggers are enabled again, writer_xid has no default.
 -- The switch takes livepg.events' ACCESS EXCLUSIVE lock, so it waits for
 -- every transaction writing events under the old mode to end, then numbers
 -- what they left pending (livepg.number_stranded) before anything is
--- written under the new one.
+-- written under the new one. Functions that behave differently in the
+-- logical mode read livepg.bus: livepg.bus_mode() (says 'logical'),
+-- publish_many/publish_batch (insert only, NULL seqs), number_pending (the
+-- nodes' numbering step: numbers nothing), check_epoch (does not number
+-- leftovers after a restart: the slot decodes them again) and head().
 --
 -- A lost slot never loses an event: the events table is the truth. When the
 -- leader creates the slot (first start, or after it was dropped or
@@ -80,7 +86,6 @@ CREATE TRIGGER events_truncated_ids AFTER TRUNCATE ON livepg.events
 -- Set only in the logical mode (see above); NULL costs nothing.
 ALTER TABLE livepg.events ADD COLUMN writer_xid xid8;
 
-CREATE INDEX events_unnumbered ON livepg.events (id) WHERE seq IS NULL;
 
 -- livepg.number_stranded numbers every visible pending event, ordered by
 -- commit timestamp when track_commit_timestamp is on, else by xid, then id.
@@ -204,49 +209,70 @@ END
 $$;
 -- +goose StatementEnd
 
--- livepg.head() in the logical mode: the id of the last event numbered in
--- the caller's snapshot and, when that snapshot sees events not numbered
--- yet, the snapshot itself: '<seq>~<snapshot>-<epoch>'. A stream that
--- resumes from it skips, after seq, exactly the events whose writers that
--- snapshot sees (once the leader has numbered them: store.SeenInSnapshot).
--- In the default mode it is what it was.
+-- livepg.bus_mode() (00008) names 'logical' too.
+-- +goose StatementBegin
+CREATE OR REPLACE FUNCTION livepg.bus_mode() RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE WHEN (SELECT b.mode FROM livepg.bus b) = 'logical' THEN 'logical'
+                WHEN current_setting('track_commit_timestamp') = 'on' THEN 'commit_timestamp'
+                ELSE 'commit_lock' END
+$$;
+-- +goose StatementEnd
+
+-- livepg.head() (00008) in the logical mode: the id of the last event
+-- numbered in the caller's snapshot and, when that snapshot sees events not
+-- numbered yet, the snapshot itself: '<seq>~<snapshot>-<epoch>'. A stream
+-- that resumes from it skips, after seq, exactly the events whose writers
+-- that snapshot sees (once the leader has numbered them:
+-- store.SeenInSnapshot). In the other modes it is 00008's.
 -- +goose StatementBegin
 CREATE OR REPLACE FUNCTION livepg.head() RETURNS text
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT p.head::text
-           || CASE WHEN EXISTS (SELECT 1 FROM livepg.events e WHERE e.seq IS NULL AND e.writer_xid IS NOT NULL)
-                   THEN '~' || pg_current_snapshot()::text ELSE '' END
+           || CASE WHEN l.logical THEN
+                   CASE WHEN EXISTS (SELECT 1 FROM livepg.events e WHERE e.seq IS NULL AND e.writer_xid IS NOT NULL)
+                        THEN '~' || pg_current_snapshot()::text ELSE '' END
+              ELSE
+                   CASE WHEN w.k > 0 THEN '.' || w.k::text ELSE '' END
+              END
            || '-' || p.epoch
-      FROM livepg.position(NULL, NULL) p
+      FROM livepg.position(NULL, NULL) p,
+           LATERAL (SELECT (SELECT b.mode FROM livepg.bus b) = 'logical' AS logical) l,
+           LATERAL (SELECT count(*) AS k
+                      FROM livepg.events e
+                     WHERE NOT l.logical AND e.seq IS NULL
+                       AND CASE WHEN current_setting('track_commit_timestamp') = 'on'
+                                THEN pg_xact_commit_timestamp(e.xmin) IS NOT NULL
+                                ELSE age(e.xmin) > 0 END) w
 $$;
 -- +goose StatementEnd
 
--- livepg.publish_batch numbers its rows on the way in under the numbering
--- lock and NOTIFYs (00006); in the logical mode it only inserts, and
--- returns NULL seqs.
+-- livepg.publish_many (00008) in the logical mode only inserts, whatever
+-- track_commit_timestamp says: no lock, no seq (NULL), no NOTIFY (the
+-- statement trigger events_notify is disabled in this mode).
 -- +goose StatementBegin
-CREATE OR REPLACE FUNCTION livepg.publish_batch(topics text[], types text[], data jsonb[])
-RETURNS SETOF bigint
+CREATE OR REPLACE FUNCTION livepg.publish_many(topics text[], types text[], data jsonb[])
+RETURNS TABLE (id bigint, seq bigint)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     n int := coalesce(cardinality(topics), 0);
     first bigint;
 BEGIN
     IF coalesce(cardinality(types), 0) <> n OR coalesce(cardinality(data), 0) <> n THEN
-        RAISE EXCEPTION 'livepg.publish_batch: topics, types and data must have the same length'
+        RAISE EXCEPTION 'livepg.publish_many: topics, types and data must have the same length'
             USING ERRCODE = '22023';
     END IF;
     IF n = 0 THEN
         RETURN;
     END IF;
-    -- The logical mode: no lock, no NOTIFY, no seq yet (the decoding
-    -- leader numbers the rows after the commit): NULL for each event.
-    IF (SELECT b.mode FROM livepg.bus b) = 'logical' THEN
-        INSERT INTO livepg.events (topic, type, data)
+    IF current_setting('track_commit_timestamp') = 'on' OR (SELECT b.mode FROM livepg.bus b) = 'logical' THEN
+        -- The CHECK constraints validate topic and type, NOT NULL refuses NULLs.
+        RETURN QUERY
+        INSERT INTO livepg.events AS e (topic, type, data)
         SELECT x.topic, x.type, coalesce(x.data, 'null'::jsonb)
           FROM unnest(topics, types, data) WITH ORDINALITY AS x(topic, type, data, i)
-         ORDER BY x.i;
-        RETURN QUERY SELECT NULL::bigint FROM generate_series(1, n);
+         ORDER BY x.i
+        RETURNING e.id, e.seq;
         RETURN;
     END IF;
     PERFORM pg_advisory_xact_lock(7236828372618428007);
@@ -255,12 +281,69 @@ BEGIN
     IF n > 1 THEN
         PERFORM setval('livepg.events_seq', first + n - 1);
     END IF;
-    -- The CHECK constraints validate topic and type, NOT NULL refuses NULLs.
-    INSERT INTO livepg.events (seq, topic, type, data, committed_at)
+    RETURN QUERY
+    INSERT INTO livepg.events AS e (seq, topic, type, data, committed_at)
     SELECT first + x.i - 1, x.topic, x.type, coalesce(x.data, 'null'::jsonb), clock_timestamp()
-      FROM unnest(topics, types, data) WITH ORDINALITY AS x(topic, type, data, i);
+      FROM unnest(topics, types, data) WITH ORDINALITY AS x(topic, type, data, i)
+     ORDER BY x.i
+    RETURNING e.id, e.seq;
     PERFORM pg_notify('livepg', '');
-    RETURN QUERY SELECT first + g - 1 FROM generate_series(1, n) AS g;
+END
+$$;
+-- +goose StatementEnd
+
+-- livepg.number_pending (00008), the default mode's numbering step, numbers
+-- nothing in the logical mode: only the decoding leader numbers, in WAL
+-- order. It still returns the head.
+-- +goose StatementBegin
+CREATE OR REPLACE FUNCTION livepg.number_pending(max_rows integer DEFAULT 10000,
+                                      OUT numbered integer, OUT head bigint)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF max_rows IS NULL OR max_rows < 1 OR max_rows > 1000000 THEN
+        RAISE EXCEPTION 'livepg.number_pending: max_rows must be between 1 and 1000000, not %', max_rows
+            USING ERRCODE = '22023';
+    END IF;
+    numbered := 0;
+    -- One probe of events_pending, without the lock: nothing pending (or
+    -- only rows another node is numbering right now, which this node will
+    -- see numbered when it reads after that commit) costs no more.
+    IF (SELECT b.mode FROM livepg.bus b) <> 'logical'
+       AND EXISTS (SELECT 1 FROM livepg.events e WHERE e.seq IS NULL) THEN
+        PERFORM pg_advisory_xact_lock(7236828372618428007);
+        PERFORM livepg.check_epoch();
+        numbered := livepg.number_visible(max_rows);
+        IF numbered > 0 AND current_setting('synchronous_commit') = 'off' THEN
+            -- Durable before any node delivers them.
+            PERFORM set_config('synchronous_commit', 'on', true);
+        END IF;
+    END IF;
+    SELECT coalesce((SELECT max(e.seq) FROM livepg.events e), s.pruned_through)
+      INTO head FROM livepg.state s;
+END
+$$;
+-- +goose StatementEnd
+
+-- livepg.check_epoch (00008) numbers rows left pending from before a
+-- restart in commit_lock mode; not in the logical mode, where the slot
+-- decodes them again after the restart.
+-- +goose StatementBegin
+CREATE OR REPLACE FUNCTION livepg.check_epoch() RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF coalesce(current_setting('livepg.epoch_checked', true), '') <> 'on' THEN
+        IF NOT EXISTS (
+            SELECT 1 FROM livepg.state s JOIN livepg.epochs p ON p.epoch = s.epoch
+             WHERE p.server_started = pg_postmaster_start_time()
+               AND p.timeline = left(pg_walfile_name(pg_current_wal_lsn()), 8)) THEN
+            PERFORM livepg.new_epoch();
+            IF current_setting('track_commit_timestamp') <> 'on'
+               AND (SELECT b.mode FROM livepg.bus b) <> 'logical' THEN
+                PERFORM livepg.number_visible(NULL);
+            END IF;
+        END IF;
+        PERFORM set_config('livepg.epoch_checked', 'on', true);
+    END IF;
 END
 $$;
 -- +goose StatementEnd
@@ -281,6 +364,9 @@ BEGIN
             USING ERRCODE = '55000',
                   HINT = 'ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL. On Fly Postgres: fly postgres config update --wal-level logical.';
     END IF;
+    IF (SELECT b.mode FROM livepg.bus b) = new_mode THEN
+        RETURN new_mode;
+    END IF;
     -- Waits for every writer of events under the old mode to finish.
     LOCK TABLE livepg.events IN ACCESS EXCLUSIVE MODE;
     SELECT b.mode INTO old_mode FROM livepg.bus b FOR UPDATE;
@@ -291,12 +377,14 @@ BEGIN
     PERFORM livepg.number_stranded();
     IF new_mode = 'logical' THEN
         ALTER TABLE livepg.events DISABLE TRIGGER events_sequence;
+        ALTER TABLE livepg.events DISABLE TRIGGER events_notify;
         ALTER TABLE livepg.events ALTER COLUMN writer_xid SET DEFAULT pg_current_xact_id();
         IF NOT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = 'livepg_bus') THEN
             CREATE PUBLICATION livepg_bus FOR TABLE livepg.events (id) WITH (publish = 'insert');
         END IF;
     ELSE
         ALTER TABLE livepg.events ENABLE TRIGGER events_sequence;
+        ALTER TABLE livepg.events ENABLE TRIGGER events_notify;
         ALTER TABLE livepg.events ALTER COLUMN writer_xid DROP DEFAULT;
         DROP PUBLICATION IF EXISTS livepg_bus;
     END IF;
@@ -324,18 +412,50 @@ END
 $$;
 -- +goose StatementEnd
 -- +goose StatementBegin
-CREATE OR REPLACE FUNCTION livepg.publish_batch(topics text[], types text[], data jsonb[])
-RETURNS SETOF bigint
+CREATE OR REPLACE FUNCTION livepg.bus_mode() RETURNS text
+LANGUAGE sql STABLE SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE WHEN current_setting('track_commit_timestamp') = 'on'
+                THEN 'commit_timestamp' ELSE 'commit_lock' END
+$$;
+-- +goose StatementEnd
+-- +goose StatementBegin
+CREATE OR REPLACE FUNCTION livepg.head() RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT p.head::text
+           || CASE WHEN w.k > 0 THEN '.' || w.k::text ELSE '' END
+           || '-' || p.epoch
+      FROM livepg.position(NULL, NULL) p,
+           LATERAL (SELECT count(*) AS k
+                      FROM livepg.events e
+                     WHERE e.seq IS NULL
+                       AND CASE WHEN current_setting('track_commit_timestamp') = 'on'
+                                THEN pg_xact_commit_timestamp(e.xmin) IS NOT NULL
+                                ELSE age(e.xmin) > 0 END) w
+$$;
+-- +goose StatementEnd
+-- +goose StatementBegin
+CREATE OR REPLACE FUNCTION livepg.publish_many(topics text[], types text[], data jsonb[])
+RETURNS TABLE (id bigint, seq bigint)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     n int := coalesce(cardinality(topics), 0);
     first bigint;
 BEGIN
     IF coalesce(cardinality(types), 0) <> n OR coalesce(cardinality(data), 0) <> n THEN
-        RAISE EXCEPTION 'livepg.publish_batch: topics, types and data must have the same length'
+        RAISE EXCEPTION 'livepg.publish_many: topics, types and data must have the same length'
             USING ERRCODE = '22023';
     END IF;
     IF n = 0 THEN
+        RETURN;
+    END IF;
+    IF current_setting('track_commit_timestamp') = 'on' THEN
+        -- The CHECK constraints validate topic and type, NOT NULL refuses NULLs.
+        RETURN QUERY
+        INSERT INTO livepg.events AS e (topic, type, data)
+        SELECT x.topic, x.type, coalesce(x.data, 'null'::jsonb)
+          FROM unnest(topics, types, data) WITH ORDINALITY AS x(topic, type, data, i)
+         ORDER BY x.i
+        RETURNING e.id, e.seq;
         RETURN;
     END IF;
     PERFORM pg_advisory_xact_lock(7236828372618428007);
@@ -344,12 +464,59 @@ BEGIN
     IF n > 1 THEN
         PERFORM setval('livepg.events_seq', first + n - 1);
     END IF;
-    -- The CHECK constraints validate topic and type, NOT NULL refuses NULLs.
-    INSERT INTO livepg.events (seq, topic, type, data, committed_at)
+    RETURN QUERY
+    INSERT INTO livepg.events AS e (seq, topic, type, data, committed_at)
     SELECT first + x.i - 1, x.topic, x.type, coalesce(x.data, 'null'::jsonb), clock_timestamp()
-      FROM unnest(topics, types, data) WITH ORDINALITY AS x(topic, type, data, i);
+      FROM unnest(topics, types, data) WITH ORDINALITY AS x(topic, type, data, i)
+     ORDER BY x.i
+    RETURNING e.id, e.seq;
     PERFORM pg_notify('livepg', '');
-    RETURN QUERY SELECT first + g - 1 FROM generate_series(1, n) AS g;
+END
+$$;
+-- +goose StatementEnd
+-- +goose StatementBegin
+CREATE OR REPLACE FUNCTION livepg.number_pending(max_rows integer DEFAULT 10000,
+                                      OUT numbered integer, OUT head bigint)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF max_rows IS NULL OR max_rows < 1 OR max_rows > 1000000 THEN
+        RAISE EXCEPTION 'livepg.number_pending: max_rows must be between 1 and 1000000, not %', max_rows
+            USING ERRCODE = '22023';
+    END IF;
+    numbered := 0;
+    -- One probe of events_pending, without the lock: nothing pending (or
+    -- only rows another node is numbering right now, which this node will
+    -- see numbered when it reads after that commit) costs no more.
+    IF EXISTS (SELECT 1 FROM livepg.events e WHERE e.seq IS NULL) THEN
+        PERFORM pg_advisory_xact_lock(7236828372618428007);
+        PERFORM livepg.check_epoch();
+        numbered := livepg.number_visible(max_rows);
+        IF numbered > 0 AND current_setting('synchronous_commit') = 'off' THEN
+            -- Durable before any node delivers them.
+            PERFORM set_config('synchronous_commit', 'on', true);
+        END IF;
+    END IF;
+    SELECT coalesce((SELECT max(e.seq) FROM livepg.events e), s.pruned_through)
+      INTO head FROM livepg.state s;
+END
+$$;
+-- +goose StatementEnd
+-- +goose StatementBegin
+CREATE OR REPLACE FUNCTION livepg.check_epoch() RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF coalesce(current_setting('livepg.epoch_checked', true), '') <> 'on' THEN
+        IF NOT EXISTS (
+            SELECT 1 FROM livepg.state s JOIN livepg.epochs p ON p.epoch = s.epoch
+             WHERE p.server_started = pg_postmaster_start_time()
+               AND p.timeline = left(pg_walfile_name(pg_current_wal_lsn()), 8)) THEN
+            PERFORM livepg.new_epoch();
+            IF current_setting('track_commit_timestamp') <> 'on' THEN
+                PERFORM livepg.number_visible(NULL);
+            END IF;
+        END IF;
+        PERFORM set_config('livepg.epoch_checked', 'on', true);
+    END IF;
 END
 $$;
 -- +goose StatementEnd
@@ -363,7 +530,6 @@ $$;
 DROP FUNCTION livepg.recover_decoded(pg_lsn);
 DROP FUNCTION livepg.number_decoded(bigint[], timestamptz[], pg_lsn);
 DROP FUNCTION livepg.number_stranded();
-DROP INDEX livepg.events_unnumbered;
 DROP TRIGGER events_truncated_ids ON livepg.events;
 DROP FUNCTION livepg.truncated_ids();
 ALTER TABLE livepg.events DROP COLUMN writer_xid;

@@ -63,6 +63,7 @@ func committed(t *testing.T, db, topic string) []int64 {
 		t.Fatal(err)
 	}
 	defer conn.Close(ctx)
+	storetest.NumberPending(t, conn)
 	rows, err := conn.Query(ctx, `SELECT seq FROM livepg.events WHERE topic = $1 ORDER BY seq`, topic)
 	if err != nil {
 		t.Fatal(err)

@@ -39,6 +39,7 @@ func logOf(t *testing.T, db, topic string) []logEvent {
 		t.Fatal(err)
 	}
 	defer conn.Close(ctx)
+	storetest.NumberPending(t, conn)
 	rows, err := conn.Query(ctx, `SELECT seq, data::text FROM livepg.events WHERE topic = $1 ORDER BY seq`, topic)
 	if err != nil {
 		t.Fatal(err)
@@ -210,6 +211,7 @@ func TestRestoredColdBackupResetsWhoSawTheLostEvents(t *testing.T) {
 	db := storetest.NewDatabaseOn(t, cluster.URL())
 	const path = "/v1/events?topic=h"
 	publishN(t, db, "h", "before", 10)
+	queryOrExec(t, db, `SELECT livepg.number_pending()`) // as a node would have, before the backup
 
 	backup := filepath.Join(t.TempDir(), "backup")
 	if err := localpg.ChownToServer(filepath.Dir(backup)); err != nil {
@@ -623,6 +625,8 @@ func TestEventsPrunedBeforeTheNodeReadThemResetItsStreams(t *testing.T) {
 		t.Fatal(err)
 	}
 	publishN(t, db, "pr", "pruned", 5) // 3-7, gone before the node reads them
+	// Numbered elsewhere (another node, in commit_timestamp mode), then pruned.
+	queryOrExec(t, db, `SELECT livepg.number_pending()`)
 	queryOrExec(t, db, `SELECT livepg.prune('0 seconds')`)
 	publishN(t, db, "pr", "after", 1) // 8
 	held.Release()

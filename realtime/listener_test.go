@@ -114,6 +114,7 @@ func TestListenerLossLosesNothing(t *testing.T) {
 	stopWriting()
 	wg.Wait()
 	var seqs []int64
+	storetest.NumberPending(t, admin)
 	rows, err := admin.Query(ctx, `SELECT seq FROM livepg.events WHERE topic = 'l' ORDER BY seq`)
 	if err != nil {
 		t.Fatal(err)

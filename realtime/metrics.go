@@ -28,6 +28,10 @@ type metrics struct {
 	// omitted counts events routed as placeholders, by reason.
 	omitted       *prometheus.CounterVec
 	historyResets prometheus.Counter
+	// The bus: its mode (one series set to 1) and the events this node
+	// numbered (commit_timestamp mode).
+	busMode  *prometheus.GaugeVec
+	numbered prometheus.Counter
 	// queueUsageBits is the float64 bits of the last
 	// pg_notification_queue_usage(), set by the stats poll.
 	queueUsageBits atomic.Uint64
@@ -112,6 +116,14 @@ func newMetrics(src metricSources) *metrics {
 		Name: "livepg_history_resets_total", Help: "Times the reader found its place no longer in the log's history (a restored backup, a failover to a replica that lost the last commits) and told every open stream to reset.",
 	})
 	f(m.historyResets)
+	m.busMode = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "livepg_bus_mode", Help: "The bus mode found at start, as the label with value 1: commit_timestamp (writers commit at NOTIFY's cost; nodes number events after the commit) or commit_lock (track_commit_timestamp is off: every event transaction takes a cluster-wide lock at commit).",
+	}, []string{"mode"})
+	f(m.busMode)
+	m.numbered = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "livepg_events_numbered_total", Help: "Committed events this node numbered after their commit (commit_timestamp mode).",
+	})
+	f(m.numbered)
 	m.lag = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "livepg_event_lag_seconds",
 		Help:    "From an event's commit (committed_at, the database's clock) to the reader routing it to the hub, once per event per node.",

@@ -34,6 +34,11 @@ type Node struct {
 	decoder  *walbus.Decoder // the logical bus's decoding candidate; nil in the default mode
 	log      *slog.Logger
 
+	// bus is the bus mode found at Start (store.BusCommitTimestamp or
+	// store.BusCommitLock); set once, before the background work starts.
+	bus           atomic.Value
+	lastNumbering atomic.Int64 // unix nanoseconds of the last numbering step (commit_lock mode)
+
 	// Made by Start; nil before. Atomic: requests and metric scrapes may
 	// come at any time.
 	hub    atomic.Pointer[fanout.Hub]
@@ -119,35 +124,9 @@ func (n *Node) DecodingLeader() bool {
 	return n.decoder != nil && n.decoder.Leader()
 }
 
-// checkBus compares the database's bus mode with the node's and, in the
-// logical mode, makes the node a candidate for the decoding leadership.
-func (n *Node) checkBus(ctx context.Context) error {
-	mode, err := n.store.BusMode(ctx)
-	if err != nil {
-		return err
-	}
-	if n.cfg.Bus != "" && n.cfg.Bus != mode {
-		return fmt.Errorf("LIVEPG_BUS=%s, but the database's bus is in the %s mode (livepg.bus): switch it as livepg's owner with `livepg bus %s`, or set LIVEPG_BUS=%s", n.cfg.Bus, mode, n.cfg.Bus, mode)
-	}
-	n.store.UseLogicalBus(mode == store.BusLogical)
-	if mode != store.BusLogical {
-		return nil
-	}
-	d, err := walbus.New(walbus.Config{URL: n.cfg.ListenURL, Handler: DecodeHandler(n.store, n.log), Logger: n.log})
-	if err != nil {
-		return err
-	}
-	n.decoder = d
-	n.log.Info("the bus is in the logical mode: writers do not NOTIFY; one node decodes the WAL and numbers events (see migrations/00009_logical.sql)")
-	return nil
-}
-
 // Start reads where the log ends and starts the node's background work. It
 // returns once the node serves; the listener connects in the background.
 func (n *Node) Start(ctx context.Context) error {
-	if err := n.checkBus(ctx); err != nil {
-		return fmt.Errorf("start node: %w", err)
-	}
 	bounds, err := n.store.Bounds(ctx)
 	if err != nil {
 		return fmt.Errorf("start node: %w", err)
@@ -159,6 +138,9 @@ func (n *Node) Start(ctx context.Context) error {
 	} else if limit != n.cfg.MaxEventSize {
 		n.log.Warn("LIVEPG_MAX_EVENT_SIZE differs from the database's limit, livepg.limits.max_event_size, which every writer is held to: set them equal",
 			"max_event_size", n.cfg.MaxEventSize, "database_limit", limit)
+	}
+	if err := n.checkBus(ctx); err != nil {
+		return fmt.Errorf("start node: %w", err)
 	}
 	// Catch-ups read through a pool of their own, so that however many
 	// streams resume at once, live reads, publishes and readiness have the
@@ -175,7 +157,7 @@ func (n *Node) Start(ctx context.Context) error {
 	hub.Reset(bounds.Epoch, bounds.Head) // no subscriber yet: this only names the history
 	n.hub.Store(hub)
 	n.engine.Store(stream.New(stream.Config{
-		Log:                 catchUpLog{bounds: n.store, read: n.catchUp},
+		Log:                 catchUpLog{bounds: n.store, read: n.catchUp, resolve: n.resolvePosition},
 		Hub:                 hub,
 		Done:                n.closing,
 		Metrics:             n.metrics.streams,
@@ -247,6 +229,11 @@ func (n *Node) Stop() {
 // the catch-up pool.
 type catchUpLog struct {
 	bounds, read *store.Store
+	resolve      func(ctx context.Context, epoch string, after, skip int64) (int64, bool, error)
+}
+
+func (l catchUpLog) ResolvePosition(ctx context.Context, epoch string, after, skip int64) (int64, bool, error) {
+	return l.resolve(ctx, epoch, after, skip)
 }
 
 func (l catchUpLog) Bounds(ctx context.Context) (store.LogBounds, error) {
@@ -343,6 +330,13 @@ func (n *Node) readLoop(ctx context.Context, hub *fanout.Hub) {
 // placeholder with its id, logged and counted (see store.ReadAfter,
 // fanout.OmittedType).
 func (n *Node) readLog(ctx context.Context, hub *fanout.Hub) error {
+	// Number what committed since the last wake-up first (commit_timestamp
+	// mode: see bus.go); then read.
+	n.readStarting()
+	if err := n.numberPending(ctx); err != nil {
+		n.readFailed(err)
+		return err
+	}
 	for {
 		n.readStarting()
 		view := hub.View()

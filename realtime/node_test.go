@@ -206,6 +206,7 @@ func TestSubscriberThatFallsBehindCatchesUpFromTheLog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	storetest.NumberPending(t, n.Store.Pool)
 	if err := n.Store.Pool.QueryRow(ctx, `SELECT min(seq), max(seq) FROM livepg.events`).Scan(&first, &last); err != nil {
 		t.Fatal(err)
 	}

@@ -168,6 +168,7 @@ func TestConcurrentWritersDeliverEveryCommittedEventInOrderOnce(t *testing.T) {
 	}
 
 	// The log holds exactly the committed events.
+	storetest.NumberPending(t, pool)
 	rows, err := pool.Query(ctx, `SELECT seq, topic, data FROM livepg.events ORDER BY seq`)
 	if err != nil {
 		t.Fatal(err)

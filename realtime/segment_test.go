@@ -97,6 +97,7 @@ func TestTrackedTableTopicsEncodeValues(t *testing.T) {
 	exec(`SELECT livepg.track('profiles', 'data/{data}')`)
 	exec(`INSERT INTO profiles (id, data) VALUES (101, NULL), (102, '{"a": [1, "b/c"]}')`)
 
+	storetest.NumberPending(t, conn)
 	rows, err := conn.Query(ctx, `SELECT topic FROM livepg.events ORDER BY seq`)
 	if err != nil {
 		t.Fatal(err)

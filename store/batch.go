@@ -69,97 +69,81 @@ func (s *Store) PublishBatch(ctx context.Context, events []NewEvent) (seqs []int
 	return seqs, errs, nil
 }
 
-// publishAll records every event with livepg.publish_batch (one INSERT,
-// numbered on the way in; see migrations/00003_publish_batch.sql) and fills
-// seqs in order. The statement is its own transaction, committed as it
-// ends: one round trip, and the log's commit-order lock, which the call
-// takes, is held for no longer than the statement and its commit.
+// publishAll records every event with livepg.publish_many (one INSERT; see
+// migrations/00008_bus.sql) and fills seqs in order. The statement is its
+// own transaction, committed as it ends: one round trip. In commit_lock
+// mode the events are numbered on the way in, under the log's numbering
+// lock, held for no longer than the statement and its commit; in
+// commit_timestamp mode they are numbered after the commit, here
+// (NumberPending) or by any node.
 func publishAll(ctx context.Context, s *Store, topics, types, data []string, seqs []int64) error {
-	if s.logical.Load() {
-		return publishAllLogical(ctx, s, topics, types, data, seqs)
-	}
-	db := s.Pool
-	rows, err := db.Query(ctx, `
-		SELECT b.i, b.seq
-		  FROM livepg.publish_batch($1::text[], $2::text[], $3::text[]::jsonb[]) WITH ORDINALITY AS b(seq, i)`,
+	rows, err := s.Pool.Query(ctx, `
+		SELECT m.id, m.seq FROM livepg.publish_many($1::text[], $2::text[], $3::text[]::jsonb[]) AS m ORDER BY m.id`,
 		topics, types, data)
 	if err != nil {
 		return fmt.Errorf("publish: %w", asInvalid(err))
 	}
 	defer rows.Close()
-	n := 0
+	ids := make([]int64, 0, len(seqs))
+	pending := false
 	for rows.Next() {
-		var i, seq int64
-		if err := rows.Scan(&i, &seq); err != nil {
+		var id int64
+		var seq *int64
+		if err := rows.Scan(&id, &seq); err != nil {
 			return fmt.Errorf("publish: %w", err)
 		}
-		seqs[i-1] = seq
-		n++
+		if seq == nil {
+			pending = true
+		} else if len(ids) < len(seqs) {
+			seqs[len(ids)] = *seq
+		}
+		ids = append(ids, id)
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("publish: %w", asInvalid(err))
 	}
-	if n != len(seqs) {
-		return fmt.Errorf("publish: %d seqs for %d events", n, len(seqs))
+	if len(ids) != len(seqs) {
+		return fmt.Errorf("publish: %d events recorded for %d", len(ids), len(seqs))
+	}
+	if pending {
+		return s.seqsOf(ctx, ids, seqs)
 	}
 	return nil
 }
 
-// publishAllLogical records every event in the logical bus mode: one
-// statement through livepg.publish (no lock, no NOTIFY: the decoding leader
-// numbers them after the commit), then waits for their seqs.
-func publishAllLogical(ctx context.Context, s *Store, topics, types, data []string, seqs []int64) error {
-	rows, err := s.Pool.Query(ctx, `
-		SELECT livepg.publish(x.topic, x.data::jsonb, x.type)
-		  FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS x(topic, type, data, i)
-		 ORDER BY x.i`, topics, types, data)
-	if err != nil {
-		return fmt.Errorf("publish: %w", asInvalid(err))
+// seqsOf fills seqs[i] with the seq of the committed event ids[i]; ids that
+// are 0 (refused events) are skipped. Events not numbered yet (commit_timestamp
+// mode) are numbered first (NumberPending): they are committed, so one
+// numbering reaches them.
+func (s *Store) seqsOf(ctx context.Context, ids, seqs []int64) error {
+	if s.logical.Load() {
+		return s.waitSeqs(ctx, ids, seqs)
 	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
-	if err != nil {
-		return fmt.Errorf("publish: %w", asInvalid(err))
+	for attempt := 0; ; attempt++ {
+		missing, err := s.readSeqs(ctx, ids, seqs)
+		if err != nil || missing == 0 {
+			return err
+		}
+		if attempt == 1 {
+			return fmt.Errorf("read seqs of a batch: %d committed events are not numbered after numbering", missing)
+		}
+		if _, err := s.NumberPending(ctx); err != nil {
+			return err
+		}
 	}
-	if len(ids) != len(seqs) {
-		return fmt.Errorf("publish: %d ids for %d events", len(ids), len(seqs))
-	}
-	return s.seqsOf(ctx, ids, seqs)
 }
 
-// seqsOf fills seqs[i] with the seq of the committed event ids[i]; ids that
-// are 0 (refused events) are skipped. An event committed but not numbered
-// yet (the logical bus mode) is waited for, up to SeenWait.
-func (s *Store) seqsOf(ctx context.Context, ids, seqs []int64) error {
+// waitSeqs is seqsOf in the logical bus mode: only the decoding leader
+// numbers, in commit order; this waits for it, up to SeenWait.
+func (s *Store) waitSeqs(ctx context.Context, ids, seqs []int64) error {
 	deadline := time.Now().Add(SeenWait)
-	bySeq := make(map[int64]int64, len(ids))
 	for {
-		clear(bySeq)
-		rows, err := s.Pool.Query(ctx, `SELECT id, seq FROM livepg.events WHERE id = ANY($1)`, ids)
-		if err != nil {
-			return fmt.Errorf("read seqs of a batch: %w", err)
-		}
-		pending := false
-		for rows.Next() {
-			var id int64
-			var seq *int64
-			if err := rows.Scan(&id, &seq); err != nil {
-				rows.Close()
-				return fmt.Errorf("read seqs of a batch: %w", err)
-			}
-			if seq == nil {
-				pending = true
-				continue
-			}
-			bySeq[id] = *seq
-		}
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("read seqs of a batch: %w", err)
-		}
-		if !pending {
-			break
+		missing, err := s.readSeqs(ctx, ids, seqs)
+		if err != nil || missing == 0 {
+			return err
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("read seqs of a batch: %w", ErrLeaderBehind)
+			return fmt.Errorf("read seqs of a batch: %d events: %w", missing, ErrLeaderBehind)
 		}
 		select {
 		case <-ctx.Done():
@@ -167,15 +151,41 @@ func (s *Store) seqsOf(ctx context.Context, ids, seqs []int64) error {
 		case <-time.After(2 * time.Millisecond):
 		}
 	}
+}
+
+// readSeqs fills seqs as seqsOf does and returns how many of the events
+// have no seq yet.
+func (s *Store) readSeqs(ctx context.Context, ids, seqs []int64) (missing int, err error) {
+	rows, err := s.Pool.Query(ctx, `SELECT id, seq FROM livepg.events WHERE id = ANY($1)`, ids)
+	if err != nil {
+		return 0, fmt.Errorf("read seqs of a batch: %w", err)
+	}
+	byID := make(map[int64]*int64, len(ids))
+	for rows.Next() {
+		var id int64
+		var seq *int64
+		if err := rows.Scan(&id, &seq); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("read seqs of a batch: %w", err)
+		}
+		byID[id] = seq
+	}
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("read seqs of a batch: %w", err)
+	}
 	for i, id := range ids {
 		if id == 0 {
 			continue
 		}
-		seq, ok := bySeq[id]
+		seq, ok := byID[id]
 		if !ok {
-			return fmt.Errorf("read seqs of a batch: event %d is not in the log", id)
+			return 0, fmt.Errorf("read seqs of a batch: event %d is not in the log", id)
 		}
-		seqs[i] = seq
+		if seq == nil {
+			missing++
+			continue
+		}
+		seqs[i] = *seq
 	}
-	return nil
+	return missing, nil
 }

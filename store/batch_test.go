@@ -137,7 +137,16 @@ func TestPublishBatchSQLRefusesBadInput(t *testing.T) {
 	if _, err := conn.Exec(ctx, `LISTEN livepg`); err != nil {
 		t.Fatal(err)
 	}
-	rows, err := s.Pool.Query(ctx, `SELECT * FROM livepg.publish_batch(ARRAY['a','b','c'], ARRAY['x','y','z'], ARRAY['1','2',NULL]::jsonb[])`)
+	rows, err := s.Pool.Query(ctx, `SELECT id FROM livepg.publish_many(ARRAY['a','b','c'], ARRAY['x','y','z'], ARRAY['1','2',NULL]::jsonb[]) ORDER BY id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		t.Fatal(err)
+	}
+	numberAll(t, s)
+	rows, err = s.Pool.Query(ctx, `SELECT seq FROM livepg.events WHERE id = ANY($1) ORDER BY id`, ids)
 	if err != nil {
 		t.Fatal(err)
 	}

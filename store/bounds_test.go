@@ -70,6 +70,7 @@ func TestEventSizeIsBoundedAsDeliveredForEveryWriter(t *testing.T) {
 		t.Errorf("101 bytes under a limit of 100: %v", err)
 	}
 
+	numberAll(t, s)
 	events, err := s.ReadAfter(ctx, 0, 10, 1<<30)
 	if err != nil {
 		t.Fatal(err)
@@ -123,8 +124,10 @@ func TestReadsSkipRowsTheDatabaseCannotPrint(t *testing.T) {
 			t.Errorf("%s:\n%s\nwant:\n%s", what, strings.Join(got, "\n"), strings.Join(want, "\n"))
 		}
 	}
+	numberAll(t, s)
 	events, err := s.ReadAfter(ctx, 0, 10, 1<<30)
 	check("ReadAfter", events, err)
+	numberAll(t, s)
 	events, err = s.ReadMatching(ctx, 0, 3, nil, []string{"a/"}, 10, 1<<30)
 	check("ReadMatching", events, err)
 }
@@ -144,10 +147,12 @@ func TestReadsAreBoundedInBytes(t *testing.T) {
 		budget int64
 		want   int
 	}{{1, 1}, {100002, 1}, {100003, 2}, {250000, 3}, {1 << 30, 10}} {
+		numberAll(t, s)
 		events, err := s.ReadAfter(ctx, 0, 1000, c.budget)
 		if err != nil || len(events) != c.want {
 			t.Errorf("ReadAfter within %d bytes: %d events, %v; want %d", c.budget, len(events), err, c.want)
 		}
+		numberAll(t, s)
 		events, err = s.ReadMatching(ctx, 0, 10, nil, []string{"big/"}, 1000, c.budget)
 		if err != nil || len(events) != c.want {
 			t.Errorf("ReadMatching within %d bytes: %d events, %v; want %d", c.budget, len(events), err, c.want)
@@ -174,6 +179,7 @@ func TestReadsOfUnmeasuredRowsSayWhenTheyAreCut(t *testing.T) {
 	if err := s.Pool.QueryRow(ctx, `SELECT pg_column_size(data), octet_length(data::text) FROM livepg.events LIMIT 1`).Scan(&stored, &text); err != nil {
 		t.Fatal(err)
 	}
+	numberAll(t, s)
 	budget := 2 * stored // two rows' worth, as the read counts them
 	for name, read := range map[string]func() ([]store.Event, error){
 		"ReadAfter":    func() ([]store.Event, error) { return s.ReadAfter(ctx, 0, 1000, budget) },
@@ -203,6 +209,7 @@ func TestCatchUpOfEmptySelectorsCostsIndexProbes(t *testing.T) {
 	                                FROM generate_series(1, 100000) i`); err != nil {
 		t.Fatal(err)
 	}
+	numberAll(t, s)
 	if _, err := s.Pool.Exec(ctx, `VACUUM ANALYZE livepg.events`); err != nil {
 		t.Fatal(err)
 	}
@@ -231,6 +238,7 @@ func TestCatchUpOfEmptySelectorsCostsIndexProbes(t *testing.T) {
 	if pages := parsed[0].Plan.SharedHit + parsed[0].Plan.SharedRead; pages > 400 {
 		t.Errorf("catch-up of 64 empty selectors touched %d pages:\n%s", pages, plan)
 	}
+	numberAll(t, s)
 	events, err := s.ReadMatching(ctx, 99000, 100000, []string{"t/7", "t/17"}, []string{"t/", "t/1"}, 1000, 1<<30)
 	if err != nil || len(events) != 1000 || events[0].Seq != 99001 || events[999].Seq != 100000 {
 		t.Fatalf("overlapping selectors: %d events, %v", len(events), err)

@@ -8,16 +8,26 @@ import (
 	"github.com/livepg/livepg/store/storetest"
 )
 
-// The first commit after a restart, a restore or a promotion may well be a
-// livepg.publish_batch (HTTP publishes go through it), which numbers its
-// rows itself, without the commit trigger: it must begin the new server
+// The first numbering after a restart, a restore or a promotion may well be
+// a livepg.publish_batch's (HTTP publishes go through it), which numbers its
+// rows itself in commit_lock mode, without the commit trigger, or a node's
+// numbering step in commit_timestamp mode: it must begin the new server
 // lifetime's epoch as the trigger does, or its seqs would be numbered in
 // the old history, where a restored or promoted server reuses the numbers
 // of events it lost.
 func TestPublishBatchBeginsTheEpochOfANewServerLifetime(t *testing.T) {
 	t.Parallel()
+	for _, bus := range storetest.Buses {
+		t.Run(bus, func(t *testing.T) {
+			t.Parallel()
+			testNumberingBeginsTheEpoch(t, bus)
+		})
+	}
+}
+
+func testNumberingBeginsTheEpoch(t *testing.T, bus string) {
 	ctx := context.Background()
-	cluster := storetest.NewCluster(t)
+	cluster := storetest.NewClusterBus(t, bus)
 	db := storetest.NewDatabaseOn(t, cluster.URL())
 	s, err := store.Open(ctx, db)
 	if err != nil {
@@ -43,6 +53,7 @@ func TestPublishBatchBeginsTheEpochOfANewServerLifetime(t *testing.T) {
 	if _, err := s.Pool.Exec(ctx, `SELECT livepg.publish_batch(ARRAY['a'], ARRAY['message'], ARRAY['2'::jsonb])`); err != nil {
 		t.Fatal(err)
 	}
+	numberAll(t, s)
 	after, err := s.Bounds(ctx)
 	if err != nil {
 		t.Fatal(err)

@@ -105,8 +105,9 @@ var afterSQL = `WITH c AS (SELECT seq FROM livepg.events WHERE seq > $1 ORDER BY
 
 // ReadAfter returns up to limit committed events with seq > after, in seq
 // order, and no more than maxBytes of data (but always at least one event
-// when there is one). Because seq is assigned at commit under a lock, no
-// event with a smaller seq can commit after a reader has seen a larger one.
+// when there is one). Because seqs are assigned in commit order, after the
+// commit (NumberPending) or at it under a lock (commit_lock mode), no event
+// with a smaller seq can appear after a reader has seen a larger one.
 //
 // No row stops it: an event over the size limit comes back Omitted
 // (OmittedTooLarge) without its data, and when reading the batch fails on
@@ -443,10 +444,13 @@ func PublishTx(ctx context.Context, tx pgx.Tx, topic, typ string, data []byte) (
 	return id, nil
 }
 
+// seqOf reads the seq of the committed event id. In commit_timestamp mode
+// a committed event may not be numbered yet: it numbers what is pending
+// (NumberPending) and reads again.
 func (s *Store) seqOf(ctx context.Context, id int64) (int64, error) {
 	seqs := []int64{0}
 	if err := s.seqsOf(ctx, []int64{id}, seqs); err != nil {
-		return 0, fmt.Errorf("read seq of event %d: %w", id, err)
+		return 0, err
 	}
 	return seqs[0], nil
 }

@@ -10,7 +10,10 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// Bus modes (livepg.bus.mode; see migrations/00009_logical.sql).
+// The logical bus mode (migrations/00009_logical.sql): writers only insert;
+// one node decodes the WAL and numbers events in commit-LSN order.
+// livepg.bus.mode is BusLogical or BusDefault (then the mode is one of
+// 00008's, BusCommitTimestamp or BusCommitLock); BusMode says BusLogical.
 const (
 	BusDefault = "default"
 	BusLogical = "logical"
@@ -20,15 +23,6 @@ const (
 // publishes then write without the commit-order lock and wait for the
 // decoding leader to number their events (PublishBatch, Publish).
 func (s *Store) UseLogicalBus(on bool) { s.logical.Store(on) }
-
-// BusMode returns the database's bus mode.
-func (s *Store) BusMode(ctx context.Context) (string, error) {
-	var mode string
-	if err := s.Pool.QueryRow(ctx, `SELECT mode FROM livepg.bus`).Scan(&mode); err != nil {
-		return "", fmt.Errorf("read the bus mode (livepg.bus): %w", err)
-	}
-	return mode, nil
-}
 
 // SetBus switches the bus mode; it needs livepg's owner. It waits for the
 // transactions writing events under the old mode to end, and returns the
@@ -79,11 +73,12 @@ var ErrNotVisibleYet = errors.New("decoded events are not visible yet")
 // with their commit times, and records through (a commit LSN, as text) as
 // decoded, in one transaction: livepg.number_decoded. A batch at or below
 // what is recorded was numbered before and is skipped (numbered reports
-// false). The commit is synchronous whatever the session's setting: nothing
-// is delivered before its numbering is durable.
+// false). The commit waits for its flush even when the session's
+// synchronous_commit is off: nothing is delivered before its numbering is
+// durable.
 func (s *Store) NumberDecoded(ctx context.Context, ids []int64, times []time.Time, through string) (numbered bool, err error) {
 	err = s.InTx(ctx, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = on`); err != nil {
+		if err := durableCommit(ctx, tx); err != nil {
 			return err
 		}
 		var n *int64
@@ -113,7 +108,7 @@ func (s *Store) RecoverDecoded(ctx context.Context, snapshot, consistentPoint st
 		if _, err := tx.Exec(ctx, `SET TRANSACTION SNAPSHOT `+quoteLiteral(snapshot)); err != nil {
 			return fmt.Errorf("import the slot's snapshot: %w", err)
 		}
-		if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = on`); err != nil {
+		if err := durableCommit(ctx, tx); err != nil {
 			return err
 		}
 		return tx.QueryRow(ctx, `SELECT livepg.recover_decoded($1::pg_lsn)`, consistentPoint).Scan(&n)
@@ -122,6 +117,14 @@ func (s *Store) RecoverDecoded(ctx context.Context, snapshot, consistentPoint st
 		return 0, fmt.Errorf("number the events committed before the slot: %w", err)
 	}
 	return n, nil
+}
+
+// durableCommit makes tx's commit wait for its WAL flush when the session
+// would not (synchronous_commit = off): nothing is delivered before its
+// numbering is durable. Stronger settings (remote_apply...) stay.
+func durableCommit(ctx context.Context, tx pgx.Tx) error {
+	_, err := tx.Exec(ctx, `SELECT set_config('synchronous_commit', 'on', true) WHERE current_setting('synchronous_commit') = 'off'`)
+	return err
 }
 
 // quoteLiteral quotes s as an SQL string literal (SET TRANSACTION SNAPSHOT

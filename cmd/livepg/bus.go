@@ -59,7 +59,7 @@ func followBus(ctx context.Context, st *store.Store, want string, logger *slog.L
 		return nil
 	}
 	cur, err := st.BusMode(ctx)
-	if err != nil || cur == want {
+	if err != nil || (cur == store.BusLogical) == (want == store.BusLogical) {
 		return err
 	}
 	var owner bool

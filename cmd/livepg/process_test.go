@@ -118,6 +118,7 @@ func publishUntil(t *testing.T, db, topic string) (stop func()) {
 func receiveAll(t *testing.T, name string, f *ssetest.Follower, db, topic string) int {
 	t.Helper()
 	conn := mustConn(t, db)
+	storetest.NumberPending(t, conn)
 	rows, err := conn.Query(context.Background(), `SELECT seq FROM livepg.events WHERE topic = $1 ORDER BY seq`, topic)
 	if err != nil {
 		t.Fatal(err)

@@ -46,7 +46,7 @@ func logicalDB(t *testing.T, settings map[string]string) (string, *store.Store, 
 		t.Fatal(err)
 	}
 	newDecoder := func() *walbus.Decoder {
-		d, err := walbus.New(walbus.Config{URL: db, Handler: realtime.DecodeHandler(s, nil),
+		d, err := walbus.New(walbus.Config{URL: db, Handler: &tracingHandler{Handler: realtime.DecodeHandler(s, nil), t: t, s: s},
 			RetryInterval: 100 * time.Millisecond,
 			Logger:        slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 		if err != nil {
@@ -177,7 +177,17 @@ func waitNumbered(t *testing.T, s *store.Store) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d events still unnumbered after 2 minutes", pending)
+			var info string
+			_ = s.Pool.QueryRow(context.Background(), `SELECT string_agg(format('id=%s writer=%s xmin=%s status=%s', e.id, e.writer_xid, e.xmin, pg_xact_status(e.writer_xid)), '; ')
+				|| ' / bus: ' || (SELECT format('%s %s', b.decoded_through, b.mode) FROM livepg.bus b)
+				|| ' / slot: ' || coalesce((SELECT format('%s %s %s', s.confirmed_flush_lsn, s.restart_lsn, s.active) FROM pg_replication_slots s), 'none')
+				FROM livepg.events e WHERE e.seq IS NULL`).Scan(&info)
+			var wal string
+			_, _ = s.Pool.Exec(context.Background(), `CREATE EXTENSION IF NOT EXISTS pg_walinspect`)
+			err := s.Pool.QueryRow(context.Background(), `SELECT coalesce(string_agg(format('%s %s %s', r.start_lsn, r.record_type, r.xid), '; '), 'none')
+				FROM pg_get_wal_records_info('0/1000000', pg_current_wal_lsn()) r
+				WHERE r.resource_manager = 'Transaction' AND r.xid::text IN (SELECT e.xmin::text FROM livepg.events e WHERE e.seq IS NULL)`).Scan(&wal)
+			t.Fatalf("%d events still unnumbered after 2 minutes: %s; their commit records: %s %v", pending, info, wal, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -376,4 +386,35 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// tracingHandler logs what the decoder hands over, for a failing test.
+type tracingHandler struct {
+	walbus.Handler
+	t  *testing.T
+	s  *store.Store
+	mu sync.Mutex
+}
+
+func (h *tracingHandler) Recover(ctx context.Context, snapshot string, point walbus.LSN) (int64, error) {
+	var snap string
+	_ = pgx.BeginTxFunc(ctx, h.s.Pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead}, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SET TRANSACTION SNAPSHOT '"+snapshot+"'"); err != nil {
+			return err
+		}
+		return tx.QueryRow(ctx, `SELECT pg_current_snapshot()::text`).Scan(&snap)
+	})
+	n, err := h.Handler.Recover(ctx, snapshot, point)
+	h.t.Logf("recover at %s, snapshot %s: %d events, %v", point, snap, n, err)
+	return n, err
+}
+
+func (h *tracingHandler) Apply(ctx context.Context, b walbus.Batch) error {
+	var xids []string
+	for _, t := range b.Txns {
+		xids = append(xids, fmt.Sprintf("%d@%s", t.Xid, t.CommitLSN))
+	}
+	err := h.Handler.Apply(ctx, b)
+	h.t.Logf("apply %v: %v", xids, err)
+	return err
 }

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/livepg/livepg/store"
 	"github.com/livepg/livepg/store/localpg"
@@ -58,6 +59,16 @@ func Main(m *testing.M) {
 		os.RemoveAll(cluster.Dir)
 	}
 	clusterMu.Unlock()
+	busMu.Lock()
+	for _, c := range busClusters {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if err := c.Stop(ctx); err != nil {
+			fmt.Fprintln(os.Stderr, "storetest:", err)
+		}
+		cancel()
+		os.RemoveAll(c.Dir)
+	}
+	busMu.Unlock()
 	os.Exit(code)
 }
 
@@ -73,13 +84,18 @@ func Cluster(t testing.TB) *localpg.Cluster {
 // tests that stop or kill the server. It is stopped and removed at cleanup.
 func NewCluster(t testing.TB) *localpg.Cluster {
 	t.Helper()
+	return newCluster(t, testOptions)
+}
+
+func newCluster(t testing.TB, opts localpg.Options) *localpg.Cluster {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "livepg-test-cluster-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c, err := localpg.Start(ctx, dir, testOptions)
+	c, err := localpg.Start(ctx, dir, opts)
 	if err != nil {
 		os.RemoveAll(dir)
 		t.Fatal(err)
@@ -95,7 +111,9 @@ func NewCluster(t testing.TB) *localpg.Cluster {
 
 var testOptions = localpg.Options{Settings: testSettings, TCP: true}
 
-// A throwaway cluster need not survive a crash of the machine.
+// A throwaway cluster need not survive a crash of the machine. Its bus mode
+// (migrations/00008_bus.sql) is commit_timestamp, livepg's default, unless
+// LIVEPG_TEST_BUS=commit_lock asks for the fallback.
 var testSettings = map[string]string{
 	"fsync":                     "off",
 	"full_page_writes":          "off",
@@ -103,6 +121,103 @@ var testSettings = map[string]string{
 	"shared_buffers":            "128MB",
 	"log_min_messages":          "warning",
 	"max_locks_per_transaction": "256",
+	"track_commit_timestamp":    commitTimestamps(os.Getenv(EnvBus) != BusCommitLock),
+}
+
+// EnvBus names the variable that picks the bus mode of the shared test
+// cluster: BusCommitTimestamp (the default) or BusCommitLock.
+const EnvBus = "LIVEPG_TEST_BUS"
+
+// The bus modes (livepg.bus_mode(), see migrations/00008_bus.sql): which
+// one a cluster runs is its track_commit_timestamp setting.
+const (
+	BusCommitTimestamp = "commit_timestamp"
+	BusCommitLock      = "commit_lock"
+)
+
+// Buses are both modes, for tests that run in each.
+var Buses = []string{BusCommitTimestamp, BusCommitLock}
+
+func commitTimestamps(on bool) string {
+	if on {
+		return "on"
+	}
+	return "off"
+}
+
+// NewClusterBus is NewCluster in the given bus mode.
+func NewClusterBus(t testing.TB, bus string) *localpg.Cluster {
+	t.Helper()
+	return newCluster(t, optionsFor(bus))
+}
+
+func optionsFor(bus string) localpg.Options {
+	settings := make(map[string]string, len(testSettings))
+	for k, v := range testSettings {
+		settings[k] = v
+	}
+	settings["track_commit_timestamp"] = commitTimestamps(bus != BusCommitLock)
+	return localpg.Options{Settings: settings, TCP: true}
+}
+
+var (
+	busMu       sync.Mutex
+	busClusters = map[string]*localpg.Cluster{} // the other mode's shared cluster, started on demand
+)
+
+// NewDatabaseBus creates a migrated database for this test on a server in
+// the given bus mode and returns its URL: the shared cluster when it runs
+// that mode, else a second cluster shared by the binary's tests (stopped by
+// Main). With LIVEPG_TEST_DATABASE_URL it fails the test unless that
+// server runs the mode.
+func NewDatabaseBus(t testing.TB, bus string) string {
+	t.Helper()
+	setup(t)
+	if cluster == nil || (testSettings["track_commit_timestamp"] == "on") == (bus != BusCommitLock) {
+		u := NewDatabase(t)
+		checkBus(t, u, bus)
+		return u
+	}
+	busMu.Lock()
+	c := busClusters[bus]
+	if c == nil {
+		dir, err := os.MkdirTemp("", "livepg-test-"+bus+"-")
+		if err != nil {
+			busMu.Unlock()
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		c, err = localpg.Start(ctx, dir, optionsFor(bus))
+		cancel()
+		if err != nil {
+			busMu.Unlock()
+			os.RemoveAll(dir)
+			t.Fatal(err)
+		}
+		busClusters[bus] = c
+	}
+	busMu.Unlock()
+	u := NewDatabaseOn(t, c.URL())
+	checkBus(t, u, bus)
+	return u
+}
+
+func checkBus(t testing.TB, u, bus string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var got string
+	if err := conn.QueryRow(ctx, `SELECT livepg.bus_mode()`).Scan(&got); err != nil {
+		t.Fatal(err)
+	}
+	if got != bus {
+		t.Fatalf("the test server runs bus mode %s, not %s (track_commit_timestamp)", got, bus)
+	}
 }
 
 func setup(t testing.TB) {
@@ -293,4 +408,20 @@ func NewEmptyDatabaseOn(t testing.TB, admin string) string {
 		_, _ = conn.Exec(ctx, `DROP DATABASE IF EXISTS `+name+` WITH (FORCE)`)
 	})
 	return withDatabase(admin, db)
+}
+
+// Execer is a connection, a pool or a transaction.
+type Execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+// NumberPending does what a node does before it reads the log: it numbers
+// every committed event that has no seq yet (commit_timestamp mode; see
+// migrations/00008_bus.sql). A test that reads seqs from livepg.events
+// right after writing calls it first.
+func NumberPending(t testing.TB, db Execer) {
+	t.Helper()
+	if _, err := db.Exec(context.Background(), `SELECT livepg.number_pending(1000000)`); err != nil {
+		t.Fatalf("number pending events: %v", err)
+	}
 }

@@ -191,6 +191,7 @@ func TestUpgradeKeepsTheBoardsOfAnEarlierLivepg(t *testing.T) {
 		t.Fatal(err)
 	}
 	var ops []string
+	storetest.NumberPending(t, pool)
 	rows, err := pool.Query(ctx, `SELECT type FROM livepg.events WHERE topic = $1 ORDER BY seq OFFSET $2`, topic, before)
 	if err != nil {
 		t.Fatal(err)

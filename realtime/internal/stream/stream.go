@@ -37,6 +37,10 @@ type Log interface {
 	// Position is Bounds, and whether the id (epoch, seq) is in the log's
 	// current history.
 	Position(ctx context.Context, epoch string, seq int64) (store.History, error)
+	// ResolvePosition turns a head position (after seq `after` of epoch, skip
+	// events more: fanout.EventID.Skip) into the seq of the skip-th event
+	// after `after`, or ok false when it cannot (the stream resets).
+	ResolvePosition(ctx context.Context, epoch string, after, skip int64) (seq int64, ok bool, err error)
 	// ReadMatching returns up to limit events with after < seq <= through
 	// whose topic is one of exact or starts with one of prefixes, in seq
 	// order, with no more than maxBytes of data (but at least one event).
@@ -259,6 +263,22 @@ func (e *Engine) Position(ctx context.Context, cursor fanout.EventID, resume boo
 	// The generation is taken first: if the node leaves its history after
 	// this, the stream is reset (see catchUp).
 	gen = e.cfg.Hub.View().Gen
+	unresolved := false
+	if resume && cursor.Skip > 0 {
+		// A head position: after cursor.Seq, skip the next cursor.Skip
+		// events, which may not have been numbered when the page read it.
+		// Resolved before the bounds are read, so that they include it.
+		if cursor.Skip > MaxHeadSkip {
+			unresolved = true
+		} else {
+			seq, ok, err := e.cfg.Log.ResolvePosition(ctx, cursor.Epoch, cursor.Seq, cursor.Skip)
+			if err != nil {
+				return start, 0, false, err
+			}
+			unresolved = !ok
+			cursor = fanout.EventID{Seq: seq, Epoch: cursor.Epoch}
+		}
+	}
 	bounds, err := e.bounds.get(ctx, e.cfg.Log.Bounds)
 	if err != nil {
 		return start, 0, false, err
@@ -266,6 +286,9 @@ func (e *Engine) Position(ctx context.Context, cursor fanout.EventID, resume boo
 	head := fanout.EventID{Seq: bounds.Head, Epoch: bounds.Epoch}
 	if !resume {
 		return head, gen, false, nil
+	}
+	if unresolved {
+		return head, gen, true, nil
 	}
 	inHistory := cursor.Seq <= bounds.Head
 	if cursor.Epoch != "" && cursor.Epoch != bounds.Epoch {
@@ -292,6 +315,12 @@ func (e *Engine) Skips(ctx context.Context, start fanout.EventID) ([]int64, erro
 	}
 	return e.cfg.Log.SeenInSnapshot(ctx, start.Seq, start.Snap)
 }
+
+// MaxHeadSkip bounds the skip of a head position a stream resolves (each
+// resolution walks that many index entries): a larger one is answered with
+// a reset, which is always safe. A page's head counts the events committed
+// but not yet numbered when it was read: a handful while nodes run.
+const MaxHeadSkip = 100000
 
 // Serve answers an admitted request with its stream and runs it until it
 // ends. It takes over req.Place and gives it back when the stream ends: as

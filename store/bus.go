@@ -1,0 +1,70 @@
+package store
+
+import (
+	"context"
+	"fmt"
+)
+
+// The bus modes: how events get their seq (migrations/00008_bus.sql).
+const (
+	// BusCommitTimestamp: writers only insert and NOTIFY; nodes number
+	// committed events in commit-timestamp order after the commit
+	// (NumberPending). Needs track_commit_timestamp = on.
+	BusCommitTimestamp = "commit_timestamp"
+	// BusCommitLock: the fallback when track_commit_timestamp is off. Each
+	// writer numbers its events at commit under a cluster-wide advisory
+	// lock: correct, at about half of NOTIFY's throughput.
+	BusCommitLock = "commit_lock"
+)
+
+// BusMode reads the bus mode in force on the server (livepg.bus_mode()). It
+// changes only with track_commit_timestamp, which needs a restart.
+func (s *Store) BusMode(ctx context.Context) (string, error) {
+	var mode string
+	if err := s.Pool.QueryRow(ctx, `SELECT livepg.bus_mode()`).Scan(&mode); err != nil {
+		return "", fmt.Errorf("read bus mode: %w", err)
+	}
+	return mode, nil
+}
+
+// numberBatch is how many events one numbering transaction numbers at most.
+const numberBatch = 10000
+
+// NumberPending numbers every committed event that has no seq yet, in
+// commit order, in transactions of at most numberBatch events, each made
+// durable before it returns (livepg.number_pending). It returns how many it
+// numbered. Nodes run it on each wake-up before reading the log; with
+// nothing pending it costs one index probe and no lock.
+func (s *Store) NumberPending(ctx context.Context) (int, error) {
+	total := 0
+	for {
+		var n int
+		if err := s.Pool.QueryRow(ctx, `SELECT numbered FROM livepg.number_pending($1)`, numberBatch).Scan(&n); err != nil {
+			return total, fmt.Errorf("number pending events: %w", err)
+		}
+		total += n
+		if n < numberBatch {
+			return total, nil
+		}
+	}
+}
+
+// ResolvePosition turns a head position — after seq `after` of epoch, skip
+// events more (livepg.head()'s '<after>.<skip>-<epoch>') — into the seq of
+// the skip-th event after `after`, numbering pending events first. ok is
+// false when the position cannot be resolved (not in the log's history, or
+// its events are gone): the stream resets.
+func (s *Store) ResolvePosition(ctx context.Context, epoch string, after, skip int64) (seq int64, ok bool, err error) {
+	if _, err := s.NumberPending(ctx); err != nil {
+		return 0, false, err
+	}
+	var found *int64
+	if err := s.Pool.QueryRow(ctx, `SELECT livepg.resolve_position($1, $2, $3)`,
+		nullIfEmpty(epoch), after, skip).Scan(&found); err != nil {
+		return 0, false, fmt.Errorf("resolve position %d.%d: %w", after, skip, err)
+	}
+	if found == nil {
+		return 0, false, nil
+	}
+	return *found, true, nil
+}
