@@ -187,8 +187,8 @@ $$;
 
 -- livepg.recover_decoded is called by the leader in the snapshot exported by
 -- a new slot (REPEATABLE READ, SET TRANSACTION SNAPSHOT): it numbers the
--- events pending there, which the slot will never decode, and records the
--- slot's consistent point as decoded. Returns how many it numbered.
+-- events pending there, which the slot will never decode, and records
+-- everything before the slot's consistent point as decoded. Returns how many it numbered.
 -- +goose StatementBegin
 CREATE FUNCTION livepg.recover_decoded(consistent_point pg_lsn) RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -200,7 +200,9 @@ BEGIN
         RAISE EXCEPTION 'livepg.recover_decoded: the bus is not in the logical mode' USING ERRCODE = '55000';
     END IF;
     n := livepg.number_stranded();
-    UPDATE livepg.bus SET decoded_through = consistent_point;
+    -- A commit record at the consistent point itself is decoded (and is
+    -- not in the snapshot): only what is before it is done.
+    UPDATE livepg.bus SET decoded_through = consistent_point - 1;
     IF n > 0 THEN
         PERFORM pg_notify('livepg', '');
     END IF;

@@ -87,7 +87,8 @@ type Handler interface {
 	// Recover numbers the events pending in snapshot (a snapshot exported
 	// by the creation of a new slot, valid only during the call): they were
 	// committed before the slot's consistent point and will not be decoded.
-	// It records consistentPoint as done.
+	// It records everything before consistentPoint as done (a commit at
+	// the consistent point itself is decoded).
 	// It returns how many events it numbered.
 	Recover(ctx context.Context, snapshot string, consistentPoint LSN) (int64, error)
 	// Apply numbers a batch in its order and records its last commit LSN,
