@@ -24,7 +24,7 @@
 -- becomes visible. Among notifying transactions, commit-timestamp order is
 -- therefore visibility order, and the set a snapshot sees is a prefix of
 -- them in commit-timestamp order. (An undocumented property of PostgreSQL,
--- held by the test realtime.TestCommitTimestampsFollowNotifyOrder.)
+-- held by the test store.TestCommitTimestampsFollowNotifyOrder.)
 --
 -- Numbering after commit: livepg.number_pending(max_rows) is what a node
 -- runs on each wake-up before it reads. Under the numbering lock (the same

@@ -88,13 +88,23 @@ func ready(t *testing.T, n *testNode) bool {
 	return resp.StatusCode == http.StatusOK
 }
 
-// PostgreSQL stops in the middle of the stream and comes back: both nodes'
-// pools and listeners recover by themselves, /readyz shows the outage, and
-// every subscriber ends with exactly the committed events, in order, once.
+// PostgreSQL stops in the middle of the stream and comes back (in both bus
+// modes, migrations/00008_bus.sql): both nodes' pools and listeners recover
+// by themselves, /readyz shows the outage, and every subscriber ends with
+// exactly the committed events, in order, once.
 func TestPostgresRestartLosesNothing(t *testing.T) {
 	t.Parallel()
+	for _, bus := range storetest.Buses {
+		t.Run(bus, func(t *testing.T) {
+			t.Parallel()
+			testPostgresRestartLosesNothing(t, bus)
+		})
+	}
+}
+
+func testPostgresRestartLosesNothing(t *testing.T, bus string) {
 	ctx := context.Background()
-	cluster := storetest.NewCluster(t)
+	cluster := storetest.NewClusterBus(t, bus)
 	db := storetest.NewDatabaseOn(t, cluster.URL())
 	cfg := realtime.Config{PollInterval: 500 * time.Millisecond, ListenerPingAfter: 200 * time.Millisecond}
 	a, b := startNode(t, db, cfg), startNode(t, db, cfg)
@@ -131,7 +141,16 @@ func TestPostgresRestartLosesNothing(t *testing.T) {
 // proxies that cut long-lived connections, and nothing is lost across.
 func TestListenerLifetimeReconnectsLoseNothing(t *testing.T) {
 	t.Parallel()
-	db := storetest.NewDatabase(t)
+	for _, bus := range storetest.Buses {
+		t.Run(bus, func(t *testing.T) {
+			t.Parallel()
+			testListenerLifetimeReconnectsLoseNothing(t, bus)
+		})
+	}
+}
+
+func testListenerLifetimeReconnectsLoseNothing(t *testing.T, bus string) {
+	db := storetest.NewDatabaseBus(t, bus)
 	n := startNode(t, db, realtime.Config{ListenerMaxLifetime: 100 * time.Millisecond, PollInterval: time.Hour})
 	f := ssetest.Follow(t, []string{n.URL}, "/v1/events?topic=life", logHead(t, db))
 	waitFor(t, "stream open", f.Connected)

@@ -22,8 +22,17 @@ import (
 // the stream ends with every event, in order, once.
 func TestListenerLossLosesNothing(t *testing.T) {
 	t.Parallel()
+	for _, bus := range storetest.Buses {
+		t.Run(bus, func(t *testing.T) {
+			t.Parallel()
+			testListenerLossLosesNothing(t, bus)
+		})
+	}
+}
+
+func testListenerLossLosesNothing(t *testing.T, bus string) {
 	ctx := context.Background()
-	db := storetest.NewDatabase(t)
+	db := storetest.NewDatabaseBus(t, bus)
 	admin, err := pgx.Connect(ctx, db)
 	if err != nil {
 		t.Fatal(err)

@@ -34,10 +34,9 @@ type Node struct {
 	decoder  *walbus.Decoder // the logical bus's decoding candidate; nil in the default mode
 	log      *slog.Logger
 
-	// bus is the bus mode found at Start (store.BusCommitTimestamp or
-	// store.BusCommitLock); set once, before the background work starts.
-	bus           atomic.Value
-	lastNumbering atomic.Int64 // unix nanoseconds of the last numbering step (commit_lock mode)
+	// bus is the bus mode (store.BusCommitTimestamp or store.BusCommitLock),
+	// read at Start and again by the stats poll.
+	bus atomic.Value
 
 	// Made by Start; nil before. Atomic: requests and metric scrapes may
 	// come at any time.
@@ -467,6 +466,9 @@ func (n *Node) statsLoop(ctx context.Context) {
 func (n *Node) pollStats(ctx context.Context) {
 	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
+	if err := n.checkBus(qctx); err != nil && ctx.Err() == nil {
+		n.log.Warn("read bus mode", "err", err)
+	}
 	usage, err := n.store.NotificationQueueUsage(qctx)
 	if err != nil {
 		if ctx.Err() == nil {

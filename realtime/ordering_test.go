@@ -17,6 +17,7 @@ import (
 
 	"github.com/livepg/livepg/realtime"
 	"github.com/livepg/livepg/realtime/ssetest"
+	"github.com/livepg/livepg/store"
 	"github.com/livepg/livepg/store/storetest"
 )
 
@@ -35,6 +36,34 @@ END $$;
 CREATE TRIGGER events_naive_sequence BEFORE INSERT ON livepg.events
     FOR EACH ROW EXECUTE FUNCTION livepg.naive_sequence();`
 
+// xidOrder replaces the nodes' numbering order, commit timestamps, with xid
+// order (commit_timestamp mode only). Run the ordering test with
+// LIVEPG_TEST_XID_ORDER=1 to see the hot rows' counters catch it: a
+// transaction that waited on another's row lock commits after it, though
+// its xid is often the smaller.
+const xidOrder = `
+CREATE OR REPLACE FUNCTION livepg.number_visible(max_rows integer) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    ids bigint[];
+    n int;
+    first bigint;
+BEGIN
+    SELECT array_agg(p.id ORDER BY p.age DESC, p.id) INTO ids
+      FROM (SELECT e.id, age(e.xmin) AS age FROM livepg.events e
+             WHERE e.seq IS NULL AND pg_xact_commit_timestamp(e.xmin) IS NOT NULL
+             ORDER BY age(e.xmin) DESC, e.id LIMIT max_rows) p;
+    n := coalesce(cardinality(ids), 0);
+    IF n = 0 THEN
+        RETURN 0;
+    END IF;
+    first := nextval('livepg.events_seq');
+    PERFORM setval('livepg.events_seq', first + n - 1);
+    UPDATE livepg.events e SET seq = first + u.i - 1, committed_at = clock_timestamp()
+      FROM unnest(ids) WITH ORDINALITY AS u(id, i) WHERE e.id = u.id;
+    RETURN n;
+END $$;`
+
 // writtenEvent is the data of an event the ordering test writes.
 type writtenEvent struct {
 	Writer int `json:"w"`
@@ -49,10 +78,36 @@ type writtenEvent struct {
 // batches (livepg.publish_batch, as the HTTP publish batcher does). Every subscriber on both nodes
 // must receive exactly the committed events matching its selectors, in seq
 // order, once.
+//
+// Some transactions also update one of two rows of a tracked table, "hot",
+// holding the row lock for a while: writers queue behind one another's
+// locks, so that commit order differs from the order of their xids (the
+// waiting transaction often began, and took its xid, first). The log must
+// follow commit order: each hot row's events carry the row's counter, which
+// must read 1, 2, 3, ... in seq order.
+//
+// It runs in both bus modes (migrations/00008_bus.sql): commit_timestamp,
+// where nodes number events after the commit, and commit_lock; and in the
+// logical mode (00009), where one node decodes the WAL and numbers.
 func TestConcurrentWritersDeliverEveryCommittedEventInOrderOnce(t *testing.T) {
 	t.Parallel()
+	for _, bus := range storetest.Buses {
+		t.Run(bus, func(t *testing.T) {
+			t.Parallel()
+			testConcurrentWriters(t, storetest.NewDatabaseBus(t, bus))
+		})
+	}
+	// The logical mode (migrations/00009_logical.sql): the nodes' decoding
+	// leader numbers in WAL order.
+	t.Run(store.BusLogical, func(t *testing.T) {
+		t.Parallel()
+		db, _ := logicalDatabase(t)
+		testConcurrentWriters(t, db)
+	})
+}
+
+func testConcurrentWriters(t *testing.T, db string) {
 	ctx := context.Background()
-	db := storetest.NewDatabase(t)
 	if os.Getenv("LIVEPG_TEST_NAIVE_SEQUENCE") != "" {
 		conn, err := pgx.Connect(ctx, db)
 		if err != nil {
@@ -63,10 +118,34 @@ func TestConcurrentWritersDeliverEveryCommittedEventInOrderOnce(t *testing.T) {
 		}
 		conn.Close(ctx)
 	}
+	if os.Getenv("LIVEPG_TEST_XID_ORDER") != "" {
+		conn, err := pgx.Connect(ctx, db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.Exec(ctx, xidOrder); err != nil {
+			t.Fatal(err)
+		}
+		conn.Close(ctx)
+	}
+	setup, err := pgx.Connect(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sql := range []string{
+		`CREATE TABLE hot (id int PRIMARY KEY, n bigint NOT NULL)`,
+		`INSERT INTO hot VALUES (0, 0), (1, 0)`,
+		`SELECT livepg.track('hot', 'hot/{id}')`,
+	} {
+		if _, err := setup.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setup.Close(ctx)
 	cfg := realtime.Config{PollInterval: 200 * time.Millisecond}
 	nodes := []*testNode{startNode(t, db, cfg), startNode(t, db, cfg)}
 
-	selectorSets := [][]string{{"t/0"}, {"t/*"}, {"t/1", "t/2"}, {"t/3", "t/*"}, {"t/2/x"}}
+	selectorSets := [][]string{{"t/0"}, {"t/*"}, {"t/1", "t/2"}, {"t/3", "t/*"}, {"t/2/x"}, {"hot/*"}}
 	type subscription struct {
 		selectors []realtime.Selector
 		stream    *ssetest.Stream
@@ -133,6 +212,7 @@ func TestConcurrentWritersDeliverEveryCommittedEventInOrderOnce(t *testing.T) {
 						}
 						return nil
 					}
+					hot := rng.IntN(3) == 0
 					for n := range 1 + rng.IntN(5) {
 						ev := writtenEvent{Writer: w, Tx: tx, N: n}
 						data, _ := json.Marshal(ev)
@@ -141,6 +221,13 @@ func TestConcurrentWritersDeliverEveryCommittedEventInOrderOnce(t *testing.T) {
 							return err
 						}
 						mine = append(mine, ev)
+						if hot && n == 0 {
+							// After the xid is taken: wait for the row, then
+							// hold it while the transaction goes on.
+							if _, err := dbtx.Exec(ctx, `UPDATE hot SET n = n + 1 WHERE id = $1`, rng.IntN(2)); err != nil {
+								return err
+							}
+						}
 						time.Sleep(time.Duration(rng.IntN(3000)) * time.Microsecond)
 					}
 					if abort {
@@ -169,6 +256,13 @@ func TestConcurrentWritersDeliverEveryCommittedEventInOrderOnce(t *testing.T) {
 
 	// The log holds exactly the committed events.
 	storetest.NumberPending(t, pool)
+	waitFor(t, "every event numbered (the logical mode's leader)", func() bool {
+		var pending bool
+		if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM livepg.events WHERE seq IS NULL)`).Scan(&pending); err != nil {
+			t.Fatal(err)
+		}
+		return !pending
+	})
 	rows, err := pool.Query(ctx, `SELECT seq, topic, data FROM livepg.events ORDER BY seq`)
 	if err != nil {
 		t.Fatal(err)
@@ -187,22 +281,42 @@ func TestConcurrentWritersDeliverEveryCommittedEventInOrderOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	inLog := map[writtenEvent]bool{}
+	hotCounts := map[string]int64{}
+	var hotEvents int
 	for _, l := range log {
+		if l.topic == "hot/0" || l.topic == "hot/1" {
+			// Commit order: the row's counter goes up by one at each event.
+			var change struct {
+				New struct{ N int64 } `json:"new"`
+			}
+			if err := json.Unmarshal([]byte(l.data), &change); err != nil {
+				t.Fatal(err)
+			}
+			if change.New.N != hotCounts[l.topic]+1 {
+				t.Fatalf("seq %d: %s holds n = %d after n = %d: the log is not in commit order", l.seq, l.topic, change.New.N, hotCounts[l.topic])
+			}
+			hotCounts[l.topic] = change.New.N
+			hotEvents++
+			continue
+		}
 		var ev writtenEvent
 		if err := json.Unmarshal([]byte(l.data), &ev); err != nil {
 			t.Fatal(err)
 		}
 		inLog[ev] = true
 	}
-	if len(log) != len(committed) || len(inLog) != len(committed) {
-		t.Fatalf("log holds %d events (%d distinct), writers committed %d", len(log), len(inLog), len(committed))
+	if len(log)-hotEvents != len(committed) || len(inLog) != len(committed) {
+		t.Fatalf("log holds %d events (%d distinct), writers committed %d", len(log)-hotEvents, len(inLog), len(committed))
+	}
+	if hotEvents < 20 {
+		t.Fatalf("only %d updates of the hot rows committed: the test did not make writers wait on one another", hotEvents)
 	}
 	for ev := range committed {
 		if !inLog[ev] {
 			t.Fatalf("committed event %+v missing from the log", ev)
 		}
 	}
-	t.Logf("%d writers committed %d events in %d transactions (some aborted)", writers, len(committed), writers*txsPerWriter)
+	t.Logf("%d writers committed %d events in %d transactions (some aborted), %d updates of hot rows", writers, len(committed), writers*txsPerWriter, hotEvents)
 
 	// Every subscriber receives exactly its share of the log, in order.
 	for _, sub := range subs {

@@ -47,6 +47,17 @@ func TestParseEventID(t *testing.T) {
 		{"42~900:905:,1-0123456789ab", EventID{}, false}, // empty xid
 		{"42.3~900:905:-0123456789ab", EventID{}, false}, // a skip and a snapshot
 		{"42~" + strings.Repeat("1", 4097) + "-0123456789ab", EventID{}, false},
+		// Head positions (livepg.head(), migrations/00008_bus.sql): after
+		// seq, skip the next events; always with an epoch.
+		{"3.4-0123456789ab", EventID{Seq: 3, Skip: 4, Epoch: "0123456789ab"}, true},
+		{"0.9223372036854775807-0123456789ab", EventID{Seq: 0, Skip: 9223372036854775807, Epoch: "0123456789ab"}, true},
+		{"3.0-0123456789ab", EventID{}, false},
+		{"3.4", EventID{}, false},
+		{"3.-0123456789ab", EventID{}, false},
+		{".4-0123456789ab", EventID{}, false},
+		{"3.4.5-0123456789ab", EventID{}, false},
+		{"3.-4-0123456789ab", EventID{}, false},
+		{"3.9223372036854775808-0123456789ab", EventID{}, false},
 	} {
 		got, ok, err := ParseEventID(tc.in)
 		if ok != tc.ok || got != tc.want || (err == nil) != tc.ok {
@@ -56,7 +67,7 @@ func TestParseEventID(t *testing.T) {
 }
 
 func FuzzParseEventID(f *testing.F) {
-	for _, s := range []string{"0", "1", "-1", "+5", "99999999999999999999", "1\n", "7-0123456789ab", "7~5:9:6,7-0123456789ab"} {
+	for _, s := range []string{"0", "1", "-1", "+5", "99999999999999999999", "1\n", "7-0123456789ab", "7.3-0123456789ab", "7~5:9:6,7-0123456789ab"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -64,8 +75,16 @@ func FuzzParseEventID(f *testing.F) {
 		if ok != (err == nil) {
 			t.Fatalf("ok=%v err=%v", ok, err)
 		}
-		// An accepted id is written back as it came, up to leading zeros.
-		if ok && (id.Seq < 0 || strings.TrimLeft(s, "0") != strings.TrimLeft(id.String(), "0")) {
+		// An accepted id is written back as an id that parses to the same,
+		// and as it came when it had no leading zeros.
+		if !ok {
+			return
+		}
+		again, ok2, _ := ParseEventID(id.String())
+		if id.Seq < 0 || id.Skip < 0 || !ok2 || again != id {
+			t.Fatalf("%q parsed as %+v, written %q", s, id, id.String())
+		}
+		if id.Skip == 0 && strings.TrimLeft(s, "0") != strings.TrimLeft(id.String(), "0") {
 			t.Fatalf("%q parsed as %+v", s, id)
 		}
 	})

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/livepg/livepg/store"
@@ -19,13 +20,20 @@ import (
 )
 
 // BenchmarkBus measures committed event transactions per second through
-// livepg.publish against plain transactions that insert a row and NOTIFY
-// (and, for reference, plain inserts without NOTIFY), at 1, 4, 16 and 64
-// concurrent writers, with synchronous_commit on and off. It runs on a
-// durable cluster of its own (fsync on), since a commit's flush is what
-// NOTIFY's commit lock serialises.
+// livepg.publish and through a write to a tracked table, back to back with
+// plain transactions that insert a row and NOTIFY (before and after them,
+// so that a drift of the machine shows) and, for reference, plain inserts
+// without NOTIFY, at 1, 4, 16 and 64 concurrent writers, with
+// synchronous_commit on and off. It runs on a durable cluster of its own
+// (fsync on), since a commit's flush is what NOTIFY's commit lock
+// serialises, in the bus mode LIVEPG_BENCH_BUS names (commit_timestamp, the
+// default, or commit_lock: migrations/00008_bus.sql). One numberer runs
+// throughout, as a node would: on each notification it numbers the pending
+// events (store.NumberPending) and reads them, so that the cost the
+// commit_timestamp mode moves off the writers' commits is in the figures.
 //
 //	go test ./store -run '^$' -bench BenchmarkBus -benchtime 5s
+//	LIVEPG_BENCH_BUS=commit_lock go test ./store -run '^$' -bench BenchmarkBus -benchtime 5s
 func BenchmarkBus(b *testing.B) {
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "livepg-bench-")
@@ -33,9 +41,18 @@ func BenchmarkBus(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer os.RemoveAll(dir)
+	bus := os.Getenv("LIVEPG_BENCH_BUS")
+	if bus == "" {
+		bus = store.BusCommitTimestamp
+	}
+	commitTimestamps := "on"
+	if bus == store.BusCommitLock {
+		commitTimestamps = "off"
+	}
 	cluster, err := localpg.Start(ctx, dir, localpg.Options{Settings: map[string]string{
-		"max_connections": "200",
-		"shared_buffers":  "256MB",
+		"max_connections":        "200",
+		"shared_buffers":         "256MB",
+		"track_commit_timestamp": commitTimestamps,
 	}})
 	if err != nil {
 		b.Fatal(err)
@@ -48,13 +65,31 @@ func BenchmarkBus(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer setup.Close()
-	if _, err := setup.Pool.Exec(ctx, `CREATE TABLE plain_events (id bigserial PRIMARY KEY, topic text NOT NULL, data jsonb NOT NULL)`); err != nil {
-		b.Fatal(err)
+	for _, sql := range []string{
+		`CREATE TABLE plain_events (id bigserial PRIMARY KEY, topic text NOT NULL, data jsonb NOT NULL)`,
+		`CREATE TABLE cards (id bigserial PRIMARY KEY, board_id int NOT NULL, title text NOT NULL)`,
+		`SELECT livepg.track('cards', 'boards/{board_id}')`,
+	} {
+		if _, err := setup.Pool.Exec(ctx, sql); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if got, err := setup.BusMode(ctx); err != nil || got != bus {
+		b.Fatalf("bus mode %q, %v; want %s", got, err, bus)
+	}
+	// LIVEPG_BENCH_NUMBERER: off (no numberer: the writers' upper bound),
+	// async (numbering commits without waiting for its flush), or the
+	// nodes' numbering step (the default).
+	if os.Getenv("LIVEPG_BENCH_NUMBERER") != "off" {
+		stopNumberer := startNumberer(b, url)
+		defer stopNumberer()
 	}
 
 	kinds := []struct{ name, sql string }{
-		{"publish", `SELECT livepg.publish('bench/1', '{"n": 1}')`},
 		{"insert+notify", `WITH e AS (INSERT INTO plain_events (topic, data) VALUES ('bench/1', '{"n": 1}')) SELECT pg_notify('bench', '')`},
+		{"publish", `SELECT livepg.publish('bench/1', '{"n": 1}')`},
+		{"tracked", `INSERT INTO cards (board_id, title) VALUES (42, 'card')`},
+		{"insert+notify_after", `WITH e AS (INSERT INTO plain_events (topic, data) VALUES ('bench/1', '{"n": 1}')) SELECT pg_notify('bench', '')`},
 		{"insert", `INSERT INTO plain_events (topic, data) VALUES ('bench/1', '{"n": 1}')`},
 	}
 	for _, sync := range []string{"on", "off"} {
@@ -71,7 +106,7 @@ func BenchmarkBus(b *testing.B) {
 				b.Fatal(err)
 			}
 			for _, kind := range kinds {
-				b.Run(fmt.Sprintf("sync=%s/writers=%d/%s", sync, writers, kind.name), func(b *testing.B) {
+				b.Run(fmt.Sprintf("bus=%s/sync=%s/writers=%d/%s", bus, sync, writers, kind.name), func(b *testing.B) {
 					if os.Getenv("LIVEPG_BENCH_WAITS") != "" {
 						defer sampleWaits(b, setup, kind.sql)()
 					}
@@ -80,6 +115,88 @@ func BenchmarkBus(b *testing.B) {
 			}
 			pool.Close()
 		}
+	}
+}
+
+// startNumberer runs what a node does on the database's side while the
+// benchmark writes: on each notification on livepg's channel, number the
+// pending events and read them after its head.
+func startNumberer(b *testing.B, url string) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	st, err := store.Open(ctx, url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	listen, err := pgx.Connect(ctx, url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := listen.Exec(ctx, `LISTEN `+store.NotifyChannel); err != nil {
+		b.Fatal(err)
+	}
+	number := func(ctx context.Context) error {
+		_, err := st.NumberPending(ctx)
+		return err
+	}
+	if os.Getenv("LIVEPG_BENCH_NUMBERER") == "async" {
+		// What durability costs: the same numbering, committed without
+		// waiting for its flush (not what nodes do: see number_pending).
+		number = func(ctx context.Context) error {
+			return pgx.BeginFunc(ctx, st.Pool, func(tx pgx.Tx) error {
+				_, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = off;
+					SELECT pg_advisory_xact_lock(7236828372618428007), livepg.check_epoch();
+					SELECT livepg.number_visible(10000)`)
+				return err
+			})
+		}
+	}
+	// Notifications are wake-ups, coalesced as a node's are: one numbering
+	// and read per wake-up however many arrived meanwhile.
+	wake := make(chan struct{}, 1)
+	heard := make(chan struct{})
+	go func() {
+		defer close(heard)
+		for {
+			if _, err := listen.WaitForNotification(ctx); err != nil {
+				return
+			}
+			select {
+			case wake <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var head int64
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-wake:
+			}
+			if err := number(ctx); err != nil {
+				if ctx.Err() == nil {
+					b.Error(err)
+				}
+				return
+			}
+			for {
+				events, err := st.ReadAfter(ctx, head, 1000, 4<<20)
+				if err != nil || len(events) == 0 {
+					break
+				}
+				head = events[len(events)-1].Seq
+			}
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+		<-heard
+		listen.Close(context.Background())
+		st.Close()
 	}
 }
 

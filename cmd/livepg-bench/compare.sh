@@ -4,7 +4,7 @@
 # bounded (--timeout) and every server this script starts is stopped at the
 # end, whatever happens.
 #
-#   cmd/livepg-bench/compare.sh [smoke|idle|saturation|latency10k|latency1k|batching|nodes3|nodes3-24k|all]
+#   cmd/livepg-bench/compare.sh [smoke|idle|saturation|latency10k|latency1k|bus1k|batching|nodes3|nodes3-24k|all]
 #
 # Results go to $OUT (default ./bench-results), one file per scenario; the
 # last line of each run is its one-line summary.
@@ -105,12 +105,39 @@ nodes3() {
   stop "$p1"
 }
 
+# bus1k: latency1k's load on livepg alone, in each bus mode on the same local
+# cluster (migrations/00008_bus.sql): commit_timestamp (the local cluster's
+# default), then commit_lock (track_commit_timestamp turned off with ALTER
+# SYSTEM; livepg restarts its PostgreSQL), then back.
+bus1k() {
+  for bus in commit_timestamp commit_lock; do
+    local setting=on
+    [ "$bus" = commit_lock ] && setting=off
+    start_livepg
+    psql "$DB" -qc "ALTER SYSTEM SET track_commit_timestamp = $setting" >/dev/null
+    stop "$LP" # and its local PostgreSQL: the setting needs a restart
+    start_livepg
+    if ! psql "$DB" -tAc "SELECT livepg.bus_mode()" | grep -qx "$bus"; then
+      echo "bus1k: the cluster is not in bus mode $bus" >&2
+      exit 1
+    fi
+    echo "== livepg bus1k bus=$bus" | tee -a "$OUT/bus1k.txt"
+    "$WORK/livepg-bench" run --url "http://127.0.0.1:$PORT" --streams 1000 --mode sql --database-url "$DB" \
+      --rate 10 --events 300 --pid "$LP" --timeout 5m --drain 60s | tee -a "$OUT/bus1k.txt"
+    stop "$LP"
+  done
+  start_livepg
+  psql "$DB" -qc "ALTER SYSTEM RESET track_commit_timestamp" >/dev/null
+  stop "$LP"
+}
+
 case "${1:-all}" in
 smoke) pair smoke 200 100 100 ;; # seconds: checks the tools
 idle) pair idle 10000 10 0 --mode none --idle 1s ;;
 saturation) pair saturation 10000 100 300 ;;
 latency10k) pair latency10k 10000 10 300 ;;
 latency1k) pair latency1k 1000 10 300 ;;
+bus1k) bus1k ;;
 batching) batching ;;
 nodes3) nodes3 ;;
 nodes3-24k) nodes3 24000 ;; # 3 x 8,000: more streams than one generator process may hold
@@ -123,7 +150,7 @@ all)
   nodes3
   ;;
 *)
-  echo "usage: $0 [smoke|idle|saturation|latency10k|latency1k|batching|nodes3|nodes3-24k|all]" >&2
+  echo "usage: $0 [smoke|idle|saturation|latency10k|latency1k|bus1k|batching|nodes3|nodes3-24k|all]" >&2
   exit 2
   ;;
 esac

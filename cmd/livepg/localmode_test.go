@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -250,6 +251,18 @@ func TestLocalNodesShareTheirPostgres(t *testing.T) {
 		t.Fatalf("the second node did not say it reused the server:\n%s", b.out.String())
 	}
 	pid, _, _ := postmaster(t, dataDir)
+	// The local cluster is created with track_commit_timestamp on: the bus
+	// runs at NOTIFY's cost (migrations/00008_bus.sql).
+	waitReady(t, a.URL)
+	if resp, err := http.Get(a.URL + "/readyz"); err != nil {
+		t.Fatal(err)
+	} else {
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(body), "bus: commit_timestamp") {
+			t.Errorf("/readyz of a local node: %q, want bus: commit_timestamp", body)
+		}
+	}
 
 	s := ssetest.Open(t, b.URL+"/v1/events?topic=shared", "")
 	a.signal(t, syscall.SIGTERM, 30*time.Second)

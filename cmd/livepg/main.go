@@ -152,7 +152,12 @@ func database(ctx context.Context, cfg *Config, stdout io.Writer) (stop func(), 
 		}
 		return func() {}, nil
 	}
-	cluster, err := localpg.Start(ctx, filepath.Join(cfg.DataDir, "pgdata"), localpg.Options{})
+	// The local cluster runs the bus at NOTIFY's cost (bus mode
+	// commit_timestamp, migrations/00008_bus.sql): track_commit_timestamp is
+	// on in the configuration it is created with.
+	cluster, err := localpg.Start(ctx, filepath.Join(cfg.DataDir, "pgdata"), localpg.Options{
+		InitSettings: map[string]string{"track_commit_timestamp": "on"},
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -396,6 +401,7 @@ func newRouter(node *realtime.Node, app *demo.App, metrics bool) http.Handler {
 			return
 		}
 		fmt.Fprintln(w, "ready")
+		fmt.Fprintln(w, "bus:", node.Bus())
 	})
 	if app != nil {
 		app.Routes(r)

@@ -135,7 +135,16 @@ func receiveAll(t *testing.T, name string, f *ssetest.Follower, db, topic string
 // other node with Last-Event-ID and miss nothing.
 func TestKilledNodeClientsResumeOnTheOther(t *testing.T) {
 	t.Parallel()
-	db := storetest.NewDatabase(t)
+	for _, bus := range storetest.Buses {
+		t.Run(bus, func(t *testing.T) {
+			t.Parallel()
+			testKilledNodeClientsResumeOnTheOther(t, bus)
+		})
+	}
+}
+
+func testKilledNodeClientsResumeOnTheOther(t *testing.T, bus string) {
+	db := storetest.NewDatabaseBus(t, bus)
 	a, b := startProcess(t, db), startProcess(t, db)
 	var followers []*ssetest.Follower
 	for range 3 {

@@ -69,6 +69,10 @@ type Options struct {
 	// Settings are extra server settings (name → value), such as fsync=off
 	// for a throwaway test cluster.
 	Settings map[string]string
+	// InitSettings are written to postgresql.conf when the cluster is
+	// created, and only then: the cluster's own configuration, which its
+	// owner may change afterwards (ALTER SYSTEM, or by editing the file).
+	InitSettings map[string]string
 	// TCP also listens on 127.0.0.1, where every user must give the postgres
 	// user's password, generated when the cluster is created (see TCPURL):
 	// for clients that cannot reach the socket folder, such as a process
@@ -207,12 +211,36 @@ func (c *Cluster) initdb(ctx context.Context) error {
 			return err
 		}
 	}
+	if len(c.opts.InitSettings) > 0 {
+		conf := filepath.Join(tmp, "postgresql.conf")
+		b, err := os.ReadFile(conf)
+		if err != nil {
+			return fmt.Errorf("local postgres: %w", err)
+		}
+		names := make([]string, 0, len(c.opts.InitSettings))
+		for name := range c.opts.InitSettings {
+			names = append(names, name)
+		}
+		sort.Strings(names)
+		b = append(b, "\n# Set by livepg when it created this cluster.\n"...)
+		for _, name := range names {
+			b = append(b, fmt.Sprintf("%s = %s\n", name, quoteConf(c.opts.InitSettings[name]))...)
+		}
+		if err := c.writeFile(conf, string(b)); err != nil {
+			return err
+		}
+	}
 	// rename(2) replaces dir only if it is missing or empty (os.Rename
 	// refuses every existing folder).
 	if err := syscall.Rename(tmp, c.Dir); err != nil && !fileExists(filepath.Join(c.Dir, "PG_VERSION")) {
 		return fmt.Errorf("local postgres: %s exists and holds no PostgreSQL cluster: %w", c.Dir, err)
 	}
 	return nil
+}
+
+// quoteConf quotes a value for postgresql.conf.
+func quoteConf(v string) string {
+	return "'" + strings.ReplaceAll(v, "'", "''") + "'"
 }
 
 // lock takes the folder's start/stop lock until unlock.
