@@ -86,12 +86,19 @@ type written struct {
 // or aborts one time in five. It returns the committed events.
 func writeLoad(t *testing.T, pool *pgxpool.Pool, writers, txs int, stop <-chan struct{}) map[written]bool {
 	t.Helper()
+	return writeLoadFrom(t, pool, 0, writers, txs, stop)
+}
+
+// writeLoadFrom is writeLoad with writers numbered from first, so that two
+// loads write different events.
+func writeLoadFrom(t *testing.T, pool *pgxpool.Pool, first, writers, txs int, stop <-chan struct{}) map[written]bool {
+	t.Helper()
 	ctx := context.Background()
 	var mu sync.Mutex
 	committed := map[written]bool{}
 	var wg sync.WaitGroup
 	errAbort := errors.New("abort on purpose")
-	for w := range writers {
+	for w := first; w < first+writers; w++ {
 		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(uint64(w), 7))
 			for tx := 0; tx < txs; tx++ {
@@ -417,4 +424,59 @@ func (h *tracingHandler) Apply(ctx context.Context, b walbus.Batch) error {
 	err := h.Handler.Apply(ctx, b)
 	h.t.Logf("apply %v: %v", xids, err)
 	return err
+}
+
+// TestSlotInvalidatedPastItsBound: with max_slot_wal_keep_size set, a slot
+// whose leader is away while WAL grows past the bound is invalidated by
+// PostgreSQL (wal_status "lost"). The next leader drops and recreates it and
+// numbers, from the table, the events the lost slot held: none is lost.
+func TestSlotInvalidatedPastItsBound(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db, s, newDecoder := logicalDB(t, map[string]string{"track_commit_timestamp": "on", "max_slot_wal_keep_size": "1MB"})
+	first := newDecoder()
+	stop := run(t, first)
+	waitFor(t, "the slot", func() bool { _, _, r := first.Stats(); return r == 1 })
+	stop() // no leader from now on
+	pool, err := pgxpool.New(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	committed := writeLoad(t, pool, 4, 10, nil)
+	// WAL past the bound: a few segment switches, then a checkpoint
+	// invalidates the slot.
+	waitFor(t, "the slot invalidated", func() bool {
+		for range 3 {
+			if _, err := pool.Exec(ctx, `SELECT livepg.publish('filler', '"x"')`); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := pool.Exec(ctx, `SELECT pg_switch_wal()`); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := pool.Exec(ctx, `CHECKPOINT`); err != nil {
+			t.Fatal(err)
+		}
+		var status string
+		if err := pool.QueryRow(ctx, `SELECT coalesce(wal_status, '') FROM pg_replication_slots WHERE slot_name = 'livepg_bus'`).Scan(&status); err != nil {
+			t.Fatal(err)
+		}
+		return status == "lost"
+	})
+	if _, err := pool.Exec(ctx, `DELETE FROM livepg.events WHERE topic = 'filler'`); err != nil {
+		t.Fatal(err)
+	}
+	next := newDecoder()
+	run(t, next)
+	waitFor(t, "a new slot", func() bool { _, _, r := next.Stats(); return r == 1 })
+	if next.Recovered() == 0 {
+		t.Fatal("the new leader numbered nothing from the table: the events the lost slot held are lost")
+	}
+	more := writeLoadFrom(t, pool, 4, 4, 10, nil)
+	maps.Copy(committed, more)
+	waitNumbered(t, s)
+	if inv := checkLog(t, s, committed, "seq"); inv != "" {
+		t.Fatalf("numbered out of commit order: %s", inv)
+	}
 }
