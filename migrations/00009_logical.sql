@@ -382,7 +382,13 @@ BEGIN
         ALTER TABLE livepg.events DISABLE TRIGGER events_notify;
         ALTER TABLE livepg.events ALTER COLUMN writer_xid SET DEFAULT pg_current_xact_id();
         IF NOT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = 'livepg_bus') THEN
-            CREATE PUBLICATION livepg_bus FOR TABLE livepg.events (id) WITH (publish = 'insert');
+            BEGIN
+                CREATE PUBLICATION livepg_bus FOR TABLE livepg.events (id) WITH (publish = 'insert');
+            EXCEPTION WHEN insufficient_privilege THEN
+                RAISE EXCEPTION 'livepg.set_bus: creating the publication livepg_bus needs the CREATE privilege on database %', current_database()
+                    USING ERRCODE = '42501',
+                          HINT = format('As the database''s owner or a superuser: GRANT CREATE ON DATABASE %I TO %I; then run livepg bus logical again.', current_database(), current_user);
+            END;
         END IF;
     ELSE
         ALTER TABLE livepg.events ENABLE TRIGGER events_sequence;

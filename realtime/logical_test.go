@@ -3,6 +3,7 @@ package realtime_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/livepg/livepg/realtime"
@@ -331,6 +333,83 @@ func TestLogicalBusHTTPPublishAnswersWithTheSeq(t *testing.T) {
 		ev := s.Next(t, time.Minute)
 		if ev.Seq() != want || string(decode(t, ev).Data) != fmt.Sprint(i) {
 			t.Fatalf("event %d: id %s data %s, want seq %d data %d", i, ev.ID, decode(t, ev).Data, want, i)
+		}
+	}
+}
+
+// The logical mode with the README's least-privilege roles: the owner
+// switches the mode; the node, as livepg_node with the REPLICATION
+// attribute added, decodes and numbers; the application, as livepg_writer,
+// writes through a tracked table and publish, and can neither number events
+// nor call the leader's functions.
+func TestLogicalBusWithTheLeastPrivilegeRoles(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	r := storetest.NewLogicalRecipe(t)
+	admin, err := pgx.Connect(ctx, r.Admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	owner, err := store.Open(ctx, r.Owner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer owner.Close()
+	// The publication needs CREATE on the database: the error says so.
+	if _, err := owner.SetBus(ctx, store.BusLogical); err == nil || !strings.Contains(err.Error(), "GRANT CREATE ON DATABASE") {
+		t.Fatalf("as livepg's owner without CREATE on the database: %v, want the GRANT to run", err)
+	}
+	for _, sql := range []string{
+		`ALTER ROLE ` + storetest.NodeRole + ` REPLICATION`,
+		`GRANT CREATE ON DATABASE ` + pgx.Identifier{admin.Config().Database}.Sanitize() + ` TO ` + storetest.OwnerRole,
+	} {
+		if _, err := admin.Exec(ctx, sql); err != nil {
+			t.Fatalf("as the superuser: %s: %v", sql, err)
+		}
+	}
+	if _, err := owner.SetBus(ctx, store.BusLogical); err != nil {
+		t.Fatalf("as livepg's owner: %v", err)
+	}
+	n := startNode(t, r.Node, realtime.Config{Bus: store.BusLogical})
+	waitFor(t, "the node to lead the decoding", n.DecodingLeader)
+
+	app, err := pgx.Connect(ctx, r.App)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close(ctx)
+	for _, sql := range []string{
+		`CREATE TABLE myapp.notes (id int PRIMARY KEY, owner text, body text)`,
+		`SELECT livepg.track('myapp.notes', 'users/{owner}/notes')`,
+	} {
+		if _, err := app.Exec(ctx, sql); err != nil {
+			t.Fatalf("as the application: %s: %v", sql, err)
+		}
+	}
+	s := ssetest.Open(t, n.URL+"/v1/events?topic=users/*", "")
+	if _, err := app.Exec(ctx, `INSERT INTO myapp.notes VALUES (1, 'bob', 'first')`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := app.Exec(ctx, `SELECT livepg.publish('users/bob/notes', '{"n": 1}')`); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"insert", "message"} {
+		if ev := s.Next(t, time.Minute); ev.Type != want {
+			t.Fatalf("got an event of type %q (%s), want %q", ev.Type, ev.ID, want)
+		}
+	}
+	for _, sql := range []string{
+		`SELECT livepg.number_decoded(ARRAY[1]::bigint[], ARRAY[now()], '0/FFFFFFFF')`,
+		`SELECT livepg.recover_decoded('0/1')`,
+		`SELECT livepg.set_bus('default')`,
+		`UPDATE livepg.bus SET decoded_through = '0/0'`,
+		`SELECT * FROM livepg.bus`,
+	} {
+		_, err := app.Exec(ctx, sql)
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) || pgErr.Code != "42501" {
+			t.Errorf("as the application: %s: got %v, want a permission error (42501)", sql, err)
 		}
 	}
 }

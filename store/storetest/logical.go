@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/livepg/livepg/store/localpg"
 )
 
@@ -53,4 +55,27 @@ func NewClusterWith(t testing.TB, settings map[string]string) *localpg.Cluster {
 func NewLogicalCluster(t testing.TB) *localpg.Cluster {
 	t.Helper()
 	return NewClusterWith(t, LogicalSettings)
+}
+
+// NewLogicalRecipe is NewRecipe on a cluster of its own started with
+// wal_level=logical (LogicalSettings).
+func NewLogicalRecipe(t testing.TB) *Recipe {
+	t.Helper()
+	c := NewLogicalCluster(t)
+	r := &Recipe{Cluster: c, Admin: NewEmptyDatabaseOn(t, c.URL())}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, r.Admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, RecipeSQL(t)); err != nil {
+		t.Fatalf("README recipe: %v", err)
+	}
+	r.Owner, r.Node, r.App = As(t, r.Admin, OwnerRole), As(t, r.Admin, NodeRole), As(t, r.Admin, AppRole)
+	if err := Migrate(ctx, r.Owner); err != nil {
+		t.Fatalf("livepg migrate up as %s: %v", OwnerRole, err)
+	}
+	return r
 }
