@@ -34,7 +34,9 @@
 //
 // One event's path from NOTIFY to a socket, file by file:
 // pglisten/listener.go (a notification calls the node's handler, a
-// wake-up) → node.go (the reader reads the log after the hub's head) →
+// wake-up) → bus.go, node.go (the reader numbers the events committed
+// without a seq yet, in commit order — migrations/00008_bus.sql — then
+// reads the log after the hub's head) →
 // fanout/event.go (each row framed once) → fanout/hub.go (queued for each
 // matching subscriber; each is woken once per batch the reader hands the
 // hub) → internal/stream/stream.go (the stream takes everything queued and
