@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/livepg/livepg/realtime/walbus"
 	"github.com/livepg/livepg/store"
 )
 
@@ -25,12 +26,30 @@ const busAdvice = "track_commit_timestamp is off: every event transaction takes 
 
 // checkBus reads the bus mode, records it, and logs what to change when it
 // is commit_lock. It is run at start and by the stats poll.
+//
+// The logical mode (migrations/00009_logical.sql): at start, a node whose
+// Config.Bus (LIVEPG_BUS) says logical while the database is not in the
+// logical mode, or the other way round, refuses to start; in the logical
+// mode it becomes a candidate for the decoding leadership (package walbus,
+// started by Start). A switch into or out of the logical mode under a
+// running node is logged: the node numbers (or stops numbering) as the new
+// mode says, but decodes only if it started in the logical mode: restart
+// it.
 func (n *Node) checkBus(ctx context.Context) error {
 	mode, err := n.store.BusMode(ctx)
 	if err != nil {
 		return err
 	}
-	old, _ := n.bus.Swap(mode).(string)
+	old, _ := n.bus.Load().(string)
+	logical := mode == store.BusLogical
+	if want := n.cfg.Bus; old == "" && want != "" && (want == store.BusLogical) != logical {
+		dbMode := store.BusDefault
+		if logical {
+			dbMode = store.BusLogical
+		}
+		return fmt.Errorf("LIVEPG_BUS=%s, but the database's bus is in the %s mode (livepg.bus): switch it as livepg's owner with `livepg bus %s`, or set LIVEPG_BUS=%s", want, dbMode, want, dbMode)
+	}
+	n.bus.Store(mode)
 	if old == mode {
 		return nil
 	}
@@ -38,16 +57,28 @@ func (n *Node) checkBus(ctx context.Context) error {
 		n.metrics.busMode.WithLabelValues(old).Set(0)
 	}
 	n.metrics.busMode.WithLabelValues(mode).Set(1)
-	if mode == store.BusCommitLock {
+	n.store.UseLogicalBus(logical)
+	switch {
+	case old == "" && logical:
+		d, err := walbus.New(walbus.Config{URL: n.cfg.ListenURL, Handler: DecodeHandler(n.store, n.log), Logger: n.log})
+		if err != nil {
+			return err
+		}
+		n.decoder = d
+		n.log.Info("bus mode logical: writers do not NOTIFY; one node decodes the WAL and numbers events (see migrations/00009_logical.sql)", "bus", mode)
+	case old != "" && (old == store.BusLogical) != logical:
+		n.log.Warn("the bus mode changed into or out of the logical mode under this node: restart it (and every node) so that the right ones decode", "from", old, "to", mode)
+	case mode == store.BusCommitLock:
 		n.log.Warn(busAdvice, "bus", mode)
-	} else {
+	case !logical:
 		n.log.Info("bus mode: writers commit at NOTIFY's cost; nodes number events after their commit", "bus", mode)
 	}
 	return nil
 }
 
 // Bus is the bus mode last found (at Start, then by the stats poll):
-// store.BusCommitTimestamp or store.BusCommitLock; "" before Start.
+// store.BusCommitTimestamp, store.BusCommitLock or store.BusLogical; ""
+// before Start.
 func (n *Node) Bus() string {
 	mode, _ := n.bus.Load().(string)
 	return mode
@@ -56,6 +87,9 @@ func (n *Node) Bus() string {
 // numberPending is the node's numbering step, run before each read of the
 // log.
 func (n *Node) numberPending(ctx context.Context) error {
+	if n.Bus() == store.BusLogical {
+		return nil // only the decoding leader numbers (and number_pending would not)
+	}
 	numbered, err := n.store.NumberPending(ctx)
 	if err != nil {
 		return fmt.Errorf("number pending events: %w", err)

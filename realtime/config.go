@@ -116,7 +116,15 @@ type Config struct {
 	// Presence tunes who-is-here (see presence.go); zero fields take
 	// DefaultConfig's.
 	Presence PresenceConfig
-	Logger   *slog.Logger
+	// Bus is the bus mode the node expects (store.BusDefault or
+	// store.BusLogical; see migrations/00009_logical.sql); empty: whatever
+	// the database's livepg.bus says. A node refuses to start when the
+	// database is in another mode. In the logical mode every node also
+	// campaigns to be the decoding leader (package walbus), streaming the
+	// replication slot through a connection to ListenURL, whose role then
+	// needs the REPLICATION attribute.
+	Bus    string
+	Logger *slog.Logger
 }
 
 // PresenceConfig tunes presence: pages that join a topic's member set with

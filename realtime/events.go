@@ -7,6 +7,7 @@ import (
 
 	"github.com/livepg/livepg/realtime/fanout"
 	"github.com/livepg/livepg/realtime/internal/stream"
+	"github.com/livepg/livepg/store"
 )
 
 // ServeEvents is GET /v1/events?topic=<selector>&topic=...: a Server-Sent
@@ -83,7 +84,21 @@ func (n *Node) ServeEvents(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusServiceUnavailable, "event log unavailable")
 		return
 	}
-	req := stream.Request{Topics: topics, Selectors: selectors, Resume: resume, Start: start, Gen: gen, Reset: reset, Expires: expires, Place: place}
+	// A page's position in the logical bus mode carries its snapshot: the
+	// events it saw that were not numbered yet are skipped.
+	skip, err := engine.Skips(r.Context(), start)
+	if err != nil {
+		place.Release()
+		if errors.Is(err, store.ErrInvalid) {
+			WriteError(w, http.StatusBadRequest, fmt.Sprintf("invalid Last-Event-ID %q: its snapshot is not one the database reads", truncate(cursor.String(), 60)))
+			return
+		}
+		n.log.Error("stream start: events the page saw", "err", err)
+		w.Header().Set("Retry-After", "2")
+		WriteError(w, http.StatusServiceUnavailable, "events the page has seen are not numbered yet: retry")
+		return
+	}
+	req := stream.Request{Topics: topics, Selectors: selectors, Resume: resume, Start: start, Skip: skip, Gen: gen, Reset: reset, Expires: expires, Place: place}
 	if joining != nil {
 		first, release, perr := n.admitPresence(r.Context(), n.clientKey(r), joining, start)
 		if perr != nil {

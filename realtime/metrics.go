@@ -44,6 +44,8 @@ type metrics struct {
 // parts that own them.
 type metricSources struct {
 	openStreams func() int64
+	// leader reports whether the node is the logical bus's decoding leader.
+	leader func() bool
 	// catchUpsWaiting is how many streams wait for a catch-up read.
 	catchUpsWaiting func() int64
 	hub             func() *fanout.Hub // nil until the node starts
@@ -159,6 +161,9 @@ func newMetrics(src metricSources) *metrics {
 	f(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "livepg_listener_notifications_total", Help: "Notifications the listener received (wiring probes included): the rate at which this node drains the cluster's NOTIFY queue.",
 	}, func() float64 { return float64(src.listener.Notifications()) }))
+	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "livepg_bus_decoding_leader", Help: "1 while this node decodes the WAL for every node (LIVEPG_BUS=logical's elected leader).",
+	}, func() float64 { return boolFloat(src.leader != nil && src.leader()) }))
 	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "livepg_listener_connected", Help: "1 while the LISTEN connection is in place.",
 	}, func() float64 { return boolFloat(src.listener.Connected()) }))

@@ -17,6 +17,7 @@ import (
 	"github.com/livepg/livepg/realtime/fanout"
 	"github.com/livepg/livepg/realtime/internal/stream"
 	"github.com/livepg/livepg/realtime/pglisten"
+	"github.com/livepg/livepg/realtime/walbus"
 	"github.com/livepg/livepg/store"
 )
 
@@ -30,7 +31,8 @@ type Node struct {
 	catchUp  *store.Store // the catch-up reads' own pool (Config.CatchUpConns); made by Start
 	listener *pglisten.Listener
 	metrics  *metrics
-	batcher  *batcher // nil when publish batching is off
+	batcher  *batcher        // nil when publish batching is off
+	decoder  *walbus.Decoder // the logical bus's decoding candidate; nil in the default mode
 	inspect  *inspector
 	presence *presence
 	log      *slog.Logger
@@ -108,9 +110,15 @@ func NewNode(st *store.Store, cfg Config) (*Node, error) {
 		},
 		hub:      n.hub.Load,
 		listener: n.listener,
+		leader:   n.DecodingLeader,
 	})
 	if cfg.PublishBatchWindow > 0 {
 		n.batcher = newBatcher(cfg.PublishBatchWindow, st, cfg.Logger)
+	}
+	switch cfg.Bus {
+	case "", store.BusDefault, store.BusLogical:
+	default:
+		return nil, fmt.Errorf("bus mode %q: want %s or %s", cfg.Bus, store.BusDefault, store.BusLogical)
 	}
 	if cfg.NodeID == "" {
 		cfg.NodeID = defaultNodeID()
@@ -128,6 +136,12 @@ func NewNode(st *store.Store, cfg Config) (*Node, error) {
 	}
 	n.inspect = newInspector(n)
 	return n, nil
+}
+
+// DecodingLeader reports whether this node decodes the WAL for every node
+// now (the logical bus mode's elected leader).
+func (n *Node) DecodingLeader() bool {
+	return n.decoder != nil && n.decoder.Leader()
 }
 
 // Start reads where the log ends and starts the node's background work. It
@@ -197,6 +211,9 @@ func (n *Node) Start(ctx context.Context) error {
 	n.goRun(func() { n.statsLoop(runCtx) })
 	n.goRun(func() { n.inspect.beatLoop(runCtx) })
 	n.goRun(func() { n.presence.run(runCtx) })
+	if n.decoder != nil {
+		n.goRun(func() { _ = n.decoder.Run(runCtx) })
+	}
 	if n.batcher != nil {
 		n.goRun(func() { n.batcher.run(runCtx) })
 	}
@@ -263,6 +280,10 @@ func (l catchUpLog) Position(ctx context.Context, epoch string, seq int64) (stor
 		l.reads.Inc()
 		return l.bounds.Position(ctx, epoch, seq)
 	})
+}
+
+func (l catchUpLog) SeenInSnapshot(ctx context.Context, after int64, snap string) ([]int64, error) {
+	return l.bounds.SeenInSnapshot(ctx, after, snap)
 }
 
 func (l catchUpLog) ReadMatching(ctx context.Context, after, through int64, exact, prefixes []string, limit int, maxBytes int64) ([]store.Event, error) {

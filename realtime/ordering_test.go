@@ -17,6 +17,7 @@ import (
 
 	"github.com/livepg/livepg/realtime"
 	"github.com/livepg/livepg/realtime/ssetest"
+	"github.com/livepg/livepg/store"
 	"github.com/livepg/livepg/store/storetest"
 )
 
@@ -86,19 +87,28 @@ type writtenEvent struct {
 // must read 1, 2, 3, ... in seq order.
 //
 // It runs in both bus modes (migrations/00008_bus.sql): commit_timestamp,
-// where nodes number events after the commit, and commit_lock; each with
+// where nodes number events after the commit, and commit_lock, each with
 // the default window of the log and with a tiny one, with small subscriber
 // buffers so that streams fall behind and catch up, and with streams
-// resuming while the writers write: catch-ups served from the window and
-// from the log.
+// resuming while the writers write (catch-ups served from the window and
+// from the log); and in the logical mode (00009), where one node decodes
+// the WAL and numbers.
 func TestConcurrentWritersDeliverEveryCommittedEventInOrderOnce(t *testing.T) {
 	t.Parallel()
-	forEachBusAndWindow(t, testConcurrentWriters)
+	forEachBusAndWindow(t, func(t *testing.T, bus string, window int64) {
+		testConcurrentWriters(t, storetest.NewDatabaseBus(t, bus), window)
+	})
+	// The logical mode (migrations/00009_logical.sql): the nodes' decoding
+	// leader numbers in WAL order.
+	t.Run(store.BusLogical, func(t *testing.T) {
+		t.Parallel()
+		db, _ := logicalDatabase(t)
+		testConcurrentWriters(t, db, 0)
+	})
 }
 
-func testConcurrentWriters(t *testing.T, bus string, window int64) {
+func testConcurrentWriters(t *testing.T, db string, window int64) {
 	ctx := context.Background()
-	db := storetest.NewDatabaseBus(t, bus)
 	start := logHead(t, db)
 	if os.Getenv("LIVEPG_TEST_NAIVE_SEQUENCE") != "" {
 		conn, err := pgx.Connect(ctx, db)
@@ -266,6 +276,13 @@ func testConcurrentWriters(t *testing.T, bus string, window int64) {
 
 	// The log holds exactly the committed events.
 	storetest.NumberPending(t, pool)
+	waitFor(t, "every event numbered (the logical mode's leader)", func() bool {
+		var pending bool
+		if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM livepg.events WHERE seq IS NULL)`).Scan(&pending); err != nil {
+			t.Fatal(err)
+		}
+		return !pending
+	})
 	rows, err := pool.Query(ctx, `SELECT seq, topic, data FROM livepg.events ORDER BY seq`)
 	if err != nil {
 		t.Fatal(err)

@@ -38,6 +38,15 @@ func TestParseEventID(t *testing.T) {
 		{"42-0123456789a", EventID{}, false},
 		{"42-0123456789abc", EventID{}, false},
 		{"42-0123456789ab-1", EventID{}, false},
+		// The logical bus mode's page positions carry a snapshot.
+		{"42~900:905:900,903-0123456789ab", EventID{Seq: 42, Epoch: "0123456789ab", Snap: "900:905:900,903"}, true},
+		{"42~900:900:-0123456789ab", EventID{Seq: 42, Epoch: "0123456789ab", Snap: "900:900:"}, true},
+		{"42~900:905:900,903", EventID{}, false},         // no epoch
+		{"42~900:905-0123456789ab", EventID{}, false},    // not a snapshot
+		{"42~900:905:9a-0123456789ab", EventID{}, false}, // not decimal
+		{"42~900:905:,1-0123456789ab", EventID{}, false}, // empty xid
+		{"42.3~900:905:-0123456789ab", EventID{}, false}, // a skip and a snapshot
+		{"42~" + strings.Repeat("1", 4097) + "-0123456789ab", EventID{}, false},
 		// Head positions (livepg.head(), migrations/00008_bus.sql): after
 		// seq, skip the next events; always with an epoch.
 		{"3.4-0123456789ab", EventID{Seq: 3, Skip: 4, Epoch: "0123456789ab"}, true},
@@ -58,7 +67,7 @@ func TestParseEventID(t *testing.T) {
 }
 
 func FuzzParseEventID(f *testing.F) {
-	for _, s := range []string{"0", "1", "-1", "+5", "99999999999999999999", "1\n", "7-0123456789ab", "7.3-0123456789ab"} {
+	for _, s := range []string{"0", "1", "-1", "+5", "99999999999999999999", "1\n", "7-0123456789ab", "7.3-0123456789ab", "7~5:9:6,7-0123456789ab"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -115,6 +116,9 @@ func publishAll(ctx context.Context, s *Store, topics, types, data []string, seq
 // mode) are numbered first (NumberPending): they are committed, so one
 // numbering reaches them.
 func (s *Store) seqsOf(ctx context.Context, ids, seqs []int64) error {
+	if s.logical.Load() {
+		return s.waitSeqs(ctx, ids, seqs)
+	}
 	for attempt := 0; ; attempt++ {
 		missing, err := s.readSeqs(ctx, ids, seqs)
 		if err != nil || missing == 0 {
@@ -125,6 +129,26 @@ func (s *Store) seqsOf(ctx context.Context, ids, seqs []int64) error {
 		}
 		if _, err := s.NumberPending(ctx); err != nil {
 			return err
+		}
+	}
+}
+
+// waitSeqs is seqsOf in the logical bus mode: only the decoding leader
+// numbers, in commit order; this waits for it, up to SeenWait.
+func (s *Store) waitSeqs(ctx context.Context, ids, seqs []int64) error {
+	deadline := time.Now().Add(SeenWait)
+	for {
+		missing, err := s.readSeqs(ctx, ids, seqs)
+		if err != nil || missing == 0 {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("read seqs of a batch: %d events: %w", missing, ErrLeaderBehind)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(2 * time.Millisecond):
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/jackc/pgx/v5"
@@ -40,6 +41,9 @@ var (
 // Store is the pool and everything livepg does through it.
 type Store struct {
 	Pool *pgxpool.Pool
+	// logical: the bus is in the logical mode (UseLogicalBus), where
+	// events are numbered after their commit by the decoding leader.
+	logical atomic.Bool
 }
 
 // Open connects a pool to url and checks once that the database answers, so

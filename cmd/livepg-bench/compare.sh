@@ -4,7 +4,7 @@
 # bounded (--timeout) and every server this script starts is stopped at the
 # end, whatever happens.
 #
-#   cmd/livepg-bench/compare.sh [smoke|idle|saturation|latency10k|latency1k|bus1k|batching|nodes3|nodes3-24k|all]
+#   cmd/livepg-bench/compare.sh [smoke|idle|saturation|latency10k|latency1k|bus1k|buslogical1k|batching|nodes3|nodes3-24k|all]
 #   cmd/livepg-bench/compare.sh issue13     # issue 13's targets, livepg and the ceiling back to back
 #   cmd/livepg-bench/compare.sh streams100k # 100,000 streams: one node at its file limit, then 6 nodes
 #
@@ -240,6 +240,27 @@ bus1k() {
   stop "$LP"
 }
 
+# buslogical1k: latency1k's load on livepg alone, the default bus
+# (commit_timestamp) and then the logical mode (migrations/00009_logical.sql)
+# back to back on the same local cluster, restarted with wal_level=logical;
+# the cluster is put back afterwards.
+buslogical1k() {
+  start_livepg
+  psql "$DB" -qc "ALTER SYSTEM SET wal_level = logical" >/dev/null
+  stop "$LP" # and its local PostgreSQL: the setting needs a restart
+  for bus in default logical; do
+    start_livepg LIVEPG_BUS=$bus
+    echo "== livepg buslogical1k bus=$bus ($(psql "$DB" -tAc "SELECT livepg.bus_mode()"))" | tee -a "$OUT/buslogical1k.txt"
+    "$WORK/livepg-bench" run --url "http://127.0.0.1:$PORT" --streams 1000 --mode sql --database-url "$DB" \
+      --rate 10 --events 300 --pid "$LP" --timeout 5m --drain 60s | tee -a "$OUT/buslogical1k.txt"
+    stop "$LP"
+  done
+  start_livepg LIVEPG_BUS=default
+  psql "$DB" -qc "ALTER SYSTEM RESET wal_level" >/dev/null
+  psql "$DB" -qc "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = 'livepg_bus'" >/dev/null
+  stop "$LP"
+}
+
 case "${1:-all}" in
 smoke) pair smoke 200 100 100 ;; # seconds: checks the tools
 idle) pair idle 10000 10 0 --mode none --idle 1s ;;
@@ -247,6 +268,7 @@ saturation) pair saturation 10000 100 300 ;;
 latency10k) pair latency10k 10000 10 300 ;;
 latency1k) pair latency1k 1000 10 300 ;;
 bus1k) bus1k ;;
+buslogical1k) buslogical1k ;;
 batching) batching ;;
 nodes3) nodes3 ;;
 nodes3-24k) nodes3 24000 ;; # 3 x 8,000: more streams than one generator process may hold
@@ -265,7 +287,7 @@ all)
   nodes3
   ;;
 *)
-  echo "usage: $0 [smoke|idle|saturation|latency10k|latency1k|bus1k|batching|nodes3|nodes3-24k|all|issue13|streams100k]" >&2
+  echo "usage: $0 [smoke|idle|saturation|latency10k|latency1k|bus1k|buslogical1k|batching|nodes3|nodes3-24k|all|issue13|streams100k]" >&2
   exit 2
   ;;
 esac

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/livepg/livepg/realtime"
+	"github.com/livepg/livepg/store"
 )
 
 // Config is everything livepg reads from its environment, checked up front.
@@ -126,6 +127,7 @@ func envVars() []envVar {
 		{"LIVEPG_TOKEN_ISSUER", "(none)", "when set, tokens must carry this iss claim"},
 		{"LIVEPG_PRIVATE_TOPICS", "(none)", "comma-separated selectors whose topics need a token to subscribe"},
 		{"LIVEPG_CORS_ORIGINS", "(none)", "comma-separated origins whose pages may stream and publish, with credentials"},
+		{"LIVEPG_BUS", "(the database's mode, livepg.bus)", "the bus mode the node expects: default, or logical (writers do not NOTIFY; one elected node decodes the WAL: needs wal_level=logical and a LISTEN_DATABASE_URL role with REPLICATION). A node that owns the schema switches the database to it; another refuses to start when they differ. See `livepg bus`"},
 		{"LIVEPG_PRESENCE_TTL", showDuration(n.Presence.LeaseTTL), "presence: a node's lease on its members runs this long after each renewal; a killed node's members leave within this plus LIVEPG_PRESENCE_RENEW"},
 		{"LIVEPG_PRESENCE_RENEW", showDuration(n.Presence.Renew), "presence: how often each node renews its lease (one statement for all its members) and expires dead nodes'"},
 		{"LIVEPG_PRESENCE_GRACE", showDuration(n.Presence.Grace), "presence: a member whose stream ended leaves after this, unless its page reconnected (to any node)"},
@@ -328,6 +330,12 @@ func loadConfig(getenv func(string) string) (Config, error) {
 		if p, perr := strconv.Atoi(port); err != nil || perr != nil || p < 0 || p > 65535 {
 			return c, fmt.Errorf("LIVEPG_METRICS_ADDR=%q: want host:port, such as 127.0.0.1:9091, or :9091 for Fly's private network", c.MetricsAddr)
 		}
+	}
+	switch s := getenv("LIVEPG_BUS"); s {
+	case "", store.BusDefault, store.BusLogical:
+		c.Node.Bus = s
+	default:
+		return c, fmt.Errorf("LIVEPG_BUS=%q: want %s or %s", s, store.BusDefault, store.BusLogical)
 	}
 	switch s := getenv("LIVEPG_DEMO"); s {
 	case "":

@@ -123,6 +123,7 @@ func TestStartupRefusesSettingsThatCannotWork(t *testing.T) {
 		want string // in the error
 	}{
 		{"wildcard origin with credentials", map[string]string{"LIVEPG_CORS_ORIGINS": "*"}, "list each origin"},
+		{"unknown bus mode", map[string]string{"LIVEPG_BUS": "fast"}, "want default or logical"},
 		{"origin without a scheme", map[string]string{"LIVEPG_CORS_ORIGINS": "https://ok.example, app.example"}, "want a scheme and a host"},
 		{"origin with a path", map[string]string{"LIVEPG_CORS_ORIGINS": "https://app.example/"}, "no path"},
 		{"origin in capitals", map[string]string{"LIVEPG_CORS_ORIGINS": "https://App.example"}, "lower case"},

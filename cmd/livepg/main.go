@@ -4,6 +4,7 @@
 //	livepg                     serve (the default)
 //	livepg serve
 //	livepg migrate up|down|status
+//	livepg bus default|logical|status
 //	livepg tail --url URL --topic SELECTOR [--topic ...] [--last-event-id N]
 //	livepg version
 //
@@ -51,7 +52,7 @@ func main() {
 	}
 }
 
-const usage = `usage: livepg [serve | migrate up|down|status | tail --url URL --topic SELECTOR... | version | help]`
+const usage = `usage: livepg [serve | migrate up|down|status | bus default|logical|status | tail --url URL --topic SELECTOR... | version | help]`
 
 // shutdownSignals start a graceful shutdown (fly.toml's kill_signal is one).
 var shutdownSignals = []os.Signal{os.Interrupt, syscall.SIGTERM}
@@ -93,6 +94,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return fmt.Errorf("unknown migrate direction %q\n%s", args[0], usage)
 		}
 		return migrate(ctx, cfg, args[0], stdout)
+	case "bus":
+		if len(args) != 1 {
+			return errors.New(usage)
+		}
+		switch args[0] {
+		case store.BusDefault, store.BusLogical, "status":
+		default:
+			return fmt.Errorf("unknown bus mode %q\n%s", args[0], usage)
+		}
+		return bus(ctx, cfg, args[0], stdout)
 	case "help", "-h", "--help":
 		fmt.Fprintln(stdout, usage)
 		fmt.Fprintln(stdout, "\nenvironment:")
@@ -259,6 +270,9 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, stdout io.Write
 	}
 	defer closeAll()
 	if err := st.MigrateUp(ctx); err != nil {
+		return err
+	}
+	if err := followBus(ctx, st, cfg.Node.Bus, logger); err != nil {
 		return err
 	}
 	app, err := startDemo(ctx, cfg, st, logger)

@@ -16,11 +16,25 @@ import (
 // events were committed, but not yet numbered, in the snapshot it was read
 // in; a node resolves it to a plain id before streaming from it. Only head
 // positions have a Skip, and always an epoch.
+//
+// In the logical bus mode (migrations/00009_logical.sql) a page's position
+// carries the snapshot its state was read in instead, written
+// '<seq>~<snapshot>-<epoch>' (snapshot as pg_snapshot's text,
+// xmin:xmax:xip,...): the page has every event through seq, and also the
+// events after it whose writers' commits that snapshot sees (committed, not
+// numbered yet when the page read). A stream resumed from it writes its
+// ids in that form until it is past those events.
 type EventID struct {
 	Seq   int64
 	Skip  int64  // 0 but for a head position
 	Epoch string // 12 lowercase hex digits, or "" for a plain-number id
+	// Snap is a pg_snapshot in text form, or "" (see above).
+	Snap string
 }
+
+// MaxSnapLen bounds the snapshot an id may carry (its in-progress list is
+// bounded by the server's max_connections).
+const MaxSnapLen = 4096
 
 // String is the id as a stream writes it.
 func (id EventID) String() string { return string(id.Append(nil)) }
@@ -32,6 +46,10 @@ func (id EventID) Append(b []byte) []byte {
 		b = append(b, '.')
 		b = strconv.AppendInt(b, id.Skip, 10)
 	}
+	if id.Snap != "" {
+		b = append(b, '~')
+		b = append(b, id.Snap...)
+	}
 	if id.Epoch != "" {
 		b = append(b, '-')
 		b = append(b, id.Epoch...)
@@ -40,14 +58,19 @@ func (id EventID) Append(b []byte) []byte {
 }
 
 // ErrBadEventID is returned by ParseEventID for text that is not an id.
-var ErrBadEventID = errors.New("not an event id: want <seq>, <seq>-<epoch> or <seq>.<skip>-<epoch>")
+var ErrBadEventID = errors.New("not an event id: want <seq>, <seq>-<epoch>, <seq>.<skip>-<epoch> or <seq>~<snapshot>-<epoch>")
 
 // ParseEventID reads an id written by EventID.String: a decimal seq >= 0,
 // optionally followed by '.' and a decimal skip >= 1 (then the epoch is
-// required), and by '-' and an epoch of 12 lowercase hex digits.
+// required), or by '~' and a snapshot (then too), and by '-' and an epoch
+// of 12 lowercase hex digits.
 func ParseEventID(v string) (EventID, error) {
 	position, epoch, hasEpoch := strings.Cut(v, "-")
 	if hasEpoch && !validEpoch(epoch) {
+		return EventID{}, ErrBadEventID
+	}
+	position, snap, hasSnap := strings.Cut(position, "~")
+	if hasSnap && (!hasEpoch || !ValidSnapshot(snap)) {
 		return EventID{}, ErrBadEventID
 	}
 	seqText, skipText, hasSkip := strings.Cut(position, ".")
@@ -57,11 +80,45 @@ func ParseEventID(v string) (EventID, error) {
 	}
 	var skip int64
 	if hasSkip {
-		if skip, ok = parseCount(skipText); !ok || skip < 1 || !hasEpoch {
+		if skip, ok = parseCount(skipText); !ok || skip < 1 || !hasEpoch || hasSnap {
 			return EventID{}, ErrBadEventID
 		}
 	}
-	return EventID{Seq: seq, Skip: skip, Epoch: epoch}, nil
+	return EventID{Seq: seq, Skip: skip, Epoch: epoch, Snap: snap}, nil
+}
+
+// ValidSnapshot reports whether s has pg_snapshot's text form
+// (xmin:xmax:xip,xip,... in decimal), within MaxSnapLen. The database has
+// the last word on its values.
+func ValidSnapshot(s string) bool {
+	if s == "" || len(s) > MaxSnapLen {
+		return false
+	}
+	parts := strings.SplitN(s, ":", 4)
+	if len(parts) != 3 || !decimal(parts[0]) || !decimal(parts[1]) {
+		return false
+	}
+	if parts[2] == "" {
+		return true
+	}
+	for _, x := range strings.Split(parts[2], ",") {
+		if !decimal(x) {
+			return false
+		}
+	}
+	return true
+}
+
+func decimal(s string) bool {
+	if s == "" || len(s) > 20 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // parseCount reads 1-19 decimal digits as an int64.

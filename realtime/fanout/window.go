@@ -174,9 +174,10 @@ func (w *window) covers(id EventID) (gen uint64, ok bool) {
 	if w.maxBytes <= 0 || id.Seq < w.from || id.Seq > w.head {
 		return 0, false
 	}
-	if id.Skip > 0 {
-		// A head position ("after Seq, skip the next Skip events", which
-		// were not numbered when the page read it): the log resolves it.
+	if id.Skip > 0 || id.Snap != "" {
+		// A head position ("after Seq, skip the next Skip events", or the
+		// events the page's snapshot saw, which were not numbered when the
+		// page read it): the log resolves it.
 		return 0, false
 	}
 	if id.Epoch != "" && id.Epoch != w.epoch {

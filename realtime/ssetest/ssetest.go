@@ -25,6 +25,7 @@ type Event struct {
 // 0 if it has none.
 func (e Event) Seq() int64 {
 	seq, _, _ := strings.Cut(e.ID, "-")
+	seq, _, _ = strings.Cut(seq, "~") // a snapshot (the logical bus mode)
 	n, _ := strconv.ParseInt(seq, 10, 64)
 	return n
 }

@@ -45,6 +45,10 @@ type Log interface {
 	// whose topic is one of exact or starts with one of prefixes, in seq
 	// order, with no more than maxBytes of data (but at least one event).
 	ReadMatching(ctx context.Context, after, through int64, exact, prefixes []string, limit int, maxBytes int64) ([]store.Event, error)
+	// SeenInSnapshot returns the seqs after after of the events whose
+	// writers' commits snap sees, once they are numbered (the logical bus
+	// mode's page positions: see fanout.EventID).
+	SeenInSnapshot(ctx context.Context, after int64, snap string) ([]int64, error)
 }
 
 // Config is the engine's dependencies and limits. Every field is required.
@@ -256,6 +260,8 @@ type Request struct {
 	Start     fanout.EventID // the id through which the client has every event (see Position)
 	Gen       uint64         // the hub's generation Start was found under (see fanout.View)
 	Reset     bool           // the resume point was outside the log: send event: reset first
+	// Skip lists the seqs after Start.Seq the client has too (see Skips).
+	Skip []int64
 	// Expires, when not zero, is when the stream's right to its topics
 	// ends (its token's expiry): it ends then with TokenExpiredFrame.
 	Expires time.Time
@@ -329,6 +335,17 @@ func (e *Engine) Position(ctx context.Context, cursor fanout.EventID, resume boo
 		return head, gen, true, nil
 	}
 	return cursor, gen, false, nil
+}
+
+// Skips resolves a start that carries a snapshot (a page's position in the
+// logical bus mode, fanout.EventID.Snap): the seqs after it of the events
+// the page's snapshot saw, which the stream must not send again. It waits
+// for the decoding leader to number them.
+func (e *Engine) Skips(ctx context.Context, start fanout.EventID) ([]int64, error) {
+	if start.Snap == "" {
+		return nil, nil
+	}
+	return e.cfg.Log.SeenInSnapshot(ctx, start.Seq, start.Snap)
 }
 
 // MaxHeadSkip bounds the skip of a head position a stream resolves (each
@@ -409,6 +426,12 @@ func (e *Engine) run(ctx context.Context, out streamOut, req Request) {
 		cursor: req.Start.Seq,
 		gen:    req.Gen,
 		sent:   req.Start,
+		skip:   req.Skip,
+	}
+	if len(s.skip) > 0 {
+		s.snap = req.Start.Snap
+	} else {
+		s.sent.Snap = ""
 	}
 	defer e.cfg.Hub.Leave(s.sub)
 	e.topics.add(req.Topics, 1)
@@ -477,6 +500,32 @@ type stream struct {
 	// expires is when the stream's token expires (zero: never); a long
 	// catch-up checks it between batches.
 	expires time.Time
+	// skip holds, in order, the seqs after cursor the client has already
+	// (a page's position in the logical bus mode: Request.Skip); while it
+	// is not empty the stream stays on the log and its ids carry snap, so
+	// that a resume from one of them skips the rest too.
+	skip []int64
+	snap string
+}
+
+// passed drops the skips the cursor has passed.
+func (s *stream) passed() {
+	i := 0
+	for i < len(s.skip) && s.skip[i] <= s.cursor {
+		i++
+	}
+	s.skip = s.skip[i:]
+	if len(s.skip) == 0 {
+		s.skip, s.snap = nil, ""
+	}
+}
+
+// skipped reports whether the client has seq already (and drops it).
+func (s *stream) skipped(seq int64) bool {
+	for len(s.skip) > 0 && s.skip[0] < seq {
+		s.skip = s.skip[1:]
+	}
+	return len(s.skip) > 0 && s.skip[0] == seq
 }
 
 func (s *stream) run(ctx context.Context, req Request) error {
@@ -552,7 +601,16 @@ func (s *stream) catchUp(ctx context.Context) error {
 	cfg := &s.e.cfg
 	batch := cfg.BatchSize
 	for {
-		joined, view := cfg.Hub.Join(s.sub, s.cursor, s.gen)
+		var joined bool
+		var view fanout.View
+		if len(s.skip) == 0 {
+			joined, view = cfg.Hub.Join(s.sub, s.cursor, s.gen)
+		} else {
+			// Not live before every skip is passed: read the log through
+			// the last one, even past what the hub has routed.
+			view = cfg.Hub.View()
+			view.Head = max(view.Head, s.skip[len(s.skip)-1])
+		}
 		if joined {
 			return nil
 		}
@@ -622,11 +680,19 @@ func (s *stream) catchUp(ctx context.Context) error {
 			full := store.FullBatch(rows, batch, cfg.BatchBytes)
 			s.buf = s.buf[:0]
 			for i, row := range rows {
+				if s.skipped(row.Seq) {
+					s.cursor = row.Seq
+					rows[i] = store.Event{}
+					continue
+				}
 				typ, data := row.Type, row.Data
 				if row.Omitted != "" {
 					typ, data = fanout.OmittedType, fanout.OmittedData(row.Type, row.Size, row.Omitted)
 				}
 				id := fanout.EventID{Seq: row.Seq, Epoch: view.Epoch}
+				if len(s.skip) > 0 {
+					id.Snap = s.snap
+				}
 				s.buf = fanout.AppendFrame(s.buf, id, typ, row.Topic, data)
 				s.cursor, s.sent = row.Seq, id
 				rows[i] = store.Event{}
@@ -634,6 +700,7 @@ func (s *stream) catchUp(ctx context.Context) error {
 			if !full {
 				s.cursor = view.Head
 			}
+			s.passed()
 			n := len(rows)
 			rows = nil
 			if err := s.write(s.buf); err != nil {
