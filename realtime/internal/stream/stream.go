@@ -723,6 +723,11 @@ func (s *stream) catchUp(ctx context.Context) error {
 // and the stream reads the log instead. The frames are the live path's
 // own, written as they are.
 func (s *stream) fromWindow(batch int) (served bool, err error) {
+	if len(s.skip) > 0 {
+		// A page's snapshot position (logical bus) still has events to
+		// skip: the log path drops them and passes them.
+		return false, nil
+	}
 	cfg := &s.e.cfg
 	events, through, ok := cfg.Hub.FromWindow(s.live[:0], s.sub.Selectors(), s.cursor, s.gen, batch, cfg.BatchBytes)
 	s.live = events
