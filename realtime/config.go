@@ -109,9 +109,9 @@ type Config struct {
 	// NodeInterval is how often the node writes its row of the registry
 	// (and reads the others'); a node silent for three is shown stale.
 	NodeInterval time.Duration
-	// PresenceCounts, when set, gives the members of each topic's presence
-	// on this node, for the inspector (a hook for presence; nil: the
-	// inspector shows no presence column). Called every NodeInterval.
+	// PresenceCounts gives the members of each topic's presence on this
+	// node, for the inspector; nil: the members this node's pages hold
+	// (presence.go). Called every NodeInterval.
 	PresenceCounts func(ctx context.Context) (map[string]int, error)
 	// Presence tunes who-is-here (see presence.go); zero fields take
 	// DefaultConfig's.

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -355,5 +356,47 @@ func TestLivepgJSResumesAfterTokenExpiredWithACookie(t *testing.T) {
 	waitJS(t, p, `window.sub.status === "live"`)
 	publishN(t, nodeA, "private/c", 4, 4)
 	p.waitGot(t, 1, 2, 3, 4)
+	p.noScriptErrors(t)
+}
+
+// A page's node is SIGKILLed, not stopped: its stream's connection just
+// dies, with no goodbye. The page shows it is reconnecting, writes go on
+// through psql meanwhile, and once a node answers on that address again
+// the page resumes from its last id: its handlers see every committed
+// event exactly once, in order.
+func TestLivepgJSThroughANodeSIGKILL(t *testing.T) {
+	t.Parallel()
+	db := storetest.NewDatabase(t)
+	node := startProcess(t, db)
+	p := libPage(t, browser(t), "page on a node that is killed", node.URL)
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	publish := func(from, to int) {
+		t.Helper()
+		for n := from; n <= to; n++ {
+			if _, err := conn.Exec(ctx, `SELECT livepg.publish('lib/kill', jsonb_build_object('n', $1::int))`, n); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	publish(1, 2)
+	p.subscribe(t, "lib/kill", fmt.Sprintf(`from: %q`, snapshotHead(t, db)))
+	waitJS(t, p, `window.sub.status === "live"`)
+	publish(3, 5)
+	p.waitGot(t, 3, 4, 5)
+
+	port := mustPort(t, node.URL)
+	node.signal(t, syscall.SIGKILL, 30*time.Second)
+	publish(6, 8) // committed while no node serves the page
+	waitJS(t, p, `window.sub.status === "reconnecting"`)
+	startProcess(t, db, "PORT="+port)
+	waitJS(t, p, `window.sub.status === "live"`)
+	publish(9, 10)
+	p.waitGot(t, 3, 4, 5, 6, 7, 8, 9, 10)
 	p.noScriptErrors(t)
 }
