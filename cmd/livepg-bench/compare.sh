@@ -4,7 +4,7 @@
 # bounded (--timeout) and every server this script starts is stopped at the
 # end, whatever happens.
 #
-#   cmd/livepg-bench/compare.sh [smoke|idle|saturation|latency10k|latency1k|bus1k|buslogical1k|batching|nodes3|nodes3-24k|all]
+#   cmd/livepg-bench/compare.sh [smoke|idle|saturation|latency10k|latency1k|bus1k|bus10k|buslogical1k|batching|nodes3|nodes3-24k|all]
 #   cmd/livepg-bench/compare.sh issue13     # issue 13's targets, livepg and the ceiling back to back
 #   cmd/livepg-bench/compare.sh streams100k # 100,000 streams: one node at its file limit, then 6 nodes
 #
@@ -218,7 +218,16 @@ streams100k() {
 # cluster (migrations/00008_bus.sql): commit_timestamp (the local cluster's
 # default), then commit_lock (track_commit_timestamp turned off with ALTER
 # SYSTEM; livepg restarts its PostgreSQL), then back.
-bus1k() {
+bus1k() { busmodes bus1k 1000; }
+# bus10k: issue 13's 10 ev/s scenario (10,000 streams, a goroutine each in
+# the generator, 4 SQL publishers) in each bus mode.
+bus10k() { busmodes bus10k 10000 --sources 8 --reader goroutine --publishers 4; }
+
+# busmodes NAME STREAMS [flags]: 300 events at 10/s through SQL to STREAMS
+# streams, in each bus mode in turn.
+busmodes() {
+  local name=$1 streams=$2
+  shift 2
   for bus in commit_timestamp commit_lock; do
     local setting=on
     [ "$bus" = commit_lock ] && setting=off
@@ -227,12 +236,12 @@ bus1k() {
     stop "$LP" # and its local PostgreSQL: the setting needs a restart
     start_livepg
     if ! psql "$DB" -tAc "SELECT livepg.bus_mode()" | grep -qx "$bus"; then
-      echo "bus1k: the cluster is not in bus mode $bus" >&2
+      echo "$name: the cluster is not in bus mode $bus" >&2
       exit 1
     fi
-    echo "== livepg bus1k bus=$bus" | tee -a "$OUT/bus1k.txt"
-    "$WORK/livepg-bench" run --url "http://127.0.0.1:$PORT" --streams 1000 --mode sql --database-url "$DB" \
-      --rate 10 --events 300 --pid "$LP" --timeout 5m --drain 60s | tee -a "$OUT/bus1k.txt"
+    echo "== livepg $name bus=$bus ($(uptime))" | tee -a "$OUT/$name.txt"
+    "$WORK/livepg-bench" run --url "http://127.0.0.1:$PORT" --streams "$streams" --mode sql --database-url "$DB" \
+      --rate 10 --events 300 --pid "$LP" --timeout 5m --drain 60s "$@" | tee -a "$OUT/$name.txt"
     stop "$LP"
   done
   start_livepg
@@ -268,6 +277,7 @@ saturation) pair saturation 10000 100 300 ;;
 latency10k) pair latency10k 10000 10 300 ;;
 latency1k) pair latency1k 1000 10 300 ;;
 bus1k) bus1k ;;
+bus10k) bus10k ;;
 buslogical1k) buslogical1k ;;
 batching) batching ;;
 nodes3) nodes3 ;;
@@ -287,7 +297,7 @@ all)
   nodes3
   ;;
 *)
-  echo "usage: $0 [smoke|idle|saturation|latency10k|latency1k|bus1k|buslogical1k|batching|nodes3|nodes3-24k|all|issue13|streams100k]" >&2
+  echo "usage: $0 [smoke|idle|saturation|latency10k|latency1k|bus1k|bus10k|buslogical1k|batching|nodes3|nodes3-24k|all|issue13|streams100k]" >&2
   exit 2
   ;;
 esac
