@@ -26,6 +26,7 @@ func BenchmarkRead(b *testing.B) {
 	                                FROM generate_series(1, 20000) i`); err != nil {
 		b.Fatal(err)
 	}
+	storetest.NumberPending(b, s.Pool) // as a node would (migrations/00008_bus.sql)
 	bounds, err := s.Bounds(ctx)
 	if err != nil {
 		b.Fatal(err)
