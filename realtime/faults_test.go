@@ -13,6 +13,7 @@ import (
 
 	"github.com/livepg/livepg/realtime"
 	"github.com/livepg/livepg/realtime/ssetest"
+	"github.com/livepg/livepg/store"
 	"github.com/livepg/livepg/store/storetest"
 )
 
@@ -136,19 +137,31 @@ func testPostgresRestartLosesNothing(t *testing.T, bus string, window int64) {
 // The listener reconnects on a maximum lifetime of its own, as it must under
 // proxies that cut long-lived connections, and nothing is lost across.
 // With the default window of the log and a tiny one.
+//
+// In each bus mode and window, and in the logical mode (where the listener
+// hears the decoding leader's NOTIFY per batch).
 func TestListenerLifetimeReconnectsLoseNothing(t *testing.T) {
 	t.Parallel()
-	forEachBusAndWindow(t, testListenerLifetimeReconnectsLoseNothing)
+	forEachBusAndWindow(t, func(t *testing.T, bus string, window int64) {
+		testListenerLifetimeReconnectsLoseNothing(t, storetest.NewDatabaseBus(t, bus), window, false)
+	})
+	t.Run(store.BusLogical, func(t *testing.T) {
+		t.Parallel()
+		db, _ := logicalDatabase(t)
+		testListenerLifetimeReconnectsLoseNothing(t, db, 0, true)
+	})
 }
 
-func testListenerLifetimeReconnectsLoseNothing(t *testing.T, bus string, window int64) {
-	db := storetest.NewDatabaseBus(t, bus)
+func testListenerLifetimeReconnectsLoseNothing(t *testing.T, db string, window int64, logical bool) {
 	n := startNode(t, db, realtime.Config{ListenerMaxLifetime: 100 * time.Millisecond, PollInterval: time.Hour, Window: window})
 	f := ssetest.Follow(t, []string{n.URL}, "/v1/events?topic=life", logHead(t, db))
 	waitFor(t, "stream open", f.Connected)
 	stop := writeUntil(t, db, "life", 2)
 	waitFor(t, "several lifetimes", func() bool { return metric(t, n.Node, "livepg_listener_reconnects_total") >= 5 })
 	stop()
+	if logical {
+		waitAllNumbered(t, n)
+	}
 	f.Expect(t, "follower", committed(t, db, "life"))
 }
 

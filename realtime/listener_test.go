@@ -14,25 +14,33 @@ import (
 
 	"github.com/livepg/livepg/realtime"
 	"github.com/livepg/livepg/realtime/ssetest"
+	"github.com/livepg/livepg/store"
 	"github.com/livepg/livepg/store/storetest"
 )
 
 // The listener's connection is killed again and again while writes go on,
 // then kept out for a while: /readyz reports the outage while it lasts, and
 // the stream ends with every event, in order, once.
+//
+// In the logical bus mode the node's replication connection (the decoding
+// leader's) logs in as that role too, so each kill also cuts the decoder.
 func TestListenerLossLosesNothing(t *testing.T) {
 	t.Parallel()
 	for _, bus := range storetest.Buses {
 		t.Run(bus, func(t *testing.T) {
 			t.Parallel()
-			testListenerLossLosesNothing(t, bus)
+			testListenerLossLosesNothing(t, storetest.NewDatabaseBus(t, bus), false)
 		})
 	}
+	t.Run(store.BusLogical, func(t *testing.T) {
+		t.Parallel()
+		db, _ := logicalDatabase(t)
+		testListenerLossLosesNothing(t, db, true)
+	})
 }
 
-func testListenerLossLosesNothing(t *testing.T, bus string) {
+func testListenerLossLosesNothing(t *testing.T, db string, logical bool) {
 	ctx := context.Background()
-	db := storetest.NewDatabaseBus(t, bus)
 	admin, err := pgx.Connect(ctx, db)
 	if err != nil {
 		t.Fatal(err)
@@ -45,7 +53,11 @@ func testListenerLossLosesNothing(t *testing.T, bus string) {
 	_, _ = rand.Read(b[:])
 	role := "livepg_listener_" + hex.EncodeToString(b[:])
 	quoted := pgx.Identifier{role}.Sanitize()
-	if _, err := admin.Exec(ctx, `CREATE ROLE `+quoted+` LOGIN PASSWORD 'listener'`); err != nil {
+	attrs := "LOGIN"
+	if logical {
+		attrs += " REPLICATION"
+	}
+	if _, err := admin.Exec(ctx, `CREATE ROLE `+quoted+` `+attrs+` PASSWORD 'listener'`); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -76,7 +88,15 @@ func testListenerLossLosesNothing(t *testing.T, bus string) {
 	go func() {
 		defer wg.Done()
 		for writeCtx.Err() == nil {
-			if _, err := n.Store.Publish(ctx, "l", "message", nil); err != nil {
+			var err error
+			if logical {
+				// Through SQL, which does not wait for the decoding leader
+				// to number the event, as a store publish does.
+				_, err = n.Store.Pool.Exec(ctx, `SELECT livepg.publish('l', 'null'::jsonb)`)
+			} else {
+				_, err = n.Store.Publish(ctx, "l", "message", nil)
+			}
+			if err != nil {
 				t.Error(err)
 				return
 			}
@@ -123,7 +143,11 @@ func testListenerLossLosesNothing(t *testing.T, bus string) {
 	stopWriting()
 	wg.Wait()
 	var seqs []int64
-	storetest.NumberPending(t, admin)
+	if logical {
+		waitAllNumbered(t, n)
+	} else {
+		storetest.NumberPending(t, admin)
+	}
 	rows, err := admin.Query(ctx, `SELECT seq FROM livepg.events WHERE topic = 'l' ORDER BY seq`)
 	if err != nil {
 		t.Fatal(err)
