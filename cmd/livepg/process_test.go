@@ -4,8 +4,11 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -15,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/livepg/livepg/realtime/ssetest"
+	"github.com/livepg/livepg/store"
 	"github.com/livepg/livepg/store/storetest"
 )
 
@@ -134,19 +138,56 @@ func receiveAll(t *testing.T, name string, f *ssetest.Follower, db, topic string
 
 // A node is killed outright with clients attached; they reconnect to the
 // other node with Last-Event-ID and miss nothing.
+//
+// In each bus mode; in the logical mode the node killed is the decoding
+// leader, so the other node must take the slot over too.
 func TestKilledNodeClientsResumeOnTheOther(t *testing.T) {
 	t.Parallel()
 	for _, bus := range storetest.Buses {
 		t.Run(bus, func(t *testing.T) {
 			t.Parallel()
-			testKilledNodeClientsResumeOnTheOther(t, bus)
+			testKilledNodeClientsResumeOnTheOther(t, storetest.NewDatabaseBus(t, bus), false)
 		})
 	}
+	t.Run(store.BusLogical, func(t *testing.T) {
+		t.Parallel()
+		ctx := context.Background()
+		db := storetest.NewDatabaseOn(t, storetest.NewLogicalCluster(t).URL())
+		s, err := store.Open(ctx, db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.SetBus(ctx, store.BusLogical); err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		testKilledNodeClientsResumeOnTheOther(t, db, true)
+	})
 }
 
-func testKilledNodeClientsResumeOnTheOther(t *testing.T, bus string) {
-	db := storetest.NewDatabaseBus(t, bus)
+// isDecodingLeader reads livepg_bus_decoding_leader from a node's /metrics.
+func isDecodingLeader(t *testing.T, p *process) bool {
+	t.Helper()
+	resp, err := http.Get(p.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Contains(string(body), "\nlivepg_bus_decoding_leader 1\n")
+}
+
+func testKilledNodeClientsResumeOnTheOther(t *testing.T, db string, logical bool) {
 	a, b := startProcess(t, db), startProcess(t, db)
+	if logical {
+		waitFor(t, "a decoding leader", func() bool { return isDecodingLeader(t, a) || isDecodingLeader(t, b) })
+		if isDecodingLeader(t, a) {
+			a, b = b, a // b, the node killed, is the leader
+		}
+	}
 	var followers []*ssetest.Follower
 	for range 3 {
 		followers = append(followers, ssetest.Follow(t, []string{b.URL, a.URL}, "/v1/events?topic=kill", headID(t, db)))
@@ -159,6 +200,16 @@ func testKilledNodeClientsResumeOnTheOther(t *testing.T, bus string) {
 	b.signal(t, syscall.SIGKILL, 10*time.Second)
 	time.Sleep(300 * time.Millisecond)
 	stop()
+	if logical {
+		waitFor(t, "node A leads the decoding", func() bool { return isDecodingLeader(t, a) })
+		waitFor(t, "every event numbered", func() bool {
+			var pending int
+			if err := mustConn(t, db).QueryRow(context.Background(), `SELECT count(*) FROM livepg.events WHERE seq IS NULL`).Scan(&pending); err != nil {
+				t.Fatal(err)
+			}
+			return pending == 0
+		})
+	}
 	for i, f := range followers {
 		n := receiveAll(t, fmt.Sprint("follower ", i), f, db, "kill")
 		if f.Reconnects() == 0 {
