@@ -2,13 +2,10 @@ package realtime
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -121,13 +118,7 @@ type localMember struct {
 }
 
 func newPresence(st *store.Store, cfg PresenceConfig, logger *slog.Logger) *presence {
-	node := cfg.NodeID
-	if node == "" {
-		host, _ := os.Hostname()
-		var b [6]byte
-		_, _ = rand.Read(b[:])
-		node = truncate(host, 100) + "-" + hex.EncodeToString(b[:])
-	}
+	node := cfg.NodeID // NewNode sets it: the node's id when not given
 	return &presence{
 		st: st, node: node, cfg: cfg, log: logger.With("presence_node", node),
 		local:    make(map[store.MemberKey]*localMember),

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -136,21 +135,16 @@ func (s *Store) seqsOf(ctx context.Context, ids, seqs []int64) error {
 // waitSeqs is seqsOf in the logical bus mode: only the decoding leader
 // numbers, in commit order; this waits for it, up to SeenWait.
 func (s *Store) waitSeqs(ctx context.Context, ids, seqs []int64) error {
-	deadline := time.Now().Add(SeenWait)
-	for {
-		missing, err := s.readSeqs(ctx, ids, seqs)
-		if err != nil || missing == 0 {
-			return err
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("read seqs of a batch: %d events: %w", missing, ErrLeaderBehind)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(2 * time.Millisecond):
-		}
+	var missing int
+	err := waitForLeader(ctx, func() (bool, error) {
+		var err error
+		missing, err = s.readSeqs(ctx, ids, seqs)
+		return missing == 0, err
+	})
+	if errors.Is(err, ErrLeaderBehind) {
+		return fmt.Errorf("read seqs of a batch: %d events: %w", missing, err)
 	}
+	return err
 }
 
 // readSeqs fills seqs as seqsOf does and returns how many of the events

@@ -150,6 +150,28 @@ const MaxSeenInSnapshot = 100_000
 // SeenWait is how long SeenInSnapshot waits for the decoding leader.
 const SeenWait = 10 * time.Second
 
+// waitForLeader calls done until it reports true, for up to SeenWait, then
+// gives up with ErrLeaderBehind. The checks back off (2 ms doubling to
+// 200 ms): a wait for a leader that is down costs tens of queries, not
+// thousands.
+func waitForLeader(ctx context.Context, done func() (bool, error)) error {
+	deadline := time.Now().Add(SeenWait)
+	for wait := 2 * time.Millisecond; ; wait = min(2*wait, 200*time.Millisecond) {
+		ok, err := done()
+		if err != nil || ok {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return ErrLeaderBehind
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+	}
+}
+
 // SeenInSnapshot resolves a page's position in the logical bus mode: the
 // page read its state in snap (a pg_snapshot, as text) and has every event
 // through seq after, plus those its snapshot saw committed but not yet
@@ -157,27 +179,19 @@ const SeenWait = 10 * time.Second
 // returns their seqs after after, in order: the events the page's stream
 // must skip.
 func (s *Store) SeenInSnapshot(ctx context.Context, after int64, snap string) ([]int64, error) {
-	deadline := time.Now().Add(SeenWait)
-	for {
+	err := waitForLeader(ctx, func() (bool, error) {
 		var pending bool
 		err := s.Pool.QueryRow(ctx, `
 			SELECT EXISTS (SELECT 1 FROM livepg.events e
 			                WHERE e.seq IS NULL AND e.writer_xid IS NOT NULL
 			                  AND pg_visible_in_snapshot(e.writer_xid, $1::pg_snapshot))`, snap).Scan(&pending)
 		if err != nil {
-			return nil, fmt.Errorf("events seen in snapshot %s: %w", snap, asInvalid(err))
+			return false, fmt.Errorf("events seen in snapshot %s: %w", snap, asInvalid(err))
 		}
-		if !pending {
-			break
-		}
-		if time.Now().After(deadline) {
-			return nil, ErrLeaderBehind
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(5 * time.Millisecond):
-		}
+		return !pending, nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	rows, err := s.Pool.Query(ctx, `
 		SELECT e.seq FROM livepg.events e
