@@ -84,18 +84,11 @@ func (n *Node) Bus() string {
 	return mode
 }
 
-// numberPending is the node's numbering step, run before each read of the
-// log.
-func (n *Node) numberPending(ctx context.Context) error {
-	if n.Bus() == store.BusLogical {
-		return nil // only the decoding leader numbers (and number_pending would not)
-	}
-	numbered, err := n.store.NumberPending(ctx)
-	if err != nil {
-		return fmt.Errorf("number pending events: %w", err)
-	}
-	n.metrics.numbered.Add(float64(numbered))
-	return nil
+// numbers reports whether this node numbers pending events before it
+// reads the log (store.ReadNext): in every mode but the logical one, where
+// only the decoding leader numbers (and number_pending would not).
+func (n *Node) numbers() bool {
+	return n.Bus() != store.BusLogical
 }
 
 // resolvePosition turns a head position ('<after>.<skip>-<epoch>', see

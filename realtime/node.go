@@ -369,22 +369,20 @@ func (n *Node) readLoop(ctx context.Context, hub *fanout.Hub) {
 // placeholder with its id, logged and counted (see store.ReadAfter,
 // fanout.OmittedType).
 func (n *Node) readLog(ctx context.Context, hub *fanout.Hub) error {
-	// Number what committed since the last wake-up first (commit_timestamp
-	// mode: see bus.go); then read.
-	n.readStarting()
-	if err := n.numberPending(ctx); err != nil {
-		n.readFailed(err)
-		return err
-	}
 	for {
+		// One round trip: number what committed since the last wake-up
+		// (commit_timestamp mode; see bus.go), then read, in one snapshot,
+		// whether the hub's place is in the log's history and what follows.
 		n.readStarting()
 		view := hub.View()
-		history, rows, err := n.store.ReadHistory(ctx, view.Epoch, view.Head, n.cfg.BatchSize, n.cfg.BatchBytes)
+		next, err := n.store.ReadNext(ctx, n.numbers(), view.Epoch, view.Head, n.cfg.BatchSize, n.cfg.BatchBytes)
 		if err != nil {
 			n.readFailed(err)
 			return err
 		}
 		n.readOK()
+		n.metrics.numbered.Add(float64(next.Numbered))
+		history, rows := next.History, next.Events
 		if !history.InHistory || history.PrunedThrough > view.Head {
 			if !history.InHistory {
 				n.log.Warn("the log's history changed under the node (a restored backup, a failover to a replica that lost the last commits?): its streams are told to reset",
@@ -420,7 +418,7 @@ func (n *Node) readLog(ctx context.Context, hub *fanout.Hub) error {
 		// mirror past it (see admitPresence).
 		n.presence.apply(history.Epoch, rows)
 		hub.Publish(events)
-		if !store.FullBatch(rows, n.cfg.BatchSize, n.cfg.BatchBytes) {
+		if !next.More {
 			return nil
 		}
 	}

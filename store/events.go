@@ -50,7 +50,11 @@ const (
 // by hash or merge instead). A row's cost is its size as
 // measured at insert (the stored size for rows older than that); an
 // oversized row costs nothing: its data is not read.
-const boundedSelect = `,
+const boundedSelect = boundedCTEs + boundedRows
+
+// boundedCTEs and boundedRows are boundedSelect's two halves (ReadNext puts
+// the rows in a CTE of their own).
+const boundedCTEs = `,
  w AS (
 	SELECT c.seq, e.size,
 	       coalesce(e.size > l.max_event_size, false) AS too_large,
@@ -63,7 +67,9 @@ const boundedSelect = `,
  ),
  r AS (
 	SELECT w.seq, w.size, w.too_large, w.cost, sum(w.cost) OVER (ORDER BY w.seq) - w.cost AS before FROM w
- )
+ )`
+
+const boundedRows = `
 SELECT e.seq, e.topic, e.type, CASE WHEN r.too_large THEN NULL ELSE e.data END,
        e.committed_at, coalesce(r.size, 0), r.too_large, r.cost
   FROM r
@@ -384,6 +390,111 @@ func (s *Store) ReadHistory(ctx context.Context, epoch string, after int64, limi
 		return History{}, nil, fmt.Errorf("read events after %d: %w", after, err)
 	}
 	return h, events, nil
+}
+
+// nextSQL is ReadNext's read, one statement and so one snapshot (a STABLE
+// function such as livepg.position reads in its caller's): the log's bounds,
+// whether (epoch $1, seq $2) is in its history, and, if it is, the events
+// after $2 as afterSQL reads them ($3 limit, $4 maxBytes). Every row carries
+// the bounds; with no events to read, one row whose event columns are NULL.
+var nextSQL = `WITH p AS (SELECT epoch, head, pruned_through, valid FROM livepg.position($1, $2)),
+ c AS (SELECT ev.seq FROM livepg.events ev
+        WHERE ev.seq > $2 AND (SELECT p.valid FROM p) ORDER BY ev.seq LIMIT $3)` + boundedCTEs + `,
+ b AS (` + fmt.Sprintf(boundedRows, 4) + `)
+SELECT p.epoch, p.head, p.pruned_through, p.valid, b.* FROM p LEFT JOIN b ON true ORDER BY b.seq`
+
+// Next is what a node's read step (ReadNext) found.
+type Next struct {
+	// History: the log's bounds, and whether the place read from is in its
+	// history (when it is not, Events is empty).
+	History
+	// Events: the events after the place read from.
+	Events []Event
+	// Numbered: how many pending events the step numbered.
+	Numbered int
+	// More: events may be left to number or to read; step again.
+	More bool
+}
+
+// ReadNext is a node's read step in one round trip to the database: when
+// number is true it numbers the pending events (livepg.number_pending, as
+// NumberPending does: up to numberBatch of them), then reads as ReadHistory
+// does, the bounds and the events in one snapshot. Both statements go in
+// one pipeline and run in one implicit transaction, and ReadNext returns
+// only once it has committed (durably, when it numbered anything): no
+// event comes back before its number is safe.
+//
+// Why one round trip: a node fanning out to thousands of streams is busy,
+// and each round trip waits for the scheduler to come back to the reader;
+// ReadHistory's transaction costs six and the numbering one more. When the
+// database fails on a row (see rowError), ReadNext falls back to
+// NumberPending and ReadHistory, which skip it.
+func (s *Store) ReadNext(ctx context.Context, number bool, epoch string, after int64, limit int, maxBytes int64) (Next, error) {
+	var (
+		h        History
+		events   []Event
+		numbered int
+	)
+	batch := &pgx.Batch{}
+	// Every execution is planned with its arguments, as readEvents' are
+	// (QueryExecModeExec): a generic plan may walk the whole log.
+	batch.Queue(`SET LOCAL plan_cache_mode = force_custom_plan`)
+	if number {
+		batch.Queue(`SELECT numbered FROM livepg.number_pending($1)`, numberBatch).QueryRow(func(row pgx.Row) error {
+			return row.Scan(&numbered)
+		})
+	}
+	batch.Queue(nextSQL, nullIfEmpty(epoch), after, limit, maxBytes).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var seq, size, cost *int64
+			var topic, typ *string
+			var data []byte
+			var at *time.Time
+			var tooLarge *bool
+			if err := rows.Scan(&h.Epoch, &h.Head, &h.PrunedThrough, &h.InHistory,
+				&seq, &topic, &typ, &data, &at, &size, &tooLarge, &cost); err != nil {
+				return err
+			}
+			if seq == nil {
+				continue // no events: the bounds alone
+			}
+			e := Event{Seq: *seq, Topic: *topic, Type: *typ, Data: data, CommittedAt: *at, Size: *size, cost: *cost}
+			if *tooLarge {
+				e.Omitted = OmittedTooLarge
+				e.Data = nil
+			}
+			events = append(events, e)
+		}
+		return rows.Err()
+	})
+	err := s.Pool.SendBatch(ctx, batch).Close()
+	if err != nil && rowError(ctx, err) {
+		return s.readNextSlowly(ctx, number, epoch, after, limit, maxBytes)
+	}
+	if err != nil {
+		return Next{}, fmt.Errorf("number and read events after %d: %w", after, err)
+	}
+	return Next{History: h, Events: events, Numbered: numbered,
+		More: numbered >= numberBatch || (h.InHistory && FullBatch(events, limit, maxBytes))}, nil
+}
+
+// readNextSlowly is ReadNext in several round trips, for a batch the
+// database failed to print: ReadHistory reads it again row by row.
+func (s *Store) readNextSlowly(ctx context.Context, number bool, epoch string, after int64, limit int, maxBytes int64) (Next, error) {
+	var next Next
+	if number {
+		var err error
+		if next.Numbered, err = s.NumberPending(ctx); err != nil { // all of them
+			return Next{}, err
+		}
+	}
+	h, events, err := s.ReadHistory(ctx, epoch, after, limit, maxBytes)
+	if err != nil {
+		return Next{}, err
+	}
+	next.History, next.Events = h, events
+	next.More = h.InHistory && FullBatch(events, limit, maxBytes)
+	return next, nil
 }
 
 // inSavepoint runs read in a savepoint of tx, so that the database failing

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -288,5 +289,69 @@ func TestTrackBoundsTheRenderedTopic(t *testing.T) {
 	if len(events) != 2 || strings.Count(events[0].Topic, "/") != 3 || len(events[0].Topic) > 256 ||
 		events[1].Topic != "x%41/%%/%2E%2E/%7Bd%7D" {
 		t.Fatalf("topics: %+v", events)
+	}
+}
+
+// TestReadNextNumbersAndReadsInOneStep: a node's read step numbers what
+// writers committed (in commit_timestamp mode) and reads it in the same
+// round trip, bounded by its limit, saying when more is left; a place
+// outside the log's history reads nothing.
+func TestReadNextNumbersAndReadsInOneStep(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := storetest.NewStore(t)
+	mode, err := s.BusMode(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		if _, err := s.Pool.Exec(ctx, `SELECT livepg.publish($1, $2::jsonb)`, "t/1", fmt.Sprintf(`{"n":%d}`, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if mode == store.BusCommitTimestamp {
+		// Not numbered yet: a step that does not number reads nothing.
+		next, err := s.ReadNext(ctx, false, "", 0, 100, 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(next.Events) != 0 || next.Numbered != 0 || next.More {
+			t.Fatalf("before numbering: %d events, %d numbered, more %v; want none", len(next.Events), next.Numbered, next.More)
+		}
+	}
+	first, err := s.ReadNext(ctx, true, "", 0, 3, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantNumbered := 5
+	if mode != store.BusCommitTimestamp {
+		wantNumbered = 0 // numbered at commit
+	}
+	if first.Numbered != wantNumbered || !first.InHistory || !first.More || first.Head != 5 {
+		t.Fatalf("first step: numbered %d (want %d), in history %v, more %v, head %d (want 5)",
+			first.Numbered, wantNumbered, first.InHistory, first.More, first.Head)
+	}
+	rest, err := s.ReadNext(ctx, true, first.Epoch, first.Events[len(first.Events)-1].Seq, 3, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rest.More || rest.Numbered != 0 {
+		t.Errorf("second step: more %v, numbered %d; want neither", rest.More, rest.Numbered)
+	}
+	var got []string
+	for _, e := range append(first.Events, rest.Events...) {
+		got = append(got, fmt.Sprintf("%d %s %s", e.Seq, e.Topic, e.Data))
+	}
+	want := []string{`1 t/1 {"n": 0}`, `2 t/1 {"n": 1}`, `3 t/1 {"n": 2}`, `4 t/1 {"n": 3}`, `5 t/1 {"n": 4}`}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("events read:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	elsewhere, err := s.ReadNext(ctx, true, "another-history", 2, 3, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if elsewhere.InHistory || len(elsewhere.Events) != 0 || elsewhere.Epoch != first.Epoch {
+		t.Errorf("a place in another history: in history %v, %d events, epoch %q; want false, 0, %q",
+			elsewhere.InHistory, len(elsewhere.Events), elsewhere.Epoch, first.Epoch)
 	}
 }
