@@ -154,6 +154,9 @@ pair13() {
   "$WORK/livepg-bench" run --url "http://127.0.0.1:$PORT" --streams "$streams" --sources 8 --reader "$READER" --mode sql --database-url "$DB" \
     --rate "$rate" --events "$events" --pid "$LP" --timeout 5m --drain 60s "${lflags[@]}" | tee -a "$OUT/$name.txt"
   wait_profiles
+  # The node's commit-to-read lag (livepg_event_lag_seconds), what the
+  # database side adds before the fan-out.
+  curl -fsS "http://127.0.0.1:$PORT/metrics" 2>/dev/null | grep '^livepg_event_lag_seconds' >"$OUT/$name-lag.txt" || true
   stop "$LP"
   [ "${#cflags[@]}" -gt 0 ] && [ "${cflags[0]}" = none ] && return 0
   if [ "$CEILING_HIJACK" = 1 ]; then start_ceiling --feed "$FEED" --hijack; else start_ceiling --feed "$FEED"; fi
@@ -287,6 +290,7 @@ smoke13) # seconds: checks issue13's tools
   pair13 smoke13 200 0 0 --backlog 100 --publishers 4 -- none
   ;;
 issue13) issue13 ;;
+hot13) pair13 hot10 10000 10 300 --publishers 4 ;; # issue 13's 10 ev/s scenario alone, livepg then the ceiling
 streams100k) streams100k ;;
 all)
   pair idle 10000 10 0 --mode none --idle 1s
