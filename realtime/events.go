@@ -87,6 +87,15 @@ func (n *Node) ServeEvents(w http.ResponseWriter, r *http.Request) {
 	// A page's position in the logical bus mode carries its snapshot: the
 	// events it saw that were not numbered yet are skipped.
 	skip, err := engine.Skips(r.Context(), start)
+	if errors.Is(err, store.ErrTooFarBehind) {
+		// Too old to resolve: start from the head, and the client
+		// refetches its state (event: reset), as for any position the log
+		// cannot resolve.
+		n.log.Info("stream start: a page's position too far behind the log's head: reset", "id", truncate(cursor.String(), 60))
+		if start, gen, _, err = engine.Position(r.Context(), fanout.EventID{}, false); err == nil {
+			reset = true
+		}
+	}
 	if err != nil {
 		place.Release()
 		if errors.Is(err, store.ErrInvalid) {

@@ -413,3 +413,30 @@ func TestLogicalBusWithTheLeastPrivilegeRoles(t *testing.T) {
 		}
 	}
 }
+
+// A page's position in the logical mode ('<seq>~<snapshot>-<epoch>') more
+// than store.MaxSeenScan events behind the log's head is not resolved (it
+// would make the node walk the log from an old seq for every such
+// request): the stream starts at the head with a reset, and goes on live.
+func TestLogicalBusPageHeadTooFarBehindResets(t *testing.T) {
+	t.Parallel()
+	db, _ := logicalDatabase(t)
+	node := startNode(t, db, realtime.Config{Bus: store.BusLogical, PollInterval: 100 * time.Millisecond})
+	waitFor(t, "a decoding leader", node.DecodingLeader)
+	snap := queryString(t, db, `SELECT pg_current_snapshot()::text`)
+	epoch := queryString(t, db, `SELECT epoch FROM livepg.state`)
+	n := store.MaxSeenScan + 1
+	if _, err := node.Store.Pool.Exec(context.Background(), `SELECT count(*) FROM livepg.publish_many(
+		array_fill('far'::text, ARRAY[$1::int]), array_fill('message'::text, ARRAY[$1::int]), array_fill('1'::jsonb, ARRAY[$1::int]))`, n); err != nil {
+		t.Fatal(err)
+	}
+	waitAllNumbered(t, node)
+	s := ssetest.Open(t, node.URL+"/v1/events?topic=far", fmt.Sprintf("0~%s-%s", snap, epoch))
+	if ev := s.Next(t, time.Minute); ev.Type != "reset" {
+		t.Fatalf("from a page position %d events behind: first event %+v, want a reset", n, ev)
+	}
+	publishN(t, db, "far", "live", 1)
+	if ev := s.Next(t, time.Minute); ev.Type == "reset" || !strings.Contains(ev.Data, "live-1") {
+		t.Errorf("after the reset: %+v, want live-1", ev)
+	}
+}

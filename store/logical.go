@@ -144,8 +144,17 @@ func quoteLiteral(s string) string {
 // SeenInSnapshot's wait: the decoding leader is down or far behind.
 var ErrLeaderBehind = errors.New("events a page has seen are not numbered yet (is a node decoding? LIVEPG_BUS=logical)")
 
-// MaxSeenInSnapshot bounds the events SeenInSnapshot returns.
-const MaxSeenInSnapshot = 100_000
+// MaxSeenScan bounds how far SeenInSnapshot looks: the events after a
+// page's position it reads. A page's position names the events numbered
+// after its snapshot was taken that it saw nonetheless: a handful while the
+// decoding leader keeps up. One further behind than this is not resolved
+// (ErrTooFarBehind): its stream resets, which is always safe, instead of a
+// client making the node walk the log from an old seq.
+const MaxSeenScan = 100_000
+
+// ErrTooFarBehind: a page's position (logical bus mode) is more than
+// MaxSeenScan events behind the log's head.
+var ErrTooFarBehind = errors.New("the page's position is too far behind the log's head to resolve")
 
 // SeenWait is how long SeenInSnapshot waits for the decoding leader.
 const SeenWait = 10 * time.Second
@@ -193,20 +202,32 @@ func (s *Store) SeenInSnapshot(ctx context.Context, after int64, snap string) ([
 	if err != nil {
 		return nil, err
 	}
+	// At most MaxSeenScan+1 rows: one more than that says the position is
+	// too far behind.
 	rows, err := s.Pool.Query(ctx, `
-		SELECT e.seq FROM livepg.events e
-		 WHERE e.seq > $1 AND e.writer_xid IS NOT NULL
-		   AND pg_visible_in_snapshot(e.writer_xid, $2::pg_snapshot)
-		 ORDER BY e.seq LIMIT $3`, after, snap, MaxSeenInSnapshot+1)
+		SELECT e.seq, coalesce(pg_visible_in_snapshot(e.writer_xid, $2::pg_snapshot), false)
+		  FROM livepg.events e
+		 WHERE e.seq > $1
+		 ORDER BY e.seq LIMIT $3`, after, snap, MaxSeenScan+1)
 	if err != nil {
 		return nil, fmt.Errorf("events seen in snapshot %s: %w", snap, asInvalid(err))
 	}
-	seqs, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	var seqs []int64
+	scanned := 0
+	var seq int64
+	var seen bool
+	_, err = pgx.ForEachRow(rows, []any{&seq, &seen}, func() error {
+		scanned++
+		if seen {
+			seqs = append(seqs, seq)
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("events seen in snapshot %s: %w", snap, asInvalid(err))
 	}
-	if len(seqs) > MaxSeenInSnapshot {
-		return nil, fmt.Errorf("%w: more than %d events seen in snapshot", ErrInvalid, MaxSeenInSnapshot)
+	if scanned > MaxSeenScan {
+		return nil, fmt.Errorf("%w: more than %d events after seq %d", ErrTooFarBehind, MaxSeenScan, after)
 	}
 	return seqs, nil
 }
