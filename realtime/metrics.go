@@ -25,6 +25,8 @@ type metrics struct {
 	// The reader's: events it read and their lag.
 	publishedEvents prometheus.Counter
 	lag             prometheus.Histogram
+	// readStep times each read step (store.ReadNext) as the node sees it.
+	readStep prometheus.Histogram
 	// omitted counts events routed as placeholders, by reason.
 	omitted       *prometheus.CounterVec
 	historyResets prometheus.Counter
@@ -152,6 +154,12 @@ func newMetrics(src metricSources) *metrics {
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
 	})
 	f(m.lag)
+	m.readStep = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "livepg_log_read_seconds",
+		Help:    "Each read step of the reader (number pending events and read what follows, one round trip), from the query's start to its last row as the node sees it: the database's time and the wait for this process to run the reader again.",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+	})
+	f(m.readStep)
 	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "livepg_log_head", Help: "Seq of the last event this node routed.",
 	}, fromHub(func(h *fanout.Hub) float64 { return float64(h.Head()) })))

@@ -375,7 +375,9 @@ func (n *Node) readLog(ctx context.Context, hub *fanout.Hub) error {
 		// whether the hub's place is in the log's history and what follows.
 		n.readStarting()
 		view := hub.View()
+		began := time.Now()
 		next, err := n.store.ReadNext(ctx, n.numbers(), view.Epoch, view.Head, n.cfg.BatchSize, n.cfg.BatchBytes)
+		n.metrics.readStep.Observe(time.Since(began).Seconds())
 		if err != nil {
 			n.readFailed(err)
 			return err

@@ -156,7 +156,7 @@ pair13() {
   wait_profiles
   # The node's commit-to-read lag (livepg_event_lag_seconds), what the
   # database side adds before the fan-out.
-  curl -fsS "http://127.0.0.1:$PORT/metrics" 2>/dev/null | grep '^livepg_event_lag_seconds' >"$OUT/$name-lag.txt" || true
+  curl -fsS "http://127.0.0.1:$PORT/metrics" 2>/dev/null | grep -E '^livepg_(event_lag|log_read)_seconds' >"$OUT/$name-lag.txt" || true
   stop "$LP"
   [ "${#cflags[@]}" -gt 0 ] && [ "${cflags[0]}" = none ] && return 0
   if [ "$CEILING_HIJACK" = 1 ]; then start_ceiling --feed "$FEED" --hijack; else start_ceiling --feed "$FEED"; fi
