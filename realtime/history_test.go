@@ -625,7 +625,8 @@ func TestEventsPrunedBeforeTheNodeReadThemResetItsStreams(t *testing.T) {
 	f := &record{f: ssetest.Follow(t, []string{n.URL}, "/v1/events?topic=pr", "0")}
 	f.until(t, "the first events", reachedSeq(2, false))
 
-	held, err := n.Store.Pool.Acquire(ctx)
+	// Stall the reader: hold its connection.
+	held, err := n.ReaderPool().Acquire(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

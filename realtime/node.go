@@ -19,6 +19,7 @@ import (
 	"github.com/livepg/livepg/realtime/pglisten"
 	"github.com/livepg/livepg/realtime/walbus"
 	"github.com/livepg/livepg/store"
+	"github.com/livepg/livepg/store/promptconn"
 )
 
 // Node is one livepg server's real-time machinery: the LISTEN connection
@@ -29,6 +30,9 @@ type Node struct {
 	cfg      Config
 	store    *store.Store
 	catchUp  *store.Store // the catch-up reads' own pool (Config.CatchUpConns); made by Start
+	// reader is the reader's own connection (store.ReadNext), one that
+	// reads promptly on a busy process (store/promptconn); made by Start.
+	reader *store.Store
 	listener *pglisten.Listener
 	metrics  *metrics
 	batcher  *batcher        // nil when publish batching is off
@@ -80,6 +84,9 @@ func NewNode(st *store.Store, cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen database url: %w", err)
 	}
+	// Notifications wake the reader at once, however busy the process
+	// (see store/promptconn).
+	listenCfg.DialFunc = pgconn.DialFunc(promptconn.Dialer(promptconn.DialFunc(listenCfg.DialFunc)))
 	n := &Node{
 		cfg:     cfg,
 		store:   st,
@@ -173,11 +180,24 @@ func (n *Node) Start(ctx context.Context) error {
 		return fmt.Errorf("start node: catch-up pool: %w", err)
 	}
 	n.catchUp = &store.Store{Pool: catchUpPool}
+	// The reader's round trips are on the path of every event: a
+	// connection of its own whose replies wake it at once, however busy
+	// the fan-out keeps the process (see store/promptconn).
+	readerCfg := n.store.Pool.Config()
+	readerCfg.MaxConns, readerCfg.MinConns = 1, 0
+	readerCfg.ConnConfig.DialFunc = pgconn.DialFunc(promptconn.Dialer(promptconn.DialFunc(readerCfg.ConnConfig.DialFunc)))
+	readerPool, err := pgxpool.NewWithConfig(ctx, readerCfg)
+	if err != nil {
+		catchUpPool.Close()
+		return fmt.Errorf("start node: reader pool: %w", err)
+	}
+	n.reader = &store.Store{Pool: readerPool}
 	// The presence mirror is loaded after the hub's start is read: it
 	// reflects the log at least that far, and skips the events the reader
 	// reads that it reflects already.
 	if err := n.presence.start(ctx); err != nil {
 		catchUpPool.Close()
+		readerPool.Close()
 		return fmt.Errorf("start node: %w", err)
 	}
 	hub := fanout.NewHub(bounds.Head)
@@ -250,6 +270,7 @@ func (n *Node) Stop() {
 		n.wg.Wait()
 		if n.catchUp != nil {
 			n.catchUp.Close()
+			n.reader.Close()
 		}
 	})
 }
@@ -376,7 +397,7 @@ func (n *Node) readLog(ctx context.Context, hub *fanout.Hub) error {
 		n.readStarting()
 		view := hub.View()
 		began := time.Now()
-		next, err := n.store.ReadNext(ctx, n.numbers(), view.Epoch, view.Head, n.cfg.BatchSize, n.cfg.BatchBytes)
+		next, err := n.reader.ReadNext(ctx, n.numbers(), view.Epoch, view.Head, n.cfg.BatchSize, n.cfg.BatchBytes)
 		n.metrics.readStep.Observe(time.Since(began).Seconds())
 		if err != nil {
 			n.readFailed(err)

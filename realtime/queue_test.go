@@ -100,13 +100,18 @@ func TestListenerDrainsTheNotificationQueueWhileEverythingElseStalls(t *testing.
 		}
 	}
 	waitFor(t, "streams open", func() bool { return n.Streams() == 3 })
-	// Hold the node's only pool connection: its log reads, every catch-up
-	// and its wiring probes wait behind it.
+	// Hold the node's only pool connection and its reader's: its log
+	// reads, every catch-up and its wiring probes wait behind them.
 	held, err := n.Store.Pool.Acquire(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer held.Release()
+	heldReader, err := n.ReaderPool().Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer heldReader.Release()
 	// The probe sent after LISTEN may still be on its way: wait for it, so
 	// that from here on the listener hears only the test's notifications.
 	waitFor(t, "the wiring probe", func() bool { return metric(t, n.Node, "livepg_listener_wiring_ok") == 1 })
