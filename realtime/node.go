@@ -27,12 +27,12 @@ import (
 // (package fanout), the streams (package stream), publishing, the pruner
 // and the metrics. Handler (or Routes) serves its HTTP interface.
 type Node struct {
-	cfg      Config
-	store    *store.Store
-	catchUp  *store.Store // the catch-up reads' own pool (Config.CatchUpConns); made by Start
+	cfg     Config
+	store   *store.Store
+	catchUp *store.Store // the catch-up reads' own pool (Config.CatchUpConns); made by Start
 	// reader is the reader's own connection (store.ReadNext), one that
 	// reads promptly on a busy process (store/promptconn); made by Start.
-	reader *store.Store
+	reader   *store.Store
 	listener *pglisten.Listener
 	metrics  *metrics
 	batcher  *batcher        // nil when publish batching is off
