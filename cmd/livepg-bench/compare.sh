@@ -7,6 +7,7 @@
 #   cmd/livepg-bench/compare.sh [smoke|idle|saturation|latency10k|latency1k|bus1k|bus10k|buslogical1k|batching|nodes3|nodes3-24k|all]
 #   cmd/livepg-bench/compare.sh issue13     # issue 13's targets, livepg and the ceiling back to back
 #   cmd/livepg-bench/compare.sh streams100k # 100,000 streams: one node at its file limit, then 6 nodes
+#   cmd/livepg-bench/compare.sh streams100k-h2c # 100,000 streams on ONE node over HTTP/2 (h2c), 250 per connection
 #
 # Results go to $OUT (default ./bench-results), one file per scenario; the
 # last line of each run is its one-line summary. PROFILE=1 (issue13) also
@@ -214,6 +215,23 @@ streams100k() {
   pids=()
 }
 
+# streams100k-h2c: 100,000 streams on ONE node, opened as HTTP/2 streams
+# over cleartext (h2c, as Fly's proxy speaks with h2_backend), 250 per
+# connection: 400 connections, so the file limit that holds one node to
+# ~19,870 HTTP/1.1 streams no longer bounds them; LIVEPG_MAX_STREAMS is
+# raised to hold them. 10 events at 1/s through SQL, as streams100k.
+# STREAMS and STREAMS_PER_CONN change the shape.
+streams100k_h2c() {
+  local streams=${STREAMS:-100000} per=${STREAMS_PER_CONN:-250}
+  echo "== streams100k-h2c $(date -u) ${LABEL:-$(git rev-parse --short HEAD 2>/dev/null || echo "?")}" | tee -a "$OUT/streams100k-h2c.txt"
+  start_livepg LIVEPG_MAX_STREAMS=$((streams + 10000))
+  echo "== one node, $streams streams over h2c, $per per connection ($(uptime))" | tee -a "$OUT/streams100k-h2c.txt"
+  "$WORK/livepg-bench" run --url "http://127.0.0.1:$PORT" --h2c --streams-per-conn "$per" --streams "$streams" --sources 16 \
+    --mode sql --database-url "$DB" --rate 1 --events 10 --pid "$LP" --timeout 15m --drain 300s | tee -a "$OUT/streams100k-h2c.txt"
+  echo "== after ($(uptime))" | tee -a "$OUT/streams100k-h2c.txt"
+  stop "$LP"
+}
+
 # bus1k: latency1k's load on livepg alone, in each bus mode on the same local
 # cluster (migrations/00008_bus.sql): commit_timestamp (the local cluster's
 # default), then commit_lock (track_commit_timestamp turned off with ALTER
@@ -288,6 +306,7 @@ smoke13) # seconds: checks issue13's tools
   ;;
 issue13) issue13 ;;
 streams100k) streams100k ;;
+streams100k-h2c) streams100k_h2c ;;
 all)
   pair idle 10000 10 0 --mode none --idle 1s
   pair saturation 10000 100 300
@@ -297,7 +316,7 @@ all)
   nodes3
   ;;
 *)
-  echo "usage: $0 [smoke|idle|saturation|latency10k|latency1k|bus1k|bus10k|buslogical1k|batching|nodes3|nodes3-24k|all|issue13|streams100k]" >&2
+  echo "usage: $0 [smoke|idle|saturation|latency10k|latency1k|bus1k|bus10k|buslogical1k|batching|nodes3|nodes3-24k|all|issue13|streams100k|streams100k-h2c]" >&2
   exit 2
   ;;
 esac
