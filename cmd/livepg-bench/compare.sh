@@ -224,10 +224,14 @@ streams100k() {
 streams100k_h2c() {
   local streams=${STREAMS:-100000} per=${STREAMS_PER_CONN:-250}
   echo "== streams100k-h2c $(date -u) ${LABEL:-$(git rev-parse --short HEAD 2>/dev/null || echo "?")}" | tee -a "$OUT/streams100k-h2c.txt"
-  start_livepg LIVEPG_MAX_STREAMS=$((streams + 10000))
+  start_livepg LIVEPG_MAX_STREAMS=$((streams + 10000)) LIVEPG_PPROF_ADDR="$PPROF"
   echo "== one node, $streams streams over h2c, $per per connection ($(uptime))" | tee -a "$OUT/streams100k-h2c.txt"
+  # PROFILE=1: 8 s of the node's CPU from PROFILE_DELAY (30) seconds on,
+  # about when the 100,000 are connected and the events go out.
+  profile streams100k-h2c-livepg "${PROFILE_DELAY:-30}"
   "$WORK/livepg-bench" run --url "http://127.0.0.1:$PORT" --h2c --streams-per-conn "$per" --streams "$streams" --sources 16 \
     --mode sql --database-url "$DB" --rate 1 --events 10 --pid "$LP" --timeout 15m --drain 300s | tee -a "$OUT/streams100k-h2c.txt"
+  wait_profiles
   echo "== after ($(uptime))" | tee -a "$OUT/streams100k-h2c.txt"
   stop "$LP"
 }
