@@ -163,6 +163,22 @@ pair13() {
     --rate "$rate" --events "$events" --pid "$CP" --timeout 5m --drain 60s "${cflags[@]}" | tee -a "$OUT/$name.txt"
   stop "$CP"
 }
+# profile_when_connected NAME FILE: with PROFILE=1, an 8 s CPU profile of
+# the node from 1.5 s after FILE gets its next "connected" line (the
+# generator's), in the background.
+profile_when_connected() {
+  [ "${PROFILE:-0}" = 1 ] || return 0
+  local name=$1 file=$2 from
+  from=$(($(wc -l <"$file" 2>/dev/null || echo 0) + 1))
+  (
+    for _ in $(seq 3000); do
+      tail -n +"$from" "$file" 2>/dev/null | grep -q "^connected " && break
+      sleep 0.2
+    done
+    sleep 1.5
+    curl -s -o "$OUT/$name.pprof" "http://$PPROF/debug/pprof/profile?seconds=8"
+  ) &
+}
 wait_profiles() { for j in $(jobs -rp); do case " ${pids[*]} " in *" $j "*) ;; *) wait "$j" || true ;; esac; done; }
 
 issue13() {
@@ -226,9 +242,9 @@ streams100k_h2c() {
   echo "== streams100k-h2c $(date -u) ${LABEL:-$(git rev-parse --short HEAD 2>/dev/null || echo "?")}" | tee -a "$OUT/streams100k-h2c.txt"
   start_livepg LIVEPG_MAX_STREAMS=$((streams + 10000)) LIVEPG_PPROF_ADDR="$PPROF"
   echo "== one node, $streams streams over h2c, $per per connection ($(uptime))" | tee -a "$OUT/streams100k-h2c.txt"
-  # PROFILE=1: 8 s of the node's CPU from PROFILE_DELAY (30) seconds on,
-  # about when the 100,000 are connected and the events go out.
-  profile streams100k-h2c-livepg "${PROFILE_DELAY:-30}"
+  # PROFILE=1: 8 s of the node's CPU from 1.5 s after the streams are
+  # connected: while the events go out.
+  profile_when_connected streams100k-h2c-livepg "$OUT/streams100k-h2c.txt"
   "$WORK/livepg-bench" run --url "http://127.0.0.1:$PORT" --h2c --streams-per-conn "$per" --streams "$streams" --sources 16 \
     --mode sql --database-url "$DB" --rate 1 --events 10 --pid "$LP" --timeout 15m --drain 300s | tee -a "$OUT/streams100k-h2c.txt"
   wait_profiles
