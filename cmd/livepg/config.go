@@ -71,14 +71,18 @@ const (
 	defaultTokenAlg        = "HS256"
 	defaultHeaderTimeout   = 10 * time.Second
 	defaultIdleTimeout     = 2 * time.Minute
-	// defaultH2CMaxStreams: an HTTP/2 connection from a proxy carries many
-	// clients' streams, so this is not a per-client bound (the node's
-	// stream limits apply to each HTTP/2 stream as to each HTTP/1.1
-	// request); 1,000 keeps 100,000 streams on about 100 connections, each
-	// connection's frames go through one goroutine of the node, and a
-	// client that opens more gets its extra streams refused (REFUSED_STREAM)
-	// before any handler runs. Go's own default is 250.
-	defaultH2CMaxStreams = 1000
+	// defaultH2CMaxStreams is Go's own default. A connection from a proxy
+	// carries many clients' streams, so this is no per-client bound (the
+	// node's stream limits apply to each HTTP/2 stream as to each HTTP/1.1
+	// request); what it bounds is the work per frame: Go's HTTP/2 server
+	// walks a connection's streams to find the next frame to write, and
+	// each connection's frames go through one goroutine. With 100,000
+	// streams on one node, 1,000 per connection delivered with a median
+	// latency of 13.0 s, 250 with 5.3-9.0 s, for about the same CPU
+	// (cmd/livepg-bench/BENCHMARKS.md, "100,000 streams"); 250 needs 400
+	// connections for them, far inside the file limit. A client that opens more gets its extra streams
+	// refused before any handler runs.
+	defaultH2CMaxStreams = 250
 	maxH2CMaxStreams     = 100_000
 )
 
