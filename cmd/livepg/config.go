@@ -80,8 +80,8 @@ const (
 	// streams on one node, 1,000 per connection delivered with a median
 	// latency of 13.0 s, 250 with 5.3-9.0 s, for about the same CPU
 	// (cmd/livepg-bench/BENCHMARKS.md, "100,000 streams"); 250 needs 400
-	// connections for them, far inside the file limit. A client that opens more gets its extra streams
-	// refused before any handler runs.
+	// connections for them, far inside the file limit. A client that opens
+	// more gets its extra streams refused before any handler runs.
 	defaultH2CMaxStreams = 250
 	maxH2CMaxStreams     = 100_000
 )
