@@ -67,7 +67,7 @@ func (t *takenStreams) take(w http.ResponseWriter, serve func(ctx context.Contex
 		}
 		t.watch = cw
 	}
-	t.held.Add(1) // before net/http stops counting it: never counted nowhere
+	t.held.Add(1) // before net/http stops counting it, so that it is always in one count
 	conn, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		t.held.Add(-1)
