@@ -279,14 +279,15 @@ func TestH2CStreamLimitsApplyPerStream(t *testing.T) {
 }
 
 // With LIVEPG_H2C=off the node speaks HTTP/1.1 only: an HTTP/2 preface
-// gets an HTTP/1.1 answer (with it on, the server's SETTINGS frame), and
-// an h2c client's request fails.
+// gets an HTTP/1.1 answer, and an h2c client's request fails. With it on,
+// the preface gets the server's SETTINGS frame, which advertises
+// LIVEPG_H2C_MAX_STREAMS as the connection's most concurrent streams.
 func TestH2COffRefusesHTTP2(t *testing.T) {
 	t.Parallel()
 	db := storetest.NewDatabase(t)
 	for _, setting := range []string{"on", "off"} {
 		t.Run("LIVEPG_H2C="+setting, func(t *testing.T) {
-			base, _ := startServer(t, map[string]string{"DATABASE_URL": db, "PORT": "0", "LIVEPG_H2C": setting})
+			base, _ := startServer(t, map[string]string{"DATABASE_URL": db, "PORT": "0", "LIVEPG_H2C": setting, "LIVEPG_H2C_MAX_STREAMS": "7"})
 			waitReady(t, base)
 			u, _ := url.Parse(base)
 			c, err := net.Dial("tcp", u.Host)
@@ -298,8 +299,9 @@ func TestH2COffRefusesHTTP2(t *testing.T) {
 			if _, err := io.WriteString(c, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"); err != nil {
 				t.Fatal(err)
 			}
+			br := bufio.NewReader(c)
 			head := make([]byte, 9)
-			if _, err := io.ReadFull(bufio.NewReader(c), head); err != nil {
+			if _, err := io.ReadFull(br, head); err != nil {
 				t.Fatalf("answer to the HTTP/2 preface: %v", err)
 			}
 			isHTTP1 := bytes.HasPrefix(head, []byte("HTTP/1.1 "))
@@ -309,6 +311,22 @@ func TestH2COffRefusesHTTP2(t *testing.T) {
 				t.Fatalf("LIVEPG_H2C=off: the preface got %q, want an HTTP/1.1 answer", head)
 			case setting == "on" && (isHTTP1 || !isSettings):
 				t.Fatalf("LIVEPG_H2C=on: the preface got %q, want the server's SETTINGS frame", head)
+			case setting == "on":
+				// The payload: 6-byte entries, a 16-bit id and a 32-bit value;
+				// SETTINGS_MAX_CONCURRENT_STREAMS is id 3.
+				payload := make([]byte, int(head[0])<<16|int(head[1])<<8|int(head[2]))
+				if _, err := io.ReadFull(br, payload); err != nil {
+					t.Fatal(err)
+				}
+				maxStreams := -1
+				for e := payload; len(e) >= 6; e = e[6:] {
+					if e[0] == 0 && e[1] == 3 {
+						maxStreams = int(e[2])<<24 | int(e[3])<<16 | int(e[4])<<8 | int(e[5])
+					}
+				}
+				if maxStreams != 7 {
+					t.Fatalf("SETTINGS_MAX_CONCURRENT_STREAMS = %d, want LIVEPG_H2C_MAX_STREAMS (7)", maxStreams)
+				}
 			}
 			var dials atomic.Int64
 			resp, err := h2cClient(t, &dials, 0).Get(base + "/healthz")
