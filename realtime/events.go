@@ -177,3 +177,16 @@ func truncate(s string, n int) string {
 	}
 	return s
 }
+
+// StreamConnections is the number of connections the node's streams hold
+// themselves: those lean streams took from net/http (HTTP/1.1 only), which
+// an http.Server no longer counts (its ConnState hook sees them hijacked).
+// Streams served through net/http, all those of HTTP/2 connections among
+// them, hold no connection of their own. A server bounding its descriptors
+// counts its own connections plus these (as cmd/livepg does).
+func (n *Node) StreamConnections() int64 {
+	if e := n.engine.Load(); e != nil {
+		return e.TakenConns()
+	}
+	return 0
+}

@@ -35,7 +35,10 @@ import (
 // ReadTimeout (net/http lifts it once a request's body is read, so streams
 // are not cut; publishes set their own, BodyTimeout), as
 // cmd/livepg does: without them a client may hold a connection, and its
-// buffers, for as long as it likes.
+// buffers, for as long as it likes. Streams over HTTP/2 (the server's
+// Protocols with unencrypted HTTP/2, as cmd/livepg sets them unless
+// LIVEPG_H2C is off) share their connection and are served through net/http
+// to their end; StreamConnections counts the connections lean streams took.
 func (n *Node) Handler() http.Handler {
 	r := chi.NewRouter()
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {

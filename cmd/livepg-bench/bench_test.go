@@ -169,13 +169,49 @@ func startTestNode(t *testing.T, db string, window int64) string {
 	r := chi.NewRouter()
 	node.Routes(r)
 	r.Method(http.MethodGet, "/metrics", node.MetricsHandler())
-	srv := httptest.NewServer(r)
+	srv := httptest.NewUnstartedServer(r)
+	// HTTP/1.1 and HTTP/2 over cleartext, as cmd/livepg serves.
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	srv.Config.Protocols = &protocols
+	srv.Start()
 	t.Cleanup(func() { node.CloseStreams(); srv.Close(); node.Stop() })
 	deadline := time.Now().Add(30 * time.Second)
 	for node.Ready(context.Background()) != nil && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	return srv.URL
+}
+
+// --h2c: streams opened as HTTP/2 streams, --streams-per-conn on each
+// connection, in this process and through worker processes, get every
+// event once, in order, and a resume from a backlog too.
+func TestLoadOverH2C(t *testing.T) {
+	t.Parallel()
+	db := storetest.NewDatabase(t)
+	url := startTestNode(t, db, 0)
+	for _, tc := range []struct {
+		name           string
+		procs, backlog int
+		conns          int
+	}{{"one process", 0, 0, 3}, {"two workers", 2, 0, 4}, {"resume", 0, 30, 3}} {
+		cfg := loadConfig{URLs: []string{url}, Streams: 40, Topics: 2, TopicBase: "h2c-" + strings.ReplaceAll(tc.name, " ", "-"), Sources: 2, Concurrent: 8,
+			Procs: tc.procs, H2C: true, StreamsPerConn: 15, Mode: "sql", DatabaseURL: db, Rate: 200, Events: 20, Backlog: tc.backlog,
+			Publishers: 2, Drain: time.Minute, Timeout: 2 * time.Minute}
+		if err := cfg.check(); err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		res, err := runLoad(context.Background(), cfg, &out)
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", tc.name, err, out.String())
+		}
+		checkComplete(t, res, out.String())
+		if res.Conns != tc.conns || res.Deliveries != int64(40*(20+tc.backlog)/2) {
+			t.Fatalf("%s: %d deliveries over %d connections, want %d over %d:\n%s", tc.name, res.Deliveries, res.Conns, 40*(20+tc.backlog)/2, tc.conns, out.String())
+		}
+	}
 }
 
 // A resume run: streams that connect from a point before a backlog get

@@ -7,6 +7,7 @@
 #   cmd/livepg-bench/compare.sh [smoke|idle|saturation|latency10k|latency1k|bus1k|bus10k|buslogical1k|batching|nodes3|nodes3-24k|all]
 #   cmd/livepg-bench/compare.sh issue13     # issue 13's targets, livepg and the ceiling back to back
 #   cmd/livepg-bench/compare.sh streams100k # 100,000 streams: one node at its file limit, then 6 nodes
+#   cmd/livepg-bench/compare.sh streams100k-h2c # 100,000 streams on ONE node over HTTP/2 (h2c), 250 per connection
 #
 # Results go to $OUT (default ./bench-results), one file per scenario; the
 # last line of each run is its one-line summary. PROFILE=1 (issue13) also
@@ -165,6 +166,22 @@ pair13() {
     --rate "$rate" --events "$events" --pid "$CP" --timeout 5m --drain 60s "${cflags[@]}" | tee -a "$OUT/$name.txt"
   stop "$CP"
 }
+# profile_when_connected NAME FILE: with PROFILE=1, an 8 s CPU profile of
+# the node from 1.5 s after FILE gets its next "connected" line (the
+# generator's), in the background.
+profile_when_connected() {
+  [ "${PROFILE:-0}" = 1 ] || return 0
+  local name=$1 file=$2 from
+  from=$(($(wc -l <"$file" 2>/dev/null || echo 0) + 1))
+  (
+    for _ in $(seq 3000); do
+      tail -n +"$from" "$file" 2>/dev/null | grep -q "^connected " && break
+      sleep 0.2
+    done
+    sleep 1.5
+    curl -s -o "$OUT/$name.pprof" "http://$PPROF/debug/pprof/profile?seconds=8"
+  ) &
+}
 wait_profiles() { for j in $(jobs -rp); do case " ${pids[*]} " in *" $j "*) ;; *) wait "$j" || true ;; esac; done; }
 
 issue13() {
@@ -215,6 +232,27 @@ streams100k() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   pids=()
+}
+
+# streams100k-h2c: 100,000 streams on ONE node, opened as HTTP/2 streams
+# over cleartext (h2c, as Fly's proxy speaks with h2_backend), 250 per
+# connection: 400 connections, so the file limit that holds one node to
+# ~19,870 HTTP/1.1 streams no longer bounds them; LIVEPG_MAX_STREAMS is
+# raised to hold them. 10 events at 1/s through SQL, as streams100k.
+# STREAMS and STREAMS_PER_CONN change the shape.
+streams100k_h2c() {
+  local streams=${STREAMS:-100000} per=${STREAMS_PER_CONN:-250}
+  echo "== streams100k-h2c $(date -u) ${LABEL:-$(git rev-parse --short HEAD 2>/dev/null || echo "?")}" | tee -a "$OUT/streams100k-h2c.txt"
+  start_livepg LIVEPG_MAX_STREAMS=$((streams + 10000)) LIVEPG_PPROF_ADDR="$PPROF"
+  echo "== one node, $streams streams over h2c, $per per connection ($(uptime))" | tee -a "$OUT/streams100k-h2c.txt"
+  # PROFILE=1: 8 s of the node's CPU from 1.5 s after the streams are
+  # connected: while the events go out.
+  profile_when_connected streams100k-h2c-livepg "$OUT/streams100k-h2c.txt"
+  "$WORK/livepg-bench" run --url "http://127.0.0.1:$PORT" --h2c --streams-per-conn "$per" --streams "$streams" --sources 16 \
+    --mode sql --database-url "$DB" --rate 1 --events 10 --pid "$LP" --timeout 15m --drain 300s | tee -a "$OUT/streams100k-h2c.txt"
+  wait_profiles
+  echo "== after ($(uptime))" | tee -a "$OUT/streams100k-h2c.txt"
+  stop "$LP"
 }
 
 # bus1k: latency1k's load on livepg alone, in each bus mode on the same local
@@ -292,6 +330,7 @@ smoke13) # seconds: checks issue13's tools
 issue13) issue13 ;;
 hot13) pair13 hot10 10000 10 300 --publishers 4 ;; # issue 13's 10 ev/s scenario alone, livepg then the ceiling
 streams100k) streams100k ;;
+streams100k-h2c) streams100k_h2c ;;
 all)
   pair idle 10000 10 0 --mode none --idle 1s
   pair saturation 10000 100 300
@@ -301,7 +340,7 @@ all)
   nodes3
   ;;
 *)
-  echo "usage: $0 [smoke|idle|saturation|latency10k|latency1k|bus1k|bus10k|buslogical1k|batching|nodes3|nodes3-24k|all|issue13|streams100k]" >&2
+  echo "usage: $0 [smoke|idle|saturation|latency10k|latency1k|bus1k|bus10k|buslogical1k|batching|nodes3|nodes3-24k|all|issue13|streams100k|streams100k-h2c]" >&2
   exit 2
   ;;
 esac

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"runtime"
@@ -29,6 +30,10 @@ type loadConfig struct {
 	Concurrent int    // connection attempts in flight
 	Reader     string // epoll or goroutine
 	Procs      int    // worker processes for the streams; 0: as many as the file limit needs
+	// H2C opens the streams as HTTP/2 streams over cleartext,
+	// StreamsPerConn on each connection (see h2c.go).
+	H2C            bool
+	StreamsPerConn int
 
 	Mode        string // sql, http, table, feed or none
 	DatabaseURL string // for sql and table
@@ -84,6 +89,8 @@ func parseLoadFlags(args []string, stderr io.Writer) (loadConfig, error) {
 	fs.IntVar(&c.Sources, "sources", 4, "spread connections over source addresses 127.0.0.1 .. 127.0.0.N")
 	fs.IntVar(&c.Concurrent, "connect-concurrency", 256, "connection attempts in flight")
 	fs.IntVar(&c.Procs, "procs", 0, "worker processes to open and read the streams (0: this process, or as many as its open-file limit needs)")
+	fs.BoolVar(&c.H2C, "h2c", false, "open the streams as HTTP/2 streams over cleartext (prior knowledge; the node serves it unless LIVEPG_H2C=off), --streams-per-conn on each connection, each read on a goroutine of its own")
+	fs.IntVar(&c.StreamsPerConn, "streams-per-conn", 250, "with --h2c: streams per HTTP/2 connection (at most the node's LIVEPG_H2C_MAX_STREAMS)")
 	fs.StringVar(&c.Reader, "reader", defaultReader(), "how streams are read: epoll (one epoll set per core, Linux) or goroutine (one goroutine per stream)")
 	fs.StringVar(&c.Mode, "mode", "sql", "how to publish: sql (livepg.publish), http (POST /v1/publish), table (UPDATE of the demo's cards), feed (the ceiling's --feed), none")
 	fs.StringVar(&c.Feed, "feed", "", "for --mode feed: the ceiling's feed address (host:port)")
@@ -121,6 +128,12 @@ func parseLoadFlags(args []string, stderr io.Writer) (loadConfig, error) {
 func (c *loadConfig) check() error {
 	if c.Reader == "" {
 		c.Reader = defaultReader()
+	}
+	if c.H2C {
+		c.Reader = "goroutine" // an HTTP/2 body is read through net/http
+		if c.StreamsPerConn < 1 {
+			return errors.New("--streams-per-conn: want 1 or more")
+		}
 	}
 	switch {
 	case c.Reader != "epoll" && c.Reader != "goroutine":
@@ -188,6 +201,15 @@ func checkLoopback(hostport string) error {
 // the live ones.
 func (c *loadConfig) numbered() int { return c.Backlog + c.Events }
 
+// connections is how many connections the streams need: one each over
+// HTTP/1.1, one per StreamsPerConn over HTTP/2.
+func (c *loadConfig) connections() int {
+	if c.H2C {
+		return (c.Streams + c.StreamsPerConn - 1) / c.StreamsPerConn
+	}
+	return c.Streams
+}
+
 // load is one run in progress.
 type load struct {
 	cfg        loadConfig
@@ -207,8 +229,10 @@ type load struct {
 	published   []atomic.Int64 // per topic, publishes that succeeded
 	pubErrors   atomic.Int64
 	firstErr    atomic.Pointer[error]
-	pollers     []*poller // with --reader epoll
-	first       int       // the run's index of this process's first stream (a worker's)
+	pollers     []*poller         // with --reader epoll
+	transports  []*http.Transport // with --h2c: one per connection
+	conns       int               // connections opened (this process's)
+	first       int               // the run's index of this process's first stream (a worker's)
 
 	// With worker processes (see workers.go): the workers, their streams
 	// per topic, and once they have stopped, their latencies and CPU time.
@@ -255,14 +279,24 @@ func (r *load) closeStreams(readers *sync.WaitGroup) {
 		if s.conn != nil {
 			s.conn.Close()
 		}
+		if s.body != nil {
+			s.closing.Store(true)
+			s.cancel()
+			s.body.Close()
+		}
 	}
 	readers.Wait()
+	for _, tr := range r.transports {
+		tr.CloseIdleConnections()
+	}
 }
 
 // result is what a run measured.
 type result struct {
 	Streams, Connected, ConnectErrors int
+	Conns                             int // connections the streams were opened over
 	ConnectTime                       time.Duration
+	ServerFDs                         int // the servers' (--pid) open files once connected, -1 unknown
 	Published, PublishErrors          int64
 	PublishTime                       time.Duration
 	Deliveries, Expected              int64
@@ -298,7 +332,7 @@ func runLoad(ctx context.Context, cfg loadConfig, out io.Writer) (*result, error
 	procs := cfg.Procs
 	if lim, err := raiseFileLimit(); err != nil {
 		fmt.Fprintf(out, "file limit: %v\n", err)
-	} else if need := processesFor(cfg.Streams, lim); procs == 0 {
+	} else if need := processesFor(cfg.connections(), lim); procs == 0 {
 		procs = need
 	} else if procs == 1 && need > 0 {
 		return nil, fmt.Errorf("%d streams need more open files than one process may have (%d): leave --procs at 0, or give %d or more", cfg.Streams, lim, need)
@@ -357,16 +391,19 @@ func runLoad(ctx context.Context, cfg loadConfig, out io.Writer) (*result, error
 	start := time.Now()
 	if procs > 1 {
 		defer r.stopWorkers()
-		res.Connected, res.ConnectErrors, err = r.connectWorkers(ctx, procs)
+		res.Connected, res.ConnectErrors, res.Conns, err = r.connectWorkers(ctx, procs)
 		if err != nil {
 			return nil, err
 		}
 	} else {
 		res.ConnectErrors = r.connect(ctx, &readers)
-		res.Connected = len(r.streams)
+		res.Connected, res.Conns = len(r.streams), r.conns
 	}
 	res.ConnectTime = time.Since(start)
-	fmt.Fprintf(out, "connected %d/%d streams in %s (%d errors)", res.Connected, cfg.Streams, res.ConnectTime.Round(time.Millisecond), res.ConnectErrors)
+	fmt.Fprintf(out, "connected %d/%d streams in %s (%d errors) over %d connections", res.Connected, cfg.Streams, res.ConnectTime.Round(time.Millisecond), res.ConnectErrors, res.Conns)
+	if cfg.H2C {
+		fmt.Fprintf(out, " (HTTP/2, up to %d streams each)", cfg.StreamsPerConn)
+	}
 	if len(r.workers) > 0 {
 		fmt.Fprintf(out, " through %d worker processes", len(r.workers))
 	}
@@ -388,6 +425,7 @@ func runLoad(ctx context.Context, cfg loadConfig, out io.Writer) (*result, error
 			return nil, err
 		}
 		res.RSSAfterKiB = sumRSS(after)
+		res.ServerFDs = countFDs(cfg.PIDs)
 	}
 	if err := sleep(ctx, cfg.Idle); err != nil {
 		return nil, err
@@ -457,9 +495,15 @@ func runLoad(ctx context.Context, cfg loadConfig, out io.Writer) (*result, error
 	return res, nil
 }
 
-// connect opens the streams, Concurrent at a time, and starts their readers.
+// connect opens the streams, Concurrent at a time, and starts their
+// readers; it sets r.conns.
 func (r *load) connect(ctx context.Context, readers *sync.WaitGroup) (errs int) {
 	cfg := r.cfg
+	if cfg.H2C {
+		errs, r.conns = r.connectH2C(ctx, readers)
+		return errs
+	}
+	defer func() { r.conns = len(r.streams) }()
 	urls := make([]*url.URL, len(cfg.URLs))
 	for i, u := range cfg.URLs {
 		urls[i], _ = url.Parse(u)
@@ -604,30 +648,31 @@ func (r *load) delivered() int64 {
 
 // connectWorkers starts procs workers for the streams and waits until each
 // has connected its share.
-func (r *load) connectWorkers(ctx context.Context, procs int) (connected, errs int, err error) {
+func (r *load) connectWorkers(ctx context.Context, procs int) (connected, errs, conns int, err error) {
 	r.workers, err = startWorkers(ctx, r.cfg, r.topics, procs)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	r.remotePerTopic = make([]int, len(r.topics))
 	for _, w := range r.workers {
 		select {
 		case c := <-w.connected:
 			if c.err != nil {
-				return 0, 0, c.err
+				return 0, 0, 0, c.err
 			}
 			connected += c.streams
 			errs += c.errs
+			conns += c.conns
 			for t, n := range c.perTopic {
 				if t < len(r.remotePerTopic) {
 					r.remotePerTopic[t] += n
 				}
 			}
 		case <-ctx.Done():
-			return 0, 0, ctx.Err()
+			return 0, 0, 0, ctx.Err()
 		}
 	}
-	return connected, errs, nil
+	return connected, errs, conns, nil
 }
 
 // end closes the streams, this process's and the workers'.
@@ -691,6 +736,9 @@ func (res *result) report(out io.Writer, cfg loadConfig) {
 	if len(cfg.PIDs) > 0 && res.Connected > 0 {
 		perStream = float64(res.RSSAfterKiB-res.RSSBeforeKiB) / float64(res.Connected)
 		fmt.Fprintf(w, "server rss: %d KiB before, %d KiB after connecting: %.1f KiB per stream\n", res.RSSBeforeKiB, res.RSSAfterKiB, perStream)
+		if res.ServerFDs >= 0 {
+			fmt.Fprintf(w, "server open files once connected: %d (%d connections from the generator)\n", res.ServerFDs, res.Conns)
+		}
 	}
 	if len(cfg.PIDs) > 0 && res.Deliveries > 0 && cfg.Events > 0 { // measured over the live events
 		cpuPerM = res.ServerCPU.Seconds() / float64(res.Deliveries) * 1e6
@@ -719,10 +767,10 @@ func (res *result) report(out io.Writer, cfg loadConfig) {
 			res.Connected, cfg.Backlog, res.ResumeServed && res.Lost == 0 && res.Dups == 0 && res.OutOfOrder == 0,
 			res.ResumeTime.Seconds(), res.ResumeCPU.Seconds(), res.CatchUpReads, res.CatchUpMetric)
 	}
-	fmt.Fprintf(w, "livepg-bench: streams=%d/%d connect=%ss published=%d deliveries=%d/%d delivered/s=%.0f latency_ms p50=%s p90=%s p99=%s max=%s lost=%d dup=%d ooo=%d resets=%d closed=%d rss_kib/stream=%.1f cpu_s/M=%.2f gen_cpu_s=%.1f\n",
+	fmt.Fprintf(w, "livepg-bench: streams=%d/%d connect=%ss published=%d deliveries=%d/%d delivered/s=%.0f latency_ms p50=%s p90=%s p99=%s max=%s lost=%d dup=%d ooo=%d resets=%d closed=%d rss_kib/stream=%.1f cpu_s/M=%.2f gen_cpu_s=%.1f conns=%d\n",
 		res.Connected, res.Streams, fmt.Sprintf("%.2f", res.ConnectTime.Seconds()), res.Published, res.Deliveries, res.Expected, rate,
 		ms(res.Latency.quantile(0.5)), ms(res.Latency.quantile(0.9)), ms(res.Latency.quantile(0.99)), ms(res.Latency.maxDuration()),
-		res.Lost, res.Dups, res.OutOfOrder, res.Resets, res.Closed, perStream, cpuPerM, res.GeneratorCPU.Seconds())
+		res.Lost, res.Dups, res.OutOfOrder, res.Resets, res.Closed, perStream, cpuPerM, res.GeneratorCPU.Seconds(), res.Conns)
 }
 
 // raiseFileLimit raises the soft RLIMIT_NOFILE to the hard limit and

@@ -271,3 +271,17 @@ func sumCPU(s []procSample) (d time.Duration) {
 	}
 	return d
 }
+
+// countFDs is the number of files the processes hold open (entries of
+// /proc/PID/fd), -1 if one cannot be read.
+func countFDs(pids []int) int {
+	n := 0
+	for _, pid := range pids {
+		entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+		if err != nil {
+			return -1
+		}
+		n += len(entries)
+	}
+	return n
+}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/url"
 	"strconv"
+	"sync/atomic"
 	"time"
 )
 
@@ -57,6 +58,11 @@ type stream struct {
 	index int
 	topic int // index into the run's topics
 	conn  net.Conn
+	// With --h2c, the stream's body and what ends its request instead of
+	// conn; closing is set before the run closes it.
+	body    io.ReadCloser
+	cancel  context.CancelFunc
+	closing atomic.Bool
 
 	parse    sseParser
 	seen     []uint64 // bit n: event n received

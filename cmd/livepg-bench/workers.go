@@ -26,7 +26,7 @@ import (
 //
 // A worker speaks in lines on its standard output:
 //
-//	connected <streams> <errors> <streams on topic 0> <on topic 1> ...
+//	connected <streams> <errors> <connections> <streams on topic 0> <on topic 1> ...
 //	delivered <deliveries so far>              (every 20 ms)
 //	result <JSON: each stream's counts, the latency bins, its CPU time>
 //
@@ -74,9 +74,9 @@ type worker struct {
 }
 
 type workerConnected struct {
-	streams, errs int
-	perTopic      []int
-	err           error
+	streams, errs, conns int
+	perTopic             []int
+	err                  error
 }
 
 type workerOutcome struct {
@@ -97,7 +97,8 @@ func startWorkers(ctx context.Context, cfg loadConfig, topics []string, n int) (
 		args := []string{"worker", "--first", strconv.Itoa(first), "--streams", strconv.Itoa(min(per, cfg.Streams-first)),
 			"--sources", strconv.Itoa(cfg.Sources), "--connect-concurrency", strconv.Itoa(cfg.Concurrent),
 			"--reader", cfg.Reader, "--events", strconv.Itoa(cfg.Events), "--timeout", cfg.Timeout.String(),
-			"--backlog", strconv.Itoa(cfg.Backlog), "--last-event-id", cfg.LastEventID}
+			"--backlog", strconv.Itoa(cfg.Backlog), "--last-event-id", cfg.LastEventID,
+			"--h2c=" + strconv.FormatBool(cfg.H2C), "--streams-per-conn", strconv.Itoa(cfg.StreamsPerConn)}
 		for _, u := range cfg.URLs {
 			args = append(args, "--url", u)
 		}
@@ -145,12 +146,13 @@ func (w *worker) read(stdout io.Reader) {
 		case "connected":
 			var c workerConnected
 			f := strings.Fields(rest)
-			if len(f) < 2 {
+			if len(f) < 3 {
 				c.err = fmt.Errorf("worker: bad line %q", sc.Text())
 			} else {
 				c.streams, _ = strconv.Atoi(f[0])
 				c.errs, _ = strconv.Atoi(f[1])
-				for _, v := range f[2:] {
+				c.conns, _ = strconv.Atoi(f[2])
+				for _, v := range f[3:] {
 					n, _ := strconv.Atoi(v)
 					c.perTopic = append(c.perTopic, n)
 				}
@@ -206,6 +208,8 @@ func runWorker(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs.IntVar(&cfg.Backlog, "backlog", 0, "events the run published before connecting")
 	fs.StringVar(&cfg.LastEventID, "last-event-id", "", "the streams' resume point")
 	fs.DurationVar(&cfg.Timeout, "timeout", 10*time.Minute, "end after this long")
+	fs.BoolVar(&cfg.H2C, "h2c", false, "open the streams over HTTP/2 (see the run's --h2c)")
+	fs.IntVar(&cfg.StreamsPerConn, "streams-per-conn", 250, "with --h2c: streams per connection")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -213,6 +217,12 @@ func runWorker(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		return errors.New("worker: want --url, --topic, --streams >= 1 and --first >= 0")
 	}
 	cfg.URLs, cfg.Topics = urls, len(topics)
+	if cfg.H2C {
+		cfg.Reader = "goroutine"
+		if cfg.StreamsPerConn < 1 {
+			return errors.New("worker: want --streams-per-conn >= 1")
+		}
+	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
 	if _, err := raiseFileLimit(); err != nil {
@@ -248,7 +258,7 @@ func runWorker(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		perTopic[s.topic]++
 	}
 	out := bufio.NewWriter(stdout)
-	fmt.Fprintf(out, "connected %d %d", len(r.streams), errs)
+	fmt.Fprintf(out, "connected %d %d %d", len(r.streams), errs, r.conns)
 	for _, n := range perTopic {
 		fmt.Fprintf(out, " %d", n)
 	}

@@ -39,6 +39,12 @@ type Config struct {
 	// it a new connection gets 503 and is closed (see connlimit.go). 0:
 	// derived from the file limit.
 	MaxConnections int
+	// H2C serves HTTP/2 over cleartext (prior knowledge, as Fly's proxy
+	// speaks it with h2_backend) beside HTTP/1.1: many streams then share
+	// one connection. H2CMaxStreams is the most streams (requests) one
+	// HTTP/2 connection may have open at once.
+	H2C           bool
+	H2CMaxStreams int
 	// MetricsAddr, when set, serves /metrics there instead of on Addr:
 	// the build and Go versions stay off the public port.
 	MetricsAddr string
@@ -65,6 +71,19 @@ const (
 	defaultTokenAlg        = "HS256"
 	defaultHeaderTimeout   = 10 * time.Second
 	defaultIdleTimeout     = 2 * time.Minute
+	// defaultH2CMaxStreams is Go's own default. A connection from a proxy
+	// carries many clients' streams, so this is no per-client bound (the
+	// node's stream limits apply to each HTTP/2 stream as to each HTTP/1.1
+	// request); what it bounds is the work per frame: Go's HTTP/2 server
+	// walks a connection's streams to find the next frame to write, and
+	// each connection's frames go through one goroutine. With 100,000
+	// streams on one node, 1,000 per connection delivered with a median
+	// latency of 13.0 s, 250 with 5.3-9.0 s, for about the same CPU
+	// (cmd/livepg-bench/BENCHMARKS.md, "100,000 streams"); 250 needs 400
+	// connections for them, far inside the file limit. A client that opens
+	// more gets its extra streams refused before any handler runs.
+	defaultH2CMaxStreams = 250
+	maxH2CMaxStreams     = 100_000
 )
 
 // defaultConfig is the configuration with no variable set.
@@ -75,6 +94,8 @@ func defaultConfig() Config {
 		ShutdownTimeout: defaultShutdownTimeout,
 		HeaderTimeout:   defaultHeaderTimeout,
 		IdleTimeout:     defaultIdleTimeout,
+		H2C:             true,
+		H2CMaxStreams:   defaultH2CMaxStreams,
 		Node:            realtime.DefaultConfig,
 	}
 }
@@ -117,6 +138,8 @@ func envVars() []envVar {
 		{"LIVEPG_MAX_STREAMS", strconv.Itoa(n.MaxStreams), "most open streams per node; beyond it 503 with Retry-After"},
 		{"LIVEPG_MAX_STREAMS_PER_CLIENT", strconv.Itoa(n.MaxStreamsPerClient), "most open streams per client address (an IPv6 /64) on a node; beyond it 429. Behind Fly's proxy (FLY_REGION set) the address is Fly-Client-IP's, else the connection's"},
 		{"LIVEPG_MAX_CONNECTIONS", "(the file limit less 128)", "most HTTP connections the node holds; beyond it a new connection gets 503 and is closed"},
+		{"LIVEPG_H2C", onOff(d.H2C), "serve HTTP/2 over cleartext (h2c, prior knowledge: what Fly's proxy speaks with h2_backend = true) beside HTTP/1.1, so that many streams share one connection and the node's file limit no longer bounds its streams; off: HTTP/1.1 only"},
+		{"LIVEPG_H2C_MAX_STREAMS", strconv.Itoa(d.H2CMaxStreams), "most streams (requests) open at once on one HTTP/2 connection; beyond it the client's new ones are refused"},
 		{"LIVEPG_HEADER_TIMEOUT", showDuration(d.HeaderTimeout), "a request's headers must arrive within this"},
 		{"LIVEPG_BODY_TIMEOUT", showDuration(n.BodyTimeout), "a request's body must arrive within this (after its headers)"},
 		{"LIVEPG_IDLE_TIMEOUT", showDuration(d.IdleTimeout), "a keep-alive connection waiting for its next request is closed after this"},
@@ -242,6 +265,13 @@ func loadConfig(getenv func(string) string) (Config, error) {
 	default:
 		return c, fmt.Errorf("LIVEPG_LEAN_STREAMS=%q: want on or off", s)
 	}
+	switch s := getenv("LIVEPG_H2C"); s {
+	case "", "on":
+	case "off":
+		c.H2C = false
+	default:
+		return c, fmt.Errorf("LIVEPG_H2C=%q: want on or off", s)
+	}
 	if s := getenv("LIVEPG_PUBLISH_BATCH_WINDOW"); s != "" {
 		dur, err := time.ParseDuration(s)
 		if err != nil || dur < 0 || dur > time.Second {
@@ -262,6 +292,7 @@ func loadConfig(getenv func(string) string) (Config, error) {
 		{"LIVEPG_MAX_STREAMS", &c.Node.MaxStreams},
 		{"LIVEPG_MAX_STREAMS_PER_CLIENT", &c.Node.MaxStreamsPerClient},
 		{"LIVEPG_MAX_CONNECTIONS", &c.MaxConnections},
+		{"LIVEPG_H2C_MAX_STREAMS", &c.H2CMaxStreams},
 		{"LIVEPG_CATCHUP_CONNS", &c.Node.CatchUpConns},
 		{"LIVEPG_CATCHUP_QUEUE", &c.Node.CatchUpQueue},
 		{"LIVEPG_PRESENCE_MAX_MEMBERS", &c.Node.Presence.MaxMembers},
@@ -276,6 +307,9 @@ func loadConfig(getenv func(string) string) (Config, error) {
 			return c, fmt.Errorf("%s=%q: want a positive integer", v.name, s)
 		}
 		*v.dst = n
+	}
+	if c.H2CMaxStreams > maxH2CMaxStreams {
+		return c, fmt.Errorf("LIVEPG_H2C_MAX_STREAMS=%d: want at most %d (each stream of a connection may hold a handler of the node)", c.H2CMaxStreams, maxH2CMaxStreams)
 	}
 	if s := getenv("LIVEPG_PRESENCE_JOIN_RATE"); s != "" {
 		n, err := strconv.Atoi(s)

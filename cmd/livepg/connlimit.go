@@ -33,7 +33,9 @@ func defaultMaxConnections() int {
 
 // connCounter counts the server's open connections through its ConnState
 // hook; a connection taken over by a stream (hijacked) leaves net/http's
-// count and is counted among the node's streams instead.
+// count and is counted by the node instead (Node.StreamConnections). An
+// HTTP/2 connection counts once however many streams it carries: the bound
+// is on descriptors; streams have their own (LIVEPG_MAX_STREAMS).
 type connCounter struct{ n atomic.Int64 }
 
 func (c *connCounter) track(_ net.Conn, s http.ConnState) {

@@ -509,6 +509,9 @@ type flyToml struct {
 			SoftLimit int    `toml:"soft_limit"`
 			HardLimit int    `toml:"hard_limit"`
 		} `toml:"concurrency"`
+		HTTPOptions struct {
+			H2Backend bool `toml:"h2_backend"`
+		} `toml:"http_options"`
 		Checks []struct {
 			Method      string `toml:"method"`
 			Path        string `toml:"path"`
@@ -611,6 +614,11 @@ func TestFlyTomlMatchesTheCode(t *testing.T) {
 	}
 	if v := f.HTTPService.AutoStopMachines; v != false && v != "off" {
 		t.Errorf("auto_stop_machines = %v: machines with open streams must not be stopped; want \"off\"", v)
+	}
+
+	// h2_backend: the proxy speaks h2c, which the node must serve.
+	if f.HTTPService.HTTPOptions.H2Backend && (!defaults.H2C || f.Env["LIVEPG_H2C"] == "off") {
+		t.Error("[http_service.http_options] h2_backend = true, but the node does not serve h2c (LIVEPG_H2C)")
 	}
 
 	// Deploys: rolling, migrations first.

@@ -319,13 +319,14 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, stdout io.Write
 		// buffers as lean streams do (see realtime.ConnContext).
 		ConnContext: realtime.ConnContext,
 	}
+	configureProtocols(srv, cfg)
 	maxConns := cfg.MaxConnections
 	if maxConns == 0 {
 		maxConns = defaultMaxConnections()
 	}
 	served := &limitListener{
 		Listener: ln,
-		open:     func() int64 { return conns.n.Load() + node.Streams() },
+		open:     func() int64 { return conns.n.Load() + node.StreamConnections() },
 		max:      int64(maxConns),
 		log:      logger,
 	}
@@ -359,6 +360,33 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, stdout io.Write
 	node.Stop()
 	logger.Info("stopped")
 	return nil
+}
+
+// configureProtocols serves HTTP/1.1 and, unless LIVEPG_H2C is off,
+// HTTP/2 over cleartext with prior knowledge (Go's own, no Upgrade: h2c):
+// what Fly's proxy speaks to an app with h2_backend, and what any proxy
+// that multiplexes does. Many streams then share one connection: a node
+// holds more streams than its file limit allows connections. Each HTTP/2
+// stream is a request of its own to the node: admitted, counted and bounded
+// (LIVEPG_MAX_STREAMS, LIVEPG_MAX_STREAMS_PER_CLIENT) as an HTTP/1.1 one
+// is, served through net/http (an HTTP/2 connection cannot be taken), and
+// cut off after LIVEPG_WRITE_TIMEOUT when its client grants it no flow-
+// control window, without stopping the other streams of its connection.
+func configureProtocols(srv *http.Server, cfg Config) {
+	var p http.Protocols
+	p.SetHTTP1(true)
+	if cfg.H2C {
+		p.SetUnencryptedHTTP2(true)
+		srv.HTTP2 = &http.HTTP2Config{
+			MaxConcurrentStreams: cfg.H2CMaxStreams,
+			// A connection that accepts no bytes at all (its client stopped
+			// reading every stream) is closed after the write timeout, as a
+			// stuck HTTP/1.1 stream is; a single stuck stream is cut by its
+			// own deadline.
+			WriteByteTimeout: cfg.Node.WriteTimeout,
+		}
+	}
+	srv.Protocols = &p
 }
 
 // startDemo migrates the demo app's tables and builds its handlers when

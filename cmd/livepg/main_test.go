@@ -259,6 +259,9 @@ func TestBadConfigurationIsRefused(t *testing.T) {
 		{"LIVEPG_TOKEN_ALG": "RS256", "LIVEPG_TOKEN_KEY": "not a PEM key"},
 		{"LIVEPG_TOKEN_KEY_FILE": "/no/such/file"},
 		{"LIVEPG_DEMO": "yes"},
+		{"LIVEPG_H2C": "yes"},
+		{"LIVEPG_H2C_MAX_STREAMS": "0"},
+		{"LIVEPG_H2C_MAX_STREAMS": "1000000"},
 		{"LIVEPG_PRESENCE_RENEW": "20s"}, // longer than the lease (15s)
 		{"LIVEPG_PRESENCE_JOIN_RATE": "-2"},
 		{"LIVEPG_PRESENCE_ANONYMOUS": "yes"},

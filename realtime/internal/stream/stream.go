@@ -198,6 +198,11 @@ func (g *catchUpGate) read(ctx context.Context, done <-chan struct{}, read func(
 // Open is the number of streams open (or being opened) now.
 func (e *Engine) Open() int64 { return e.open.Load() }
 
+// TakenConns is the number of connections the engine holds itself, taken
+// from net/http by lean streams: net/http counts the others (HTTP/2
+// connections, whatever streams they carry, among them).
+func (e *Engine) TakenConns() int64 { return e.taken.held.Load() }
+
 // Why Reserve refuses a place.
 var (
 	ErrNodeFull   = errors.New("every stream place of the node is taken")
@@ -362,14 +367,17 @@ func (e *Engine) Serve(w http.ResponseWriter, r *http.Request, req Request) {
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no") // tell buffering proxies to pass bytes at once
-	if c, ok := r.Context().Value(connKey{}).(net.Conn); ok {
+	// An HTTP/2 connection is shared by many streams, each cut by its own
+	// deadline when its client grants it no flow-control window: its send
+	// buffer is left as the kernel sizes it.
+	if c, ok := r.Context().Value(connKey{}).(net.Conn); ok && r.ProtoMajor == 1 {
 		limitSendBuffer(c)
 	}
 	// Log here, on the handler's goroutine: formatting a log line takes
 	// stack, and a lean stream's own goroutine should stay small.
 	e.cfg.Metrics.Opened.Inc()
 	e.cfg.Logger.Info("stream opened", "topics", req.Topics, "resume", req.Resume, "from", req.Start.String(), "reset", req.Reset, "remote", r.RemoteAddr)
-	if !e.cfg.PlainStreams {
+	if !e.cfg.PlainStreams && r.ProtoMajor == 1 { // HTTP/2 cannot hand its connection over
 		if e.taken.take(w, func(ctx context.Context, out streamOut) {
 			defer req.Place.Release() // the place goes with the stream
 			e.run(ctx, out, req)

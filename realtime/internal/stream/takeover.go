@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -29,6 +30,10 @@ type takenStreams struct {
 	conns  map[net.Conn]struct{}
 	closed bool // wait has begun: take no more
 	wg     sync.WaitGroup
+	// held counts the connections taken (from just before net/http hands
+	// one over until it is closed): they hold descriptors net/http no
+	// longer counts.
+	held atomic.Int64
 	// watch notices clients that leave; started with the first stream.
 	watch *clientWatch
 }
@@ -62,8 +67,10 @@ func (t *takenStreams) take(w http.ResponseWriter, serve func(ctx context.Contex
 		}
 		t.watch = cw
 	}
+	t.held.Add(1) // before net/http stops counting it, so that it is always in one count
 	conn, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
+		t.held.Add(-1)
 		t.mu.Unlock()
 		return false
 	}
@@ -98,6 +105,7 @@ func (t *takenStreams) take(w http.ResponseWriter, serve func(ctx context.Contex
 			delete(t.conns, conn)
 			t.mu.Unlock()
 			conn.Close()
+			t.held.Add(-1)
 		}()
 		out := &connOut{conn: conn}
 		_, _ = out.Write(head.Bytes())
