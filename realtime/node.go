@@ -374,8 +374,19 @@ func (n *Node) readLoop(ctx context.Context, hub *fanout.Hub) {
 		case <-n.wake:
 		case <-tick.C:
 		}
-		if err := n.readLog(ctx, hub); err != nil && ctx.Err() == nil {
+		numbered, err := n.readLog(ctx, hub)
+		if err != nil && ctx.Err() == nil {
 			n.log.Warn("read log", "err", err)
+		}
+		// Writers are committing (this node numbered their events): let
+		// the next ones gather a moment, so that the numbering runs in
+		// fewer, larger transactions (see store.NumberingPause).
+		if numbered > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(store.NumberingPause):
+			}
 		}
 	}
 }
@@ -389,7 +400,7 @@ func (n *Node) readLoop(ctx context.Context, hub *fanout.Hub) {
 // the log cannot deliver (over the size limit, or unreadable) is routed as a
 // placeholder with its id, logged and counted (see store.ReadAfter,
 // fanout.OmittedType).
-func (n *Node) readLog(ctx context.Context, hub *fanout.Hub) error {
+func (n *Node) readLog(ctx context.Context, hub *fanout.Hub) (numbered int, err error) {
 	for {
 		// One round trip: number what committed since the last wake-up
 		// (commit_timestamp mode; see bus.go), then read, in one snapshot,
@@ -401,9 +412,10 @@ func (n *Node) readLog(ctx context.Context, hub *fanout.Hub) error {
 		n.metrics.readStep.Observe(time.Since(began).Seconds())
 		if err != nil {
 			n.readFailed(err)
-			return err
+			return numbered, err
 		}
 		n.readOK()
+		numbered += next.Numbered
 		n.metrics.numbered.Add(float64(next.Numbered))
 		history, rows := next.History, next.Events
 		if !history.InHistory || history.PrunedThrough > view.Head {
@@ -442,7 +454,7 @@ func (n *Node) readLog(ctx context.Context, hub *fanout.Hub) error {
 		n.presence.apply(history.Epoch, rows)
 		hub.Publish(events)
 		if !next.More {
-			return nil
+			return numbered, nil
 		}
 	}
 }

@@ -138,38 +138,40 @@ func startNumberer(b *testing.B, url string) (stop func()) {
 	// round trip (store.ReadNext).
 	var head int64
 	var epoch string
-	number := func(ctx context.Context) error {
+	number := func(ctx context.Context) (int, error) {
+		numbered := 0
 		for {
 			next, err := st.ReadNext(ctx, true, epoch, head, 1000, 4<<20)
 			if err != nil {
-				return err
+				return numbered, err
 			}
+			numbered += next.Numbered
 			epoch = next.Epoch
 			if n := len(next.Events); n > 0 {
 				head = next.Events[n-1].Seq
 			}
 			if !next.More {
-				return nil
+				return numbered, nil
 			}
 		}
 	}
 	if os.Getenv("LIVEPG_BENCH_NUMBERER") == "async" {
 		// What durability costs: the same numbering, committed without
 		// waiting for its flush (not what nodes do: see number_pending).
-		number = func(ctx context.Context) error {
+		number = func(ctx context.Context) (int, error) {
+			var numbered int
 			err := pgx.BeginFunc(ctx, st.Pool, func(tx pgx.Tx) error {
-				_, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = off;
-					SELECT pg_advisory_xact_lock(7236828372618428007), livepg.check_epoch();
-					SELECT livepg.number_visible(10000)`)
-				return err
+				return tx.QueryRow(ctx, `SELECT set_config('synchronous_commit', 'off', true),
+					pg_advisory_xact_lock(7236828372618428007), livepg.check_epoch(),
+					livepg.number_visible(10000)`).Scan(nil, nil, nil, &numbered)
 			})
 			if err != nil {
-				return err
+				return 0, err
 			}
 			for {
 				events, err := st.ReadAfter(ctx, head, 1000, 4<<20)
 				if err != nil || len(events) == 0 {
-					return err
+					return numbered, err
 				}
 				head = events[len(events)-1].Seq
 			}
@@ -200,11 +202,16 @@ func startNumberer(b *testing.B, url string) (stop func()) {
 				return
 			case <-wake:
 			}
-			if err := number(ctx); err != nil {
+			numbered, err := number(ctx)
+			if err != nil {
 				if ctx.Err() == nil {
 					b.Error(err)
 				}
 				return
+			}
+			// As the node's reader: a pause while writers commit.
+			if numbered > 0 {
+				time.Sleep(store.NumberingPause)
 			}
 		}
 	}()
