@@ -329,6 +329,7 @@ smoke13) # seconds: checks issue13's tools
   ;;
 issue13) issue13 ;;
 hot13) pair13 hot10 10000 10 300 --publishers 4 ;; # issue 13's 10 ev/s scenario alone, livepg then the ceiling
+topics13) pair13 topics5k 10000 1000 30000 --topics 5000 --publishers 32 -- --topics 5000 --publishers 2 ;; # issue 13's 5,000-topic scenario alone
 streams100k) streams100k ;;
 streams100k-h2c) streams100k_h2c ;;
 all)
