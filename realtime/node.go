@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -98,8 +99,13 @@ func NewNode(st *store.Store, cfg Config) (*Node, error) {
 		Connect: func(ctx context.Context) (*pgx.Conn, error) {
 			return pgx.ConnectConfig(ctx, listenCfg.Copy())
 		},
-		Channel:       store.NotifyChannel,
-		Handle:        func(string) { n.wakeReader() }, // every notification is a wake-up: the log is the truth
+		Channel: store.NotifyChannel,
+		// Every notification is a wake-up: the log is the truth. Then
+		// yield, so that the reader runs at once on this processor rather
+		// than after the listener has gone back to waiting in poll(2)
+		// (store/promptconn), which keeps the processor until the runtime
+		// takes it back.
+		Handle:        func(string) { n.wakeReader(); runtime.Gosched() },
 		SendProbe:     st.Notify,
 		ProbeInterval: cfg.ProbeInterval,
 		ProbeTimeout:  cfg.ProbeTimeout,
@@ -226,6 +232,7 @@ func (n *Node) Start(ctx context.Context) error {
 	runCtx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	n.goRun(func() { n.listener.Run(runCtx) })
+	n.goRun(func() { hub.RunWaker(runCtx) }) // streams woken a slice at a time: the listener and reader keep their turn
 	n.goRun(func() { n.readLoop(runCtx, hub) })
 	n.goRun(func() { n.pruneLoop(runCtx) })
 	n.goRun(func() { n.statsLoop(runCtx) })

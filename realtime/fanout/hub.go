@@ -3,6 +3,7 @@ package fanout
 import (
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // The hub's index: what it costs to route an event depends on the event's
@@ -41,6 +42,9 @@ type Hub struct {
 	// win keeps the last events routed (see window.go); off until
 	// KeepWindow.
 	win window
+	// waker, while RunWaker runs, wakes the subscribers Publish gave events
+	// to (see waker.go); nil: Publish wakes them itself.
+	waker *waker
 }
 
 // Subscriber is one stream's membership in the hub.
@@ -72,6 +76,9 @@ type Subscriber struct {
 	joined  bool
 	touched bool  // in Hub.touched: to be woken when the Publish call ends
 	queued  int64 // seq of the last event put in queue (or skipped as seen)
+
+	// wakePending: listed with the hub's waker, not woken yet.
+	wakePending atomic.Bool
 }
 
 // NewSubscriber returns a subscriber to the topics selectors match, with a
@@ -241,10 +248,14 @@ func (h *Hub) Publish(events []*Event) {
 func (h *Hub) wakeTouched() {
 	for _, sub := range h.touched {
 		sub.touched = false
-		select {
-		case sub.ready <- struct{}{}:
-		default: // a signal already waits
+		if h.waker != nil {
+			h.waker.add(sub)
+		} else {
+			wake(sub)
 		}
+	}
+	if h.waker != nil && len(h.touched) > 0 {
+		h.waker.notify()
 	}
 	clear(h.touched)
 	h.touched = h.touched[:0]

@@ -1,6 +1,7 @@
 package fanout_test
 
 import (
+	"context"
 	"slices"
 	"testing"
 	"time"
@@ -163,5 +164,54 @@ func TestHubWakesOncePerBatch(t *testing.T) {
 	case <-s.Ready():
 		t.Fatal("woken by a batch with nothing for it")
 	default:
+	}
+}
+
+// With a waker running (Hub.RunWaker), every subscriber a Publish reaches
+// is still woken and takes its events, however many there are (more than
+// one slice of WakeChunk); once the waker stops, Publish wakes them itself.
+func TestHubWakerWakesEverySubscriber(t *testing.T) {
+	t.Parallel()
+	h := fanout.NewHub(0)
+	subs := make([]*fanout.Subscriber, 5*fanout.WakeChunk+3)
+	for i := range subs {
+		subs[i] = sub(t, 16, "a")
+		if ok, _ := h.Join(subs[i], 0, 0); !ok {
+			t.Fatal("join refused")
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		h.RunWaker(ctx)
+	}()
+	// Whether a Publish comes before the waker is in place or after, each
+	// subscriber is woken and takes what was queued for it.
+	for seq := int64(1); seq <= 3; seq++ {
+		h.Publish([]*fanout.Event{ev(seq, "a")})
+		for i, s := range subs {
+			select {
+			case <-s.Ready():
+			case <-time.After(time.Minute):
+				t.Fatalf("subscriber %d never woken for event %d", i, seq)
+			}
+			if got := received(s); !slices.Equal(got, []int64{seq}) {
+				t.Fatalf("subscriber %d took %v, want [%d]", i, got, seq)
+			}
+		}
+	}
+	cancel()
+	<-done
+	h.Publish([]*fanout.Event{ev(4, "a")})
+	for i, s := range subs {
+		select {
+		case <-s.Ready():
+		default:
+			t.Fatalf("after the waker stopped, subscriber %d was not woken by Publish", i)
+		}
+		if got := received(s); !slices.Equal(got, []int64{4}) {
+			t.Fatalf("subscriber %d took %v, want [4]", i, got)
+		}
 	}
 }
