@@ -39,12 +39,15 @@
 //
 // One event's path from NOTIFY to a socket, file by file:
 // pglisten/listener.go (a notification calls the node's handler, a
-// wake-up) → bus.go, node.go (the reader numbers the events committed
-// without a seq yet, in commit order — migrations/00008_bus.sql — then
-// reads the log after the hub's head) →
+// wake-up) → bus.go, node.go, store/events.go's ReadNext (in one round
+// trip, the reader numbers the events committed without a seq yet, in
+// commit order — migrations/00008_bus.sql — and reads the log after the
+// hub's head; both connections read promptly however busy the process:
+// store/promptconn) →
 // fanout/event.go (each row framed once) → fanout/hub.go (queued for each
 // matching subscriber; each is woken once per batch the reader hands the
-// hub) → internal/stream/stream.go (the stream takes everything queued and
+// hub, by the hub's waker, a slice at a time: fanout/waker.go) →
+// internal/stream/stream.go (the stream takes everything queued and
 // writes it in one system call: write for one frame, writev for several).
 // The hub also keeps the last events it routed (fanout/window.go,
 // Config.Window): a stream resuming, or one that fell behind, from a point
