@@ -11,8 +11,9 @@ import (
 // The bus: how events get their seq (migrations/00008_bus.sql).
 //
 // In commit_timestamp mode (track_commit_timestamp = on) writers only insert
-// and NOTIFY; every node, on each wake-up and before it reads, numbers the
-// committed events that have none, in commit order (store.NumberPending).
+// and NOTIFY; every node, on each wake-up, numbers the committed events
+// that have none, in commit order, and reads them in the same round trip
+// (store.ReadNext).
 // In commit_lock mode (the setting off) writers number their events at
 // commit under a cluster-wide lock, at about half the throughput; the node
 // says at start what to change. It runs the numbering step in both modes:

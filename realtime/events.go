@@ -92,19 +92,22 @@ func (n *Node) ServeEvents(w http.ResponseWriter, r *http.Request) {
 		// refetches its state (event: reset), as for any position the log
 		// cannot resolve.
 		n.log.Info("stream start: a page's position too far behind the log's head: reset", "id", truncate(cursor.String(), 60))
-		if start, gen, _, err = engine.Position(r.Context(), fanout.EventID{}, false); err == nil {
-			reset = true
-		}
+		start, gen, _, err = engine.Position(r.Context(), fanout.EventID{}, false)
+		reset = err == nil
 	}
 	if err != nil {
 		place.Release()
-		if errors.Is(err, store.ErrInvalid) {
+		switch {
+		case errors.Is(err, store.ErrInvalid):
 			WriteError(w, http.StatusBadRequest, fmt.Sprintf("invalid Last-Event-ID %q: its snapshot is not one the database reads", truncate(cursor.String(), 60)))
-			return
+		case errors.Is(err, store.ErrLeaderBehind):
+			w.Header().Set("Retry-After", "2")
+			WriteError(w, http.StatusServiceUnavailable, "events the page has seen are not numbered yet: retry")
+		default:
+			n.log.Error("stream start: events the page saw", "err", err)
+			w.Header().Set("Retry-After", "1")
+			WriteError(w, http.StatusServiceUnavailable, "event log unavailable")
 		}
-		n.log.Error("stream start: events the page saw", "err", err)
-		w.Header().Set("Retry-After", "2")
-		WriteError(w, http.StatusServiceUnavailable, "events the page has seen are not numbered yet: retry")
 		return
 	}
 	req := stream.Request{Topics: topics, Selectors: selectors, Resume: resume, Start: start, Skip: skip, Gen: gen, Reset: reset, Expires: expires, Place: place}

@@ -45,8 +45,10 @@ const numberBatch = 10000
 // NumberPending numbers every committed event that has no seq yet, in
 // commit order, in transactions of at most numberBatch events, each made
 // durable before it returns (livepg.number_pending). It returns how many it
-// numbered. Nodes run it on each wake-up before reading the log; with
-// nothing pending it costs one index probe and no lock.
+// numbered. Nodes number through ReadNext, which runs the same step in its
+// read's round trip; this is for the paths that must number everything
+// committed first (resolving a head position, a publish's seqs, ReadNext's
+// fallback). With nothing pending it costs one index probe and no lock.
 func (s *Store) NumberPending(ctx context.Context) (int, error) {
 	total := 0
 	for {

@@ -351,7 +351,7 @@ func (s *Store) Position(ctx context.Context, epoch string, seq int64) (History,
 }
 
 // ReadHistory is the node's read of the log when ReadNext's one round trip
-// failed on a row (and a tool's): in one snapshot, whether its
+// failed on a row (readNextSlowly): in one snapshot, whether its
 // place (epoch, after) is still in the log's history (see Position) and, if
 // it is, the events after it as ReadAfter reads them (at most limit rows and
 // maxBytes of data, no row stopping it). The events belong to the history

@@ -248,14 +248,12 @@ func (h *Hub) Publish(events []*Event) {
 func (h *Hub) wakeTouched() {
 	for _, sub := range h.touched {
 		sub.touched = false
-		if h.waker != nil {
-			h.waker.add(sub)
-		} else {
+		if h.waker == nil {
 			wake(sub)
 		}
 	}
 	if h.waker != nil && len(h.touched) > 0 {
-		h.waker.notify()
+		h.waker.add(h.touched)
 	}
 	clear(h.touched)
 	h.touched = h.touched[:0]

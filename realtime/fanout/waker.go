@@ -30,18 +30,16 @@ type waker struct {
 	signal  chan struct{} // one waits when pending has news
 }
 
-// add lists sub to be woken, once however many Publish calls reach it
-// before the waker gets to it.
-func (w *waker) add(sub *Subscriber) {
-	if !sub.wakePending.CompareAndSwap(false, true) {
-		return // listed: the waker wakes it after this, and it takes all that is queued
-	}
+// add lists subs to be woken, each once however many Publish calls reach
+// it before the waker gets to it, and signals the waker.
+func (w *waker) add(subs []*Subscriber) {
 	w.mu.Lock()
-	w.pending = append(w.pending, sub)
+	for _, sub := range subs {
+		if sub.wakePending.CompareAndSwap(false, true) {
+			w.pending = append(w.pending, sub)
+		} // else listed: the waker wakes it after this, and it takes all that is queued
+	}
 	w.mu.Unlock()
-}
-
-func (w *waker) notify() {
 	select {
 	case w.signal <- struct{}{}:
 	default:

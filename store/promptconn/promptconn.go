@@ -142,7 +142,4 @@ func (c *Conn) setReadDeadline(t time.Time) {
 	c.readDeadline.Store(max(t.UnixNano(), 1))
 }
 
-// NetConn returns the wrapped connection.
-func (c *Conn) NetConn() net.Conn { return c.Conn }
-
 var errUnsupported = errors.New("promptconn: poll(2) is not available on this platform")
