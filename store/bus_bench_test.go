@@ -49,11 +49,17 @@ func BenchmarkBus(b *testing.B) {
 	if bus == store.BusCommitLock {
 		commitTimestamps = "off"
 	}
-	cluster, err := localpg.Start(ctx, dir, localpg.Options{Settings: map[string]string{
+	settings := map[string]string{
 		"max_connections":        "200",
 		"shared_buffers":         "256MB",
 		"track_commit_timestamp": commitTimestamps,
-	}})
+	}
+	statements := os.Getenv("LIVEPG_BENCH_STATEMENTS") != ""
+	if statements {
+		settings["shared_preload_libraries"] = "pg_stat_statements"
+		settings["pg_stat_statements.track"] = "all"
+	}
+	cluster, err := localpg.Start(ctx, dir, localpg.Options{Settings: settings})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -65,11 +71,11 @@ func BenchmarkBus(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer setup.Close()
-	for _, sql := range []string{
+	for _, sql := range append([]string{
 		`CREATE TABLE plain_events (id bigserial PRIMARY KEY, topic text NOT NULL, data jsonb NOT NULL)`,
 		`CREATE TABLE cards (id bigserial PRIMARY KEY, board_id int NOT NULL, title text NOT NULL)`,
 		`SELECT livepg.track('cards', 'boards/{board_id}')`,
-	} {
+	}, benchSetupSQL()...) {
 		if _, err := setup.Pool.Exec(ctx, sql); err != nil {
 			b.Fatal(err)
 		}
@@ -110,6 +116,9 @@ func BenchmarkBus(b *testing.B) {
 					if os.Getenv("LIVEPG_BENCH_WAITS") != "" {
 						defer sampleWaits(b, setup, kind.sql)()
 					}
+					if statements {
+						defer logStatements(b, url)()
+					}
 					runWriters(b, pool, writers, kind.sql)
 				})
 			}
@@ -121,6 +130,32 @@ func BenchmarkBus(b *testing.B) {
 // startNumberer runs what a node does on the database's side while the
 // benchmark writes: on each notification on livepg's channel, number the
 // pending events and read them after its head (store.ReadNext).
+// benchSetupSQL is more setup, from LIVEPG_BENCH_SETUP_SQL (statements
+// separated by semicolons): a way to try a change to the schema.
+func benchSetupSQL() []string {
+	var out []string
+	if f := os.Getenv("LIVEPG_BENCH_SETUP_FILE"); f != "" {
+		sql, err := os.ReadFile(f)
+		if err != nil {
+			panic(err)
+		}
+		out = append(out, string(sql))
+	}
+	for _, s := range strings.Split(os.Getenv("LIVEPG_BENCH_SETUP_SQL"), ";") {
+		if strings.TrimSpace(s) != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+var benchPause = func() time.Duration {
+	if d, err := time.ParseDuration(os.Getenv("LIVEPG_BENCH_PAUSE")); err == nil {
+		return d
+	}
+	return store.NumberingPause
+}()
+
 func startNumberer(b *testing.B, url string) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	st, err := store.Open(ctx, url)
@@ -154,6 +189,25 @@ func startNumberer(b *testing.B, url string) (stop func()) {
 				return numbered, nil
 			}
 		}
+	}
+	if os.Getenv("LIVEPG_BENCH_NUMBERER") == "read" {
+		// Reads only (nothing numbered, nothing to read): the read's cost.
+		number = func(ctx context.Context) (int, error) {
+			_, err := st.ReadNext(ctx, false, epoch, head, 1000, 4<<20)
+			return 0, err
+		}
+	}
+	if os.Getenv("LIVEPG_BENCH_NUMBERER") == "number" {
+		// Numbering only, no read.
+		number = func(ctx context.Context) (int, error) {
+			var n int
+			err := st.Pool.QueryRow(ctx, `SELECT numbered FROM livepg.number_pending(10000)`).Scan(&n)
+			return n, err
+		}
+	}
+	if os.Getenv("LIVEPG_BENCH_NUMBERER") == "listen" {
+		// Only the LISTEN connection: what hearing the notifications costs.
+		number = func(ctx context.Context) (int, error) { return 0, nil }
 	}
 	if os.Getenv("LIVEPG_BENCH_NUMBERER") == "async" {
 		// What durability costs: the same numbering, committed without
@@ -211,7 +265,7 @@ func startNumberer(b *testing.B, url string) (stop func()) {
 			}
 			// As the node's reader: a pause while writers commit.
 			if numbered > 0 {
-				time.Sleep(store.NumberingPause)
+				time.Sleep(benchPause)
 			}
 		}
 	}()
@@ -221,6 +275,38 @@ func startNumberer(b *testing.B, url string) (stop func()) {
 		<-heard
 		listen.Close(context.Background())
 		st.Close()
+	}
+}
+
+// logStatements resets pg_stat_statements and, when the returned function
+// is called, logs the statements that took the most time since:
+// LIVEPG_BENCH_STATEMENTS=1.
+func logStatements(b *testing.B, url string) (stop func()) {
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset()`); err != nil {
+		b.Fatal(err)
+	}
+	return func() {
+		defer conn.Close(ctx)
+		rows, err := conn.Query(ctx, `SELECT total_exec_time, calls, left(regexp_replace(query, '\s+', ' ', 'g'), 110)
+			FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 12`)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var ms float64
+			var calls int64
+			var q string
+			if err := rows.Scan(&ms, &calls, &q); err != nil {
+				b.Fatal(err)
+			}
+			fmt.Fprintf(os.Stderr, "%s N=%d: %9.1f ms %8d calls %7.1f µs/call  %s\n", b.Name(), b.N, ms, calls, 1000*ms/float64(max(calls, 1)), q)
+		}
 	}
 }
 
