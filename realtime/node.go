@@ -388,11 +388,11 @@ func (n *Node) readLoop(ctx context.Context, hub *fanout.Hub) {
 		// Writers are committing (this node numbered their events): let
 		// the next ones gather a moment, so that the numbering runs in
 		// fewer, larger transactions (see store.NumberingPause).
-		if numbered > 0 {
+		if pause := store.NumberingPause(numbered); pause > 0 {
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(store.NumberingPause):
+			case <-time.After(pause):
 			}
 		}
 	}

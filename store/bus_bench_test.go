@@ -115,6 +115,8 @@ func BenchmarkBus(b *testing.B) {
 				b.Run(fmt.Sprintf("bus=%s/sync=%s/writers=%d/%s", bus, sync, writers, kind.name), func(b *testing.B) {
 					if os.Getenv("LIVEPG_BENCH_WAITS") != "" {
 						defer sampleWaits(b, setup, kind.sql)()
+						// The numberer's step, when it runs alone.
+						defer sampleWaits(b, setup, `SELECT numbered FROM livepg.number_pending(10000)`)()
 					}
 					if statements {
 						defer logStatements(b, url)()
@@ -149,11 +151,11 @@ func benchSetupSQL() []string {
 	return out
 }
 
+// benchPause, from LIVEPG_BENCH_PAUSE, replaces store.NumberingPause with
+// a fixed pause after each step that numbered events.
 var benchPause = func() time.Duration {
-	if d, err := time.ParseDuration(os.Getenv("LIVEPG_BENCH_PAUSE")); err == nil {
-		return d
-	}
-	return store.NumberingPause
+	d, _ := time.ParseDuration(os.Getenv("LIVEPG_BENCH_PAUSE"))
+	return d
 }()
 
 func startNumberer(b *testing.B, url string) (stop func()) {
@@ -264,8 +266,10 @@ func startNumberer(b *testing.B, url string) (stop func()) {
 				return
 			}
 			// As the node's reader: a pause while writers commit.
-			if numbered > 0 {
+			if benchPause > 0 && numbered > 0 {
 				time.Sleep(benchPause)
+			} else {
+				time.Sleep(store.NumberingPause(numbered))
 			}
 		}
 	}()

@@ -47,7 +47,7 @@ func TestRenderTopicAgreesWithTheGeneralParse(t *testing.T) {
 	rows := []map[string]any{
 		{"board_id": 42, "x": "1", "y": "two words/and a slash", "b": "B", "a{b": "q", "empty": "", "dots": "..",
 			"long": "a very long value that is longer than sixty-four bytes once it is escaped, surely",
-			"ü": "ünïcode", "n": nil},
+			"ü":    "ünïcode", "n": nil},
 		{},
 	}
 	templates := []string{

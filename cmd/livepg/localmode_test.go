@@ -124,6 +124,18 @@ func postmaster(t *testing.T, dataDir string) (pid, port int, listen string) {
 
 // alive reports whether pid runs (a zombie, exited but not reaped, does
 // not).
+// exits reports whether process pid is gone within d. pg_ctl stop -w
+// returns once the server has removed its postmaster.pid, a moment before
+// the process itself has exited.
+func exits(pid int, d time.Duration) bool {
+	for deadline := time.Now().Add(d); alive(pid); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+	return true
+}
+
 func alive(pid int) bool {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if pid <= 0 || err != nil {
@@ -233,7 +245,7 @@ func TestLocalModeIsPrivate(t *testing.T) {
 	}
 
 	n.signal(t, syscall.SIGTERM, 30*time.Second)
-	if alive(pid) {
+	if !exits(pid, 30*time.Second) {
 		t.Fatal("the local PostgreSQL still runs after its only node stopped")
 	}
 }
@@ -286,7 +298,7 @@ func TestLocalNodesShareTheirPostgres(t *testing.T) {
 		t.Fatalf("the node on the reused server streamed %+v", ev)
 	}
 	c.signal(t, syscall.SIGTERM, 30*time.Second)
-	if alive(pid) {
+	if !exits(pid, 30*time.Second) {
 		t.Fatal("the reused server still runs after its last node stopped")
 	}
 }
@@ -316,7 +328,7 @@ func TestLocalNodeWithItsOutputGoneStillStopsItsPostgres(t *testing.T) {
 	pid, _, _ := postmaster(t, dataDir)
 	n.output.Close()
 	n.signal(t, syscall.SIGTERM, 30*time.Second)
-	if alive(pid) {
+	if !exits(pid, 30*time.Second) {
 		t.Fatalf("the local PostgreSQL still runs after its node stopped (%v)", n.err)
 	}
 }
