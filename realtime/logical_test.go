@@ -49,7 +49,7 @@ func waitAllNumbered(t *testing.T, n *testNode) {
 	for {
 		var pending int
 		var state string
-		if err := n.Store.Pool.QueryRow(context.Background(), `SELECT count(*), (SELECT decoded_through::text || ' slot ' || coalesce((SELECT confirmed_flush_lsn::text || ' ' || active::text FROM pg_replication_slots), 'none') FROM livepg.bus) FROM livepg.events WHERE seq IS NULL`).Scan(&pending, &state); err != nil {
+		if err := n.Store.Pool.QueryRow(context.Background(), `SELECT count(*), (SELECT decoded_through::text || ' slot ' || coalesce((SELECT confirmed_flush_lsn::text || ' ' || active::text FROM pg_replication_slots), 'none') FROM livepg.bus) FROM livepg.pending`).Scan(&pending, &state); err != nil {
 			t.Fatal(err)
 		}
 		if pending == 0 {
@@ -254,7 +254,7 @@ func TestLogicalBusPageHeadSkipsWhatThePageSaw(t *testing.T) {
 	var state []string
 	var head string
 	err = pgx.BeginTxFunc(ctx, admin, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, `SELECT data #>> '{}' FROM livepg.events WHERE topic = 'trap' ORDER BY id`)
+		rows, err := tx.Query(ctx, `SELECT data #>> '{}' FROM (SELECT id, topic, data FROM livepg.events UNION ALL SELECT id, topic, data FROM livepg.pending) e WHERE topic = 'trap' ORDER BY id`)
 		if err != nil {
 			return err
 		}

@@ -21,19 +21,20 @@ import (
 	"github.com/livepg/livepg/store/storetest"
 )
 
-// naiveSequence replaces the commit-time sequence with the naive design, a
-// seq taken when the row is inserted. Run the ordering test with
-// LIVEPG_TEST_NAIVE_SEQUENCE=1 to see it catch the lost events.
+// naiveSequence replaces the numbering with the naive design, a seq taken
+// when the row is written: each pending row moves into the log as soon as
+// it is inserted. Run the ordering test with LIVEPG_TEST_NAIVE_SEQUENCE=1
+// to see it catch the lost events.
 const naiveSequence = `
-DROP TRIGGER events_sequence ON livepg.events;
-CREATE FUNCTION livepg.naive_sequence() RETURNS trigger LANGUAGE plpgsql AS $$
+DROP TRIGGER pending_sequence ON livepg.pending;
+CREATE FUNCTION livepg.naive_sequence() RETURNS trigger LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    NEW.seq := nextval('livepg.events_seq');
-    NEW.committed_at := clock_timestamp();
+    PERFORM livepg.move_pending(ARRAY[NEW.id], ARRAY[clock_timestamp()]);
     PERFORM pg_notify('livepg', '');
-    RETURN NEW;
+    RETURN NULL;
 END $$;
-CREATE TRIGGER events_naive_sequence BEFORE INSERT ON livepg.events
+CREATE TRIGGER pending_naive_sequence AFTER INSERT ON livepg.pending
     FOR EACH ROW EXECUTE FUNCTION livepg.naive_sequence();`
 
 // xidOrder replaces the nodes' numbering order, commit timestamps, with xid
@@ -46,22 +47,12 @@ CREATE OR REPLACE FUNCTION livepg.number_visible(max_rows integer) RETURNS integ
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     ids bigint[];
-    n int;
-    first bigint;
 BEGIN
     SELECT array_agg(p.id ORDER BY p.age DESC, p.id) INTO ids
-      FROM (SELECT e.id, age(e.xmin) AS age FROM livepg.events e
-             WHERE e.seq IS NULL AND pg_xact_commit_timestamp(e.xmin) IS NOT NULL
+      FROM (SELECT e.id, age(e.xmin) AS age FROM livepg.pending e
+             WHERE pg_xact_commit_timestamp(e.xmin) IS NOT NULL
              ORDER BY age(e.xmin) DESC, e.id LIMIT max_rows) p;
-    n := coalesce(cardinality(ids), 0);
-    IF n = 0 THEN
-        RETURN 0;
-    END IF;
-    first := nextval('livepg.events_seq');
-    PERFORM setval('livepg.events_seq', first + n - 1);
-    UPDATE livepg.events e SET seq = first + u.i - 1, committed_at = clock_timestamp()
-      FROM unnest(ids) WITH ORDINALITY AS u(id, i) WHERE e.id = u.id;
-    RETURN n;
+    RETURN livepg.move_pending(ids, NULL);
 END $$;`
 
 // writtenEvent is the data of an event the ordering test writes.
@@ -278,7 +269,7 @@ func testConcurrentWriters(t *testing.T, db string, window int64) {
 	storetest.NumberPending(t, pool)
 	waitFor(t, "every event numbered (the logical mode's leader)", func() bool {
 		var pending bool
-		if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM livepg.events WHERE seq IS NULL)`).Scan(&pending); err != nil {
+		if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM livepg.pending)`).Scan(&pending); err != nil {
 			t.Fatal(err)
 		}
 		return !pending

@@ -148,7 +148,7 @@ func (s *Store) waitSeqs(ctx context.Context, ids, seqs []int64) error {
 }
 
 // readSeqs fills seqs as seqsOf does and returns how many of the events
-// have no seq yet.
+// have no seq yet (are not in the log yet: migrations/00013_log_written_once.sql).
 func (s *Store) readSeqs(ctx context.Context, ids, seqs []int64) (missing int, err error) {
 	rows, err := s.Pool.Query(ctx, `SELECT id, seq FROM livepg.events WHERE id = ANY($1)`, ids)
 	if err != nil {
@@ -171,11 +171,9 @@ func (s *Store) readSeqs(ctx context.Context, ids, seqs []int64) (missing int, e
 		if id == 0 {
 			continue
 		}
+		// Not in the log yet: still in livepg.pending, not numbered.
 		seq, ok := byID[id]
-		if !ok {
-			return 0, fmt.Errorf("read seqs of a batch: event %d is not in the log", id)
-		}
-		if seq == nil {
+		if !ok || seq == nil {
 			missing++
 			continue
 		}

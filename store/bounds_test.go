@@ -98,13 +98,13 @@ func TestReadsSkipRowsTheDatabaseCannotPrint(t *testing.T) {
 		t.Fatal(err)
 	}
 	// As the log was before 00007: no trigger measuring events.
-	if _, err := s.Pool.Exec(ctx, `ALTER TABLE livepg.events DISABLE TRIGGER events_measure`); err != nil {
+	if _, err := s.Pool.Exec(ctx, `ALTER TABLE livepg.pending DISABLE TRIGGER pending_measure`); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Publish(ctx, "a/2", "bomb", []byte(hugeNumbers(8300))); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Pool.Exec(ctx, `ALTER TABLE livepg.events ENABLE TRIGGER events_measure`); err != nil {
+	if _, err := s.Pool.Exec(ctx, `ALTER TABLE livepg.pending ENABLE TRIGGER pending_measure`); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Publish(ctx, "a/3", "message", []byte(`3`)); err != nil {
@@ -169,17 +169,17 @@ func TestReadsOfUnmeasuredRowsSayWhenTheyAreCut(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s := storetest.NewStore(t)
-	if _, err := s.Pool.Exec(ctx, `ALTER TABLE livepg.events DISABLE TRIGGER events_measure`); err != nil {
+	if _, err := s.Pool.Exec(ctx, `ALTER TABLE livepg.pending DISABLE TRIGGER pending_measure`); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Pool.Exec(ctx, `SELECT livepg.publish('old/1', jsonb_build_object('a', i)) FROM generate_series(1, 10) i`); err != nil {
 		t.Fatal(err)
 	}
 	var stored, text int64
+	numberAll(t, s)
 	if err := s.Pool.QueryRow(ctx, `SELECT pg_column_size(data), octet_length(data::text) FROM livepg.events LIMIT 1`).Scan(&stored, &text); err != nil {
 		t.Fatal(err)
 	}
-	numberAll(t, s)
 	budget := 2 * stored // two rows' worth, as the read counts them
 	for name, read := range map[string]func() ([]store.Event, error){
 		"ReadAfter":    func() ([]store.Event, error) { return s.ReadAfter(ctx, 0, 1000, budget) },

@@ -191,8 +191,8 @@ func (s *Store) SeenInSnapshot(ctx context.Context, after int64, snap string) ([
 	err := waitForLeader(ctx, func() (bool, error) {
 		var pending bool
 		err := s.Pool.QueryRow(ctx, `
-			SELECT EXISTS (SELECT 1 FROM livepg.events e
-			                WHERE e.seq IS NULL AND e.writer_xid IS NOT NULL
+			SELECT EXISTS (SELECT 1 FROM livepg.pending e
+			                WHERE e.writer_xid IS NOT NULL
 			                  AND pg_visible_in_snapshot(e.writer_xid, $1::pg_snapshot))`, snap).Scan(&pending)
 		if err != nil {
 			return false, fmt.Errorf("events seen in snapshot %s: %w", snap, asInvalid(err))

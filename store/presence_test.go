@@ -78,6 +78,9 @@ func TestPresenceFlushMovesAMemberWithoutEvents(t *testing.T) {
 	}
 	events := func() []string {
 		t.Helper()
+		if _, err := s.NumberPending(ctx); err != nil {
+			t.Fatal(err)
+		}
 		rows, err := s.Pool.Query(ctx, `SELECT data->>'op' FROM livepg.events WHERE type = 'presence' ORDER BY seq`)
 		if err != nil {
 			t.Fatal(err)

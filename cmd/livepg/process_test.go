@@ -204,7 +204,7 @@ func testKilledNodeClientsResumeOnTheOther(t *testing.T, db string, logical bool
 		waitFor(t, "node A leads the decoding", func() bool { return isDecodingLeader(t, a) })
 		waitFor(t, "every event numbered", func() bool {
 			var pending int
-			if err := mustConn(t, db).QueryRow(context.Background(), `SELECT count(*) FROM livepg.events WHERE seq IS NULL`).Scan(&pending); err != nil {
+			if err := mustConn(t, db).QueryRow(context.Background(), `SELECT count(*) FROM livepg.pending`).Scan(&pending); err != nil {
 				t.Fatal(err)
 			}
 			return pending == 0

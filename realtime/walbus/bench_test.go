@@ -109,7 +109,7 @@ func BenchmarkLogicalBus(b *testing.B) {
 					// (not timed).
 					for {
 						var pending int
-						if err := s.Pool.QueryRow(ctx, `SELECT count(*) FROM livepg.events WHERE seq IS NULL`).Scan(&pending); err != nil {
+						if err := s.Pool.QueryRow(ctx, `SELECT count(*) FROM livepg.pending`).Scan(&pending); err != nil {
 							b.Fatal(err)
 						}
 						if pending == 0 {

@@ -421,7 +421,7 @@ func (d *Decoder) stream(ctx context.Context, conn *pgconn.PgConn, done, ack LSN
 				}
 				switch m := m.(type) {
 				case *pglogrepl.RelationMessage:
-					if m.Namespace == "livepg" && m.RelationName == "events" {
+					if m.Namespace == "livepg" && m.RelationName == "pending" {
 						relID, idCol = m.RelationID, -1
 						for i, c := range m.Columns {
 							if c.Name == "id" {
@@ -429,7 +429,7 @@ func (d *Decoder) stream(ctx context.Context, conn *pgconn.PgConn, done, ack LSN
 							}
 						}
 						if idCol < 0 {
-							return errors.New("walbus: the publication does not carry livepg.events.id")
+							return errors.New("walbus: the publication does not carry livepg.pending.id")
 						}
 					}
 				case *pglogrepl.BeginMessage:

@@ -177,7 +177,7 @@ func waitNumbered(t *testing.T, s *store.Store) {
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		var pending int
-		if err := s.Pool.QueryRow(context.Background(), `SELECT count(*) FROM livepg.events WHERE seq IS NULL`).Scan(&pending); err != nil {
+		if err := s.Pool.QueryRow(context.Background(), `SELECT count(*) FROM livepg.pending`).Scan(&pending); err != nil {
 			t.Fatal(err)
 		}
 		if pending == 0 {
@@ -188,12 +188,12 @@ func waitNumbered(t *testing.T, s *store.Store) {
 			_ = s.Pool.QueryRow(context.Background(), `SELECT string_agg(format('id=%s writer=%s xmin=%s status=%s', e.id, e.writer_xid, e.xmin, pg_xact_status(e.writer_xid)), '; ')
 				|| ' / bus: ' || (SELECT format('%s %s', b.decoded_through, b.mode) FROM livepg.bus b)
 				|| ' / slot: ' || coalesce((SELECT format('%s %s %s', s.confirmed_flush_lsn, s.restart_lsn, s.active) FROM pg_replication_slots s), 'none')
-				FROM livepg.events e WHERE e.seq IS NULL`).Scan(&info)
+				FROM livepg.pending e`).Scan(&info)
 			var wal string
 			_, _ = s.Pool.Exec(context.Background(), `CREATE EXTENSION IF NOT EXISTS pg_walinspect`)
 			err := s.Pool.QueryRow(context.Background(), `SELECT coalesce(string_agg(format('%s %s %s', r.start_lsn, r.record_type, r.xid), '; '), 'none')
 				FROM pg_get_wal_records_info('0/1000000', pg_current_wal_lsn()) r
-				WHERE r.resource_manager = 'Transaction' AND r.xid::text IN (SELECT e.xmin::text FROM livepg.events e WHERE e.seq IS NULL)`).Scan(&wal)
+				WHERE r.resource_manager = 'Transaction' AND r.xid::text IN (SELECT e.xmin::text FROM livepg.pending e)`).Scan(&wal)
 			t.Fatalf("%d events still unnumbered after 2 minutes: %s; their commit records: %s %v", pending, info, wal, err)
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -464,7 +464,7 @@ func TestSlotInvalidatedPastItsBound(t *testing.T) {
 		}
 		return status == "lost"
 	})
-	if _, err := pool.Exec(ctx, `DELETE FROM livepg.events WHERE topic = 'filler'`); err != nil {
+	if _, err := pool.Exec(ctx, `DELETE FROM livepg.pending WHERE topic = 'filler'; DELETE FROM livepg.events WHERE topic = 'filler'`); err != nil {
 		t.Fatal(err)
 	}
 	next := newDecoder()
