@@ -19,8 +19,14 @@
 --   * commit_timestamp: the nodes' numbering step (livepg.number_pending,
 --     livepg.number_visible) moves the visible pending rows, in commit
 --     timestamp order;
---   * commit_lock: the deferred trigger pending_sequence moves each row of
---     the committing transaction, under the numbering lock, at commit;
+--   * commit_lock: livepg.publish writes into livepg.events as before (its
+--     deferred trigger events_sequence numbers the rows in place at commit,
+--     under the numbering lock: cheaper there than a move);
+--     livepg.publish_many numbers at insert as before; a row that reaches
+--     livepg.pending anyway (written while the mode changed) is moved at
+--     commit by the deferred trigger pending_sequence. livepg.publish reads
+--     the mode under a shared advisory lock (7236828372618428008) that
+--     livepg.set_bus takes exclusively;
 --   * logical: writers' rows in livepg.pending carry writer_xid; the
 --     publication livepg_bus carries livepg.pending's inserts (id only) and
 --     the leader moves the decoded ids in commit-LSN order
@@ -28,9 +34,9 @@
 --     will never decode.
 -- livepg.move_pending(ids, stamps) is the one move: it numbers the rows of
 -- ids still pending, in the order given, from livepg.events_seq. While it
--- moves, the transaction-local setting livepg.moving is on, so that the
--- log's own triggers (the size check, the wake-up) let the moved rows
--- through: they were checked when written.
+-- moves, the transaction-local setting livepg.moving is on, and the log's
+-- own triggers (the size check, the wake-up) do not fire: the moved rows
+-- were checked when written, and their writers' NOTIFY woke the nodes.
 --
 -- The rows pending when this migration runs are numbered first (under the
 -- numbering lock, after every writer of the log has finished), as
@@ -51,41 +57,17 @@ CREATE TABLE livepg.pending (
 REVOKE ALL ON livepg.pending FROM PUBLIC;
 GRANT SELECT ON livepg.pending TO livepg_node;
 
--- The size check and the wake-up let moved rows through.
--- +goose StatementBegin
-CREATE OR REPLACE FUNCTION livepg.measure() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    limit_bytes integer;
-BEGIN
-    IF current_setting('livepg.moving', true) = 'on' THEN
-        RETURN NEW;
-    END IF;
-    SELECT l.max_event_size INTO limit_bytes FROM livepg.limits l;
-    NEW.size := octet_length(NEW.data::text);
-    IF NEW.size > limit_bytes THEN
-        RAISE EXCEPTION 'livepg: event data on topic % is % bytes as JSON text, more than the limit of % bytes',
-            quote_literal(NEW.topic), NEW.size, limit_bytes
-            USING ERRCODE = '54000',
-                  HINT = 'The limit is livepg.limits.max_event_size. Numbers count as PostgreSQL prints them: 1e1000 is 1,001 bytes.';
-    END IF;
-    RETURN NEW;
-END
-$$;
--- +goose StatementEnd
-
--- +goose StatementBegin
-CREATE OR REPLACE FUNCTION livepg.notify() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    IF current_setting('livepg.moving', true) = 'on' THEN
-        RETURN NULL;
-    END IF;
-    PERFORM pg_notify('livepg', '');
-    RETURN NULL;
-END
-$$;
--- +goose StatementEnd
+-- The log's own size check and wake-up let moved rows through (they were
+-- checked when written, and the numbering wakes nobody: the writers'
+-- NOTIFY did).
+DROP TRIGGER events_measure ON livepg.events;
+CREATE TRIGGER events_measure BEFORE INSERT ON livepg.events
+    FOR EACH ROW WHEN (pg_catalog.current_setting('livepg.moving', true) IS DISTINCT FROM 'on')
+    EXECUTE FUNCTION livepg.measure();
+DROP TRIGGER events_notify ON livepg.events;
+CREATE TRIGGER events_notify AFTER INSERT ON livepg.events
+    FOR EACH STATEMENT WHEN (pg_catalog.current_setting('livepg.moving', true) IS DISTINCT FROM 'on')
+    EXECUTE FUNCTION livepg.notify();
 
 -- livepg.move_pending numbers the rows of ids still in livepg.pending, in
 -- the order of ids, and moves them into livepg.events with committed_at
@@ -161,6 +143,7 @@ CREATE TRIGGER pending_truncated_ids AFTER TRUNCATE ON livepg.pending
 DO $$
 BEGIN
     IF (SELECT b.mode FROM livepg.bus b) = 'logical' THEN
+        ALTER TABLE livepg.events DISABLE TRIGGER events_notify;
         ALTER TABLE livepg.pending DISABLE TRIGGER pending_sequence;
         ALTER TABLE livepg.pending DISABLE TRIGGER pending_notify;
         ALTER TABLE livepg.pending ALTER COLUMN writer_xid SET DEFAULT pg_current_xact_id();
@@ -194,6 +177,19 @@ BEGIN
         RAISE EXCEPTION 'livepg.publish: invalid type %', quote_literal(type)
             USING ERRCODE = '22023',
                   HINT = 'A type is 1-64 letters, digits or _.:-';
+    END IF;
+    IF current_setting('track_commit_timestamp') <> 'on' THEN
+        -- commit_lock mode numbers in place, at commit (livepg.sequence):
+        -- cheaper under its lock than a move. Read the mode under the
+        -- switch lock, which livepg.set_bus takes exclusively, so that no
+        -- row is written for a mode that changed meanwhile.
+        PERFORM pg_advisory_xact_lock_shared(7236828372618428008);
+        IF (SELECT b.mode FROM livepg.bus b) <> 'logical' THEN
+            INSERT INTO livepg.events (topic, type, data)
+            VALUES (topic, type, coalesce(data, 'null'::jsonb))
+            RETURNING id INTO event_id;
+            RETURN event_id;
+        END IF;
     END IF;
     INSERT INTO livepg.pending (topic, type, data)
     VALUES (topic, type, coalesce(data, 'null'::jsonb))
@@ -452,6 +448,7 @@ BEGIN
         RETURN new_mode;
     END IF;
     -- Waits for every writer of events under the old mode to finish.
+    PERFORM pg_advisory_xact_lock(7236828372618428008);
     LOCK TABLE livepg.pending, livepg.events IN ACCESS EXCLUSIVE MODE;
     SELECT b.mode INTO old_mode FROM livepg.bus b FOR UPDATE;
     IF old_mode = new_mode THEN
@@ -502,45 +499,7 @@ BEGIN
 END
 $$;
 -- +goose StatementEnd
--- +goose StatementBegin
-CREATE OR REPLACE FUNCTION livepg.measure()
- RETURNS trigger
- LANGUAGE plpgsql
- SECURITY DEFINER
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$
-DECLARE
-    limit_bytes integer;
-BEGIN
-    SELECT l.max_event_size INTO limit_bytes FROM livepg.limits l;
-    NEW.size := octet_length(NEW.data::text);
-    IF NEW.size > limit_bytes THEN
-        RAISE EXCEPTION 'livepg: event data on topic % is % bytes as JSON text, more than the limit of % bytes',
-            quote_literal(NEW.topic), NEW.size, limit_bytes
-            USING ERRCODE = '54000',
-                  HINT = 'The limit is livepg.limits.max_event_size. Numbers count as PostgreSQL prints them: 1e1000 is 1,001 bytes.';
-    END IF;
-    RETURN NEW;
-END
-$function$
 
-;
--- +goose StatementEnd
-
--- +goose StatementBegin
-CREATE OR REPLACE FUNCTION livepg.notify()
- RETURNS trigger
- LANGUAGE plpgsql
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$
-BEGIN
-    PERFORM pg_notify('livepg', '');
-    RETURN NULL;
-END
-$function$
-
-;
--- +goose StatementEnd
 
 -- +goose StatementBegin
 CREATE OR REPLACE FUNCTION livepg.publish(topic text, data jsonb, type text DEFAULT 'message'::text)
@@ -901,5 +860,20 @@ $function$
 -- +goose StatementEnd
 
 DROP TABLE livepg.pending;
+DROP TRIGGER events_measure ON livepg.events;
+CREATE TRIGGER events_measure BEFORE INSERT ON livepg.events
+    FOR EACH ROW EXECUTE FUNCTION livepg.measure();
+DROP TRIGGER events_notify ON livepg.events;
+CREATE TRIGGER events_notify AFTER INSERT ON livepg.events
+    FOR EACH STATEMENT EXECUTE FUNCTION livepg.notify();
+-- +goose StatementBegin
+DO $$
+BEGIN
+    IF (SELECT b.mode FROM livepg.bus b) = 'logical' THEN
+        ALTER TABLE livepg.events DISABLE TRIGGER events_notify;
+    END IF;
+END
+$$;
+-- +goose StatementEnd
 DROP FUNCTION livepg.sequence_pending();
 DROP FUNCTION livepg.move_pending(bigint[], timestamptz[]);

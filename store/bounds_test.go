@@ -98,13 +98,13 @@ func TestReadsSkipRowsTheDatabaseCannotPrint(t *testing.T) {
 		t.Fatal(err)
 	}
 	// As the log was before 00007: no trigger measuring events.
-	if _, err := s.Pool.Exec(ctx, `ALTER TABLE livepg.pending DISABLE TRIGGER pending_measure`); err != nil {
+	if _, err := s.Pool.Exec(ctx, `ALTER TABLE livepg.pending DISABLE TRIGGER pending_measure; ALTER TABLE livepg.events DISABLE TRIGGER events_measure`); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Publish(ctx, "a/2", "bomb", []byte(hugeNumbers(8300))); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Pool.Exec(ctx, `ALTER TABLE livepg.pending ENABLE TRIGGER pending_measure`); err != nil {
+	if _, err := s.Pool.Exec(ctx, `ALTER TABLE livepg.pending ENABLE TRIGGER pending_measure; ALTER TABLE livepg.events ENABLE TRIGGER events_measure`); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Publish(ctx, "a/3", "message", []byte(`3`)); err != nil {
@@ -169,7 +169,7 @@ func TestReadsOfUnmeasuredRowsSayWhenTheyAreCut(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s := storetest.NewStore(t)
-	if _, err := s.Pool.Exec(ctx, `ALTER TABLE livepg.pending DISABLE TRIGGER pending_measure`); err != nil {
+	if _, err := s.Pool.Exec(ctx, `ALTER TABLE livepg.pending DISABLE TRIGGER pending_measure; ALTER TABLE livepg.events DISABLE TRIGGER events_measure`); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Pool.Exec(ctx, `SELECT livepg.publish('old/1', jsonb_build_object('a', i)) FROM generate_series(1, 10) i`); err != nil {
