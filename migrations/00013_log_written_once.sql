@@ -22,11 +22,12 @@
 --   * commit_lock: livepg.publish writes into livepg.events as before (its
 --     deferred trigger events_sequence numbers the rows in place at commit,
 --     under the numbering lock: cheaper there than a move);
---     livepg.publish_many numbers at insert as before; a row that reaches
---     livepg.pending anyway (written while the mode changed) is moved at
---     commit by the deferred trigger pending_sequence. livepg.publish reads
---     the mode under a shared advisory lock (7236828372618428008) that
---     livepg.set_bus takes exclusively;
+--     livepg.publish_many numbers at insert as before. With the setting
+--     off, both read the bus mode under a shared advisory lock
+--     (7236828372618428008) that livepg.set_bus takes exclusively, so no
+--     row reaches livepg.pending in this mode but those a commit_timestamp
+--     period left before a restart (numbered first, in xid order, by the
+--     first numbering of the new server lifetime: livepg.check_epoch);
 --   * logical: writers' rows in livepg.pending carry writer_xid; the
 --     publication livepg_bus carries livepg.pending's inserts (id only) and
 --     the leader moves the decoded ids in commit-LSN order
@@ -106,36 +107,12 @@ $$;
 -- +goose StatementEnd
 REVOKE EXECUTE ON FUNCTION livepg.move_pending(bigint[], timestamptz[]) FROM PUBLIC;
 
--- commit_lock mode: each row of the committing transaction moves at
--- commit, under the numbering lock (as livepg.sequence numbered it in
--- place before).
--- +goose StatementBegin
-CREATE FUNCTION livepg.sequence_pending() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    -- Re-entrant: the first event of the transaction takes the lock, the
-    -- others find it already held.
-    PERFORM pg_advisory_xact_lock(7236828372618428007);
-    PERFORM livepg.check_epoch();
-    PERFORM livepg.move_pending(ARRAY[NEW.id], ARRAY[clock_timestamp()]);
-    RETURN NULL;
-END
-$$;
--- +goose StatementEnd
-REVOKE EXECUTE ON FUNCTION livepg.sequence_pending() FROM PUBLIC;
-
 CREATE TRIGGER pending_measure BEFORE INSERT ON livepg.pending
     FOR EACH ROW EXECUTE FUNCTION livepg.measure();
 CREATE TRIGGER pending_presence_guard BEFORE INSERT ON livepg.pending
     FOR EACH ROW WHEN (NEW.type = 'presence') EXECUTE FUNCTION livepg.presence_guard();
 CREATE TRIGGER pending_notify AFTER INSERT ON livepg.pending
     FOR EACH STATEMENT EXECUTE FUNCTION livepg.notify();
-CREATE CONSTRAINT TRIGGER pending_sequence
-    AFTER INSERT ON livepg.pending
-    DEFERRABLE INITIALLY DEFERRED
-    FOR EACH ROW
-    WHEN (pg_catalog.current_setting('track_commit_timestamp') <> 'on')
-    EXECUTE FUNCTION livepg.sequence_pending();
 CREATE TRIGGER pending_truncated_ids AFTER TRUNCATE ON livepg.pending
     FOR EACH STATEMENT EXECUTE FUNCTION livepg.truncated_ids();
 
@@ -144,7 +121,6 @@ DO $$
 BEGIN
     IF (SELECT b.mode FROM livepg.bus b) = 'logical' THEN
         ALTER TABLE livepg.events DISABLE TRIGGER events_notify;
-        ALTER TABLE livepg.pending DISABLE TRIGGER pending_sequence;
         ALTER TABLE livepg.pending DISABLE TRIGGER pending_notify;
         ALTER TABLE livepg.pending ALTER COLUMN writer_xid SET DEFAULT pg_current_xact_id();
         IF EXISTS (SELECT 1 FROM pg_publication WHERE pubname = 'livepg_bus') THEN
@@ -213,6 +189,10 @@ BEGIN
     END IF;
     IF n = 0 THEN
         RETURN;
+    END IF;
+    IF current_setting('track_commit_timestamp') <> 'on' THEN
+        -- The mode under the switch lock (see livepg.publish).
+        PERFORM pg_advisory_xact_lock_shared(7236828372618428008);
     END IF;
     IF current_setting('track_commit_timestamp') = 'on' OR (SELECT b.mode FROM livepg.bus b) = 'logical' THEN
         -- The CHECK constraints validate topic and type, NOT NULL refuses NULLs.
@@ -460,7 +440,6 @@ BEGIN
         ALTER TABLE livepg.events DISABLE TRIGGER events_sequence;
         ALTER TABLE livepg.events DISABLE TRIGGER events_notify;
         ALTER TABLE livepg.events ALTER COLUMN writer_xid SET DEFAULT pg_current_xact_id();
-        ALTER TABLE livepg.pending DISABLE TRIGGER pending_sequence;
         ALTER TABLE livepg.pending DISABLE TRIGGER pending_notify;
         ALTER TABLE livepg.pending ALTER COLUMN writer_xid SET DEFAULT pg_current_xact_id();
         IF NOT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = 'livepg_bus') THEN
@@ -476,7 +455,6 @@ BEGIN
         ALTER TABLE livepg.events ENABLE TRIGGER events_sequence;
         ALTER TABLE livepg.events ENABLE TRIGGER events_notify;
         ALTER TABLE livepg.events ALTER COLUMN writer_xid DROP DEFAULT;
-        ALTER TABLE livepg.pending ENABLE TRIGGER pending_sequence;
         ALTER TABLE livepg.pending ENABLE TRIGGER pending_notify;
         ALTER TABLE livepg.pending ALTER COLUMN writer_xid DROP DEFAULT;
         DROP PUBLICATION IF EXISTS livepg_bus;
@@ -875,5 +853,4 @@ BEGIN
 END
 $$;
 -- +goose StatementEnd
-DROP FUNCTION livepg.sequence_pending();
 DROP FUNCTION livepg.move_pending(bigint[], timestamptz[]);
