@@ -36,8 +36,9 @@
 -- livepg.move_pending(ids, stamps) is the one move: it numbers the rows of
 -- ids still pending, in the order given, from livepg.events_seq. While it
 -- moves, the transaction-local setting livepg.moving is on, and the log's
--- own triggers (the size check, the wake-up) do not fire: the moved rows
--- were checked when written, and their writers' NOTIFY woke the nodes.
+-- own triggers (the size check, the presence guard, the wake-up) do not
+-- fire: the moved rows were checked when written, and their writers'
+-- NOTIFY woke the nodes.
 --
 -- The rows pending when this migration runs are numbered first (under the
 -- numbering lock, after every writer of the log has finished), as
@@ -69,6 +70,13 @@ DROP TRIGGER events_notify ON livepg.events;
 CREATE TRIGGER events_notify AFTER INSERT ON livepg.events
     FOR EACH STATEMENT WHEN (pg_catalog.current_setting('livepg.moving', true) IS DISTINCT FROM 'on')
     EXECUTE FUNCTION livepg.notify();
+-- The presence guard too: it checked the writer when the row was written,
+-- and a move may run in another role's transaction (commit_lock mode
+-- numbers a restart's leftovers in the first writer's commit).
+DROP TRIGGER events_presence_guard ON livepg.events;
+CREATE TRIGGER events_presence_guard BEFORE INSERT ON livepg.events
+    FOR EACH ROW WHEN (NEW.type = 'presence' AND pg_catalog.current_setting('livepg.moving', true) IS DISTINCT FROM 'on')
+    EXECUTE FUNCTION livepg.presence_guard();
 
 -- livepg.move_pending numbers the rows of ids still in livepg.pending, in
 -- the order of ids, and moves them into livepg.events with committed_at
@@ -844,6 +852,9 @@ CREATE TRIGGER events_measure BEFORE INSERT ON livepg.events
 DROP TRIGGER events_notify ON livepg.events;
 CREATE TRIGGER events_notify AFTER INSERT ON livepg.events
     FOR EACH STATEMENT EXECUTE FUNCTION livepg.notify();
+DROP TRIGGER events_presence_guard ON livepg.events;
+CREATE TRIGGER events_presence_guard BEFORE INSERT ON livepg.events
+    FOR EACH ROW WHEN (NEW.type = 'presence') EXECUTE FUNCTION livepg.presence_guard();
 -- +goose StatementBegin
 DO $$
 BEGIN
