@@ -142,7 +142,7 @@ func TestBoardPageEditing(t *testing.T) {
 	events := func() int {
 		t.Helper()
 		var n int
-		if err := conn.QueryRow(ctx, `SELECT count(*) FROM livepg.events`).Scan(&n); err != nil {
+		if err := conn.QueryRow(ctx, `SELECT (SELECT count(*) FROM livepg.events) + (SELECT count(*) FROM livepg.pending)`).Scan(&n); err != nil {
 			t.Fatal(err)
 		}
 		return n
