@@ -159,7 +159,11 @@ func (p *page) waitColumns(t *testing.T, want [][]string) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s shows %q, want %q", p.name, got, want)
+			// What the page says, and which cards it is editing: why it
+			// did not get there.
+			state := eval[string](t, p, `(document.getElementById("error")?.textContent ?? "") + " | editing: " +
+				[...document.querySelectorAll("li.card[data-editing]")].map(li => li.dataset.id + " " + (li.querySelector("textarea")?.value ?? "")).join(", ")`)
+			t.Fatalf("%s shows %q, want %q (page: %s)", p.name, got, want, state)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
