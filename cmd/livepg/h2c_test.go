@@ -380,3 +380,28 @@ func TestH2CShutdownDrainsStreams(t *testing.T) {
 		t.Fatalf("the shutdown waited for its deadline:\n%s", out.String())
 	}
 }
+
+// An HTTP/2 stream that has nothing to write for longer than the write
+// timeout stays open: the deadline guards a write, not the quiet between
+// writes (net/http resets an HTTP/2 stream whose deadline passes, written
+// to or not).
+func TestH2CQuietStreamOutlivesTheWriteTimeout(t *testing.T) {
+	t.Parallel()
+	db := storetest.NewDatabase(t)
+	base, _ := startServer(t, map[string]string{"DATABASE_URL": db, "PORT": "0", "LIVEPG_WRITE_TIMEOUT": "1s"})
+	waitReady(t, base)
+	var dials atomic.Int64
+	streams := openH2C(t, h2cClient(t, &dials, 0), base+"/v1/events?topic=quiet", 2)
+	first := publishSeqs(t, base, "quiet", 1, "")
+	for i, s := range streams {
+		expectSeqs(t, fmt.Sprintf("stream %d", i), s, first)
+	}
+	time.Sleep(3 * time.Second) // quiet for three write timeouts
+	later := publishSeqs(t, base, "quiet", 1, "")
+	for i, s := range streams {
+		expectSeqs(t, fmt.Sprintf("stream %d after the quiet", i), s, later)
+	}
+	if n := metricValue(t, base, `livepg_streams_closed_total{reason="write_timeout"}`); n != 0 {
+		t.Errorf("%v streams cut for write_timeout, want none", n)
+	}
+}

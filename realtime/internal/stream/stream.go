@@ -387,7 +387,7 @@ func (e *Engine) Serve(w http.ResponseWriter, r *http.Request, req Request) {
 	}
 	defer req.Place.Release()
 	w.WriteHeader(http.StatusOK)
-	e.run(r.Context(), newResponseOut(w), req)
+	e.run(r.Context(), newResponseOut(w, r.ProtoMajor == 2), req)
 }
 
 // connKey is the context key of ConnContext's connection.
@@ -956,13 +956,22 @@ func (s *stream) put(p []byte) error {
 	return nil
 }
 
-// flush sends what put queued, under a deadline moved on before it.
+// flush sends what put queued, under a deadline moved on before it. On an
+// HTTP/2 stream the deadline is lifted once the bytes are out: net/http
+// would reset an idle stream when it passed.
 func (s *stream) flush() error {
 	s.pending = 0
 	if err := s.extendDeadline(time.Now()); err != nil {
 		return err
 	}
-	return s.out.Flush()
+	if err := s.out.Flush(); err != nil {
+		return err
+	}
+	if o, ok := s.out.(responseOut); ok && o.http2 {
+		s.deadlineSet = time.Time{}
+		return s.out.SetWriteDeadline(time.Time{})
+	}
+	return nil
 }
 
 // streamOut is where a stream writes: the ResponseWriter (with its
@@ -979,10 +988,14 @@ type streamOut interface {
 type responseOut struct {
 	http.ResponseWriter
 	*http.ResponseController
+	// http2: net/http resets an HTTP/2 stream when its write deadline
+	// passes, even while the stream writes nothing; the deadline must not
+	// outlive the write it guards (see flush).
+	http2 bool
 }
 
-func newResponseOut(w http.ResponseWriter) responseOut {
-	return responseOut{w, http.NewResponseController(w)}
+func newResponseOut(w http.ResponseWriter, http2 bool) responseOut {
+	return responseOut{w, http.NewResponseController(w), http2}
 }
 
 // Write resolves the ambiguity between the two embedded types' methods.
