@@ -26,7 +26,6 @@ import (
 // it is inserted. Run the ordering test with LIVEPG_TEST_NAIVE_SEQUENCE=1
 // to see it catch the lost events.
 const naiveSequence = `
-DROP TRIGGER pending_sequence ON livepg.pending;
 CREATE FUNCTION livepg.naive_sequence() RETURNS trigger LANGUAGE plpgsql
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
