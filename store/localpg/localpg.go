@@ -33,6 +33,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // InstallHint is the one command that installs the server binaries on the
@@ -283,21 +284,36 @@ func (c *Cluster) unregister() {
 
 // inUseByOthers reports whether another process (or another Cluster of
 // this one) is registered. Call it under lock, after unregister.
+//
+// A registration held for a moment longer than its holder keeps it does
+// not count: a child this process forks (pg_ctl, from any goroutine)
+// shares every descriptor until it execs, this one's closed registration
+// among them, so the lock is retried for up to inUseGrace before it says
+// another user holds it.
 func (c *Cluster) inUseByOthers() (bool, error) {
 	f, err := c.openLockFile(nodesFile)
 	if err != nil {
 		return false, err
 	}
 	defer f.Close()
-	err = flock(f, syscall.LOCK_EX|syscall.LOCK_NB)
-	if errors.Is(err, syscall.EWOULDBLOCK) {
-		return true, nil
+	for deadline := time.Now().Add(inUseGrace); ; time.Sleep(10 * time.Millisecond) {
+		err = flock(f, syscall.LOCK_EX|syscall.LOCK_NB)
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			break
+		}
+		if time.Now().After(deadline) {
+			return true, nil
+		}
 	}
 	if err != nil {
 		return false, fmt.Errorf("local postgres: %w", err)
 	}
 	return false, nil
 }
+
+// inUseGrace bounds how long inUseByOthers waits for a registration that
+// only a forked child, not yet exec'd, still holds.
+const inUseGrace = 200 * time.Millisecond
 
 func (c *Cluster) openLockFile(name string) (*os.File, error) {
 	path := filepath.Join(c.Dir, name)
