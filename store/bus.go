@@ -31,7 +31,8 @@ func (s *Store) BusMode(ctx context.Context) (string, error) {
 // NumberingPause is how long a node's reader waits, after a read step that
 // numbered numbered events (writers are committing), before it reads
 // again. Every numbering transaction slows the writers' commits while it
-// runs (it updates their rows, and flushes), whatever it numbers: a reader
+// runs (it writes their rows into the log, and flushes), whatever it
+// numbers: a reader
 // that numbers on every wake-up as fast as it can cost 16 writers a quarter
 // of their throughput, and steps of about ten events 1 ms apart still more
 // than half (BenchmarkBus, sync on: publish 0.40x INSERT + NOTIFY without a
