@@ -98,6 +98,13 @@ func BenchmarkBus(b *testing.B) {
 		{"insert+notify_after", `WITH e AS (INSERT INTO plain_events (topic, data) VALUES ('bench/1', '{"n": 1}')) SELECT pg_notify('bench', '')`},
 		{"insert", `INSERT INTO plain_events (topic, data) VALUES ('bench/1', '{"n": 1}')`},
 	}
+	// LIVEPG_BENCH_KINDS adds kinds of transaction, name=sql separated by
+	// "|": a way to time a variant of the write path beside the others.
+	for _, kind := range strings.Split(os.Getenv("LIVEPG_BENCH_KINDS"), "|") {
+		if name, sql, ok := strings.Cut(kind, "="); ok {
+			kinds = append(kinds, struct{ name, sql string }{strings.TrimSpace(name), sql})
+		}
+	}
 	for _, sync := range []string{"on", "off"} {
 		for _, writers := range []int{1, 4, 16, 64} {
 			cfg, err := pgxpool.ParseConfig(url)
@@ -246,6 +253,23 @@ func startNumberer(b *testing.B, url string) (stop func()) {
 			select {
 			case wake <- struct{}{}:
 			default:
+			}
+			if busy := os.Getenv("LIVEPG_BENCH_LISTEN_BUSY"); busy != "" {
+				// Keep the listening backend busy for a while after each
+				// notification: it reads the queue and sends what came
+				// meanwhile once, after the query, instead of once per
+				// commit.
+				if _, err := listen.Exec(ctx, `SELECT pg_sleep(`+busy+`)`); err != nil {
+					return
+				}
+				for {
+					wctx, cancel := context.WithTimeout(ctx, 0)
+					_, err := listen.WaitForNotification(wctx)
+					cancel()
+					if err != nil {
+						break
+					}
+				}
 			}
 		}
 	}()

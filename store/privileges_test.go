@@ -37,7 +37,7 @@ var tampering = []string{
 	`DELETE FROM livepg.pending`,
 	`UPDATE livepg.pending SET data = '{"rewritten": true}'`,
 	`SELECT livepg.move_pending(ARRAY[1::bigint], NULL)`,
-	`ALTER TABLE livepg.pending DISABLE TRIGGER pending_measure`,
+	`ALTER TABLE livepg.pending DISABLE TRIGGER pending_notify`,
 	`SELECT livepg.prune('0')`,
 	`ALTER TABLE livepg.events DISABLE TRIGGER events_sequence`,
 	`SELECT livepg.track('livepg.events', 'x')`,
