@@ -192,6 +192,69 @@ END
 $$;
 -- +goose StatementEnd
 
+-- livepg.set_bus takes its locks in the order of their other holders.
+-- +goose StatementBegin
+CREATE OR REPLACE FUNCTION livepg.set_bus(new_mode text) RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    old_mode text;
+BEGIN
+    IF new_mode IS NULL OR new_mode NOT IN ('default', 'logical') THEN
+        RAISE EXCEPTION 'livepg.set_bus: mode must be default or logical, not %', coalesce(quote_literal(new_mode), 'NULL')
+            USING ERRCODE = '22023';
+    END IF;
+    IF new_mode = 'logical' AND current_setting('wal_level') <> 'logical' THEN
+        RAISE EXCEPTION 'livepg.set_bus: the logical bus needs wal_level = logical (it is %)', current_setting('wal_level')
+            USING ERRCODE = '55000',
+                  HINT = 'ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL. On Fly Postgres: fly postgres config update --wal-level logical.';
+    END IF;
+    IF (SELECT b.mode FROM livepg.bus b) = new_mode THEN
+        RETURN new_mode;
+    END IF;
+    -- Waits for every writer of events under the old mode to finish. The
+    -- locks in the order their other holders take them: the switch lock
+    -- (commit_lock writers hold it shared from their first event to their
+    -- commit), the numbering lock (a numbering step holds it before it
+    -- touches the tables), then the tables. (The tables first, as before
+    -- 00014, made a deadlock with a numbering step waiting for them, which
+    -- PostgreSQL broke after a second by failing one of the two.)
+    PERFORM pg_advisory_xact_lock(7236828372618428008);
+    PERFORM pg_advisory_xact_lock(7236828372618428007);
+    LOCK TABLE livepg.pending, livepg.events IN ACCESS EXCLUSIVE MODE;
+    SELECT b.mode INTO old_mode FROM livepg.bus b FOR UPDATE;
+    IF old_mode = new_mode THEN
+        RETURN old_mode;
+    END IF;
+    PERFORM livepg.number_stranded();
+    IF new_mode = 'logical' THEN
+        ALTER TABLE livepg.events DISABLE TRIGGER events_sequence;
+        ALTER TABLE livepg.events DISABLE TRIGGER events_notify;
+        ALTER TABLE livepg.events ALTER COLUMN writer_xid SET DEFAULT pg_current_xact_id();
+        ALTER TABLE livepg.pending DISABLE TRIGGER pending_notify;
+        ALTER TABLE livepg.pending ALTER COLUMN writer_xid SET DEFAULT pg_current_xact_id();
+        IF NOT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = 'livepg_bus') THEN
+            BEGIN
+                CREATE PUBLICATION livepg_bus FOR TABLE livepg.pending (id) WITH (publish = 'insert');
+            EXCEPTION WHEN insufficient_privilege THEN
+                RAISE EXCEPTION 'livepg.set_bus: creating the publication livepg_bus needs the CREATE privilege on database %', current_database()
+                    USING ERRCODE = '42501',
+                          HINT = format('As the database''s owner or a superuser: GRANT CREATE ON DATABASE %I TO %I; then run livepg bus logical again.', current_database(), current_user);
+            END;
+        END IF;
+    ELSE
+        ALTER TABLE livepg.events ENABLE TRIGGER events_sequence;
+        ALTER TABLE livepg.events ENABLE TRIGGER events_notify;
+        ALTER TABLE livepg.events ALTER COLUMN writer_xid DROP DEFAULT;
+        ALTER TABLE livepg.pending ENABLE TRIGGER pending_notify;
+        ALTER TABLE livepg.pending ALTER COLUMN writer_xid DROP DEFAULT;
+        DROP PUBLICATION IF EXISTS livepg_bus;
+    END IF;
+    UPDATE livepg.bus SET mode = new_mode, decoded_through = '0/0';
+    RETURN old_mode;
+END
+$$;
+-- +goose StatementEnd
+
 -- +goose Down
 -- +goose StatementBegin
 CREATE OR REPLACE FUNCTION livepg.publish(topic text, data jsonb, type text DEFAULT 'message')
@@ -290,3 +353,59 @@ CREATE TRIGGER pending_presence_guard BEFORE INSERT ON livepg.pending
 ALTER TABLE livepg.pending
     ADD CONSTRAINT pending_topic_check CHECK (length(topic) <= 256 AND topic ~ '^[A-Za-z0-9_.:@=+%-]+(/[A-Za-z0-9_.:@=+%-]+)*$'),
     ADD CONSTRAINT pending_type_check CHECK (type ~ '^[A-Za-z0-9_.:-]{1,64}$');
+
+-- +goose StatementBegin
+CREATE OR REPLACE FUNCTION livepg.set_bus(new_mode text) RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    old_mode text;
+BEGIN
+    IF new_mode IS NULL OR new_mode NOT IN ('default', 'logical') THEN
+        RAISE EXCEPTION 'livepg.set_bus: mode must be default or logical, not %', coalesce(quote_literal(new_mode), 'NULL')
+            USING ERRCODE = '22023';
+    END IF;
+    IF new_mode = 'logical' AND current_setting('wal_level') <> 'logical' THEN
+        RAISE EXCEPTION 'livepg.set_bus: the logical bus needs wal_level = logical (it is %)', current_setting('wal_level')
+            USING ERRCODE = '55000',
+                  HINT = 'ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL. On Fly Postgres: fly postgres config update --wal-level logical.';
+    END IF;
+    IF (SELECT b.mode FROM livepg.bus b) = new_mode THEN
+        RETURN new_mode;
+    END IF;
+    -- Waits for every writer of events under the old mode to finish.
+    PERFORM pg_advisory_xact_lock(7236828372618428008);
+    LOCK TABLE livepg.pending, livepg.events IN ACCESS EXCLUSIVE MODE;
+    SELECT b.mode INTO old_mode FROM livepg.bus b FOR UPDATE;
+    IF old_mode = new_mode THEN
+        RETURN old_mode;
+    END IF;
+    PERFORM pg_advisory_xact_lock(7236828372618428007);
+    PERFORM livepg.number_stranded();
+    IF new_mode = 'logical' THEN
+        ALTER TABLE livepg.events DISABLE TRIGGER events_sequence;
+        ALTER TABLE livepg.events DISABLE TRIGGER events_notify;
+        ALTER TABLE livepg.events ALTER COLUMN writer_xid SET DEFAULT pg_current_xact_id();
+        ALTER TABLE livepg.pending DISABLE TRIGGER pending_notify;
+        ALTER TABLE livepg.pending ALTER COLUMN writer_xid SET DEFAULT pg_current_xact_id();
+        IF NOT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = 'livepg_bus') THEN
+            BEGIN
+                CREATE PUBLICATION livepg_bus FOR TABLE livepg.pending (id) WITH (publish = 'insert');
+            EXCEPTION WHEN insufficient_privilege THEN
+                RAISE EXCEPTION 'livepg.set_bus: creating the publication livepg_bus needs the CREATE privilege on database %', current_database()
+                    USING ERRCODE = '42501',
+                          HINT = format('As the database''s owner or a superuser: GRANT CREATE ON DATABASE %I TO %I; then run livepg bus logical again.', current_database(), current_user);
+            END;
+        END IF;
+    ELSE
+        ALTER TABLE livepg.events ENABLE TRIGGER events_sequence;
+        ALTER TABLE livepg.events ENABLE TRIGGER events_notify;
+        ALTER TABLE livepg.events ALTER COLUMN writer_xid DROP DEFAULT;
+        ALTER TABLE livepg.pending ENABLE TRIGGER pending_notify;
+        ALTER TABLE livepg.pending ALTER COLUMN writer_xid DROP DEFAULT;
+        DROP PUBLICATION IF EXISTS livepg_bus;
+    END IF;
+    UPDATE livepg.bus SET mode = new_mode, decoded_through = '0/0';
+    RETURN old_mode;
+END
+$$;
+-- +goose StatementEnd
