@@ -80,7 +80,7 @@ func TestBoardPageKeepsWorkWhileItsNodeIsDown(t *testing.T) {
 	// Start editing before the node goes away.
 	card := p.cardSelector(t, "Existing card")
 	p.click(t, "Existing card", "Edit card")
-	p.run(t, chromedp.SendKeys(chromedp.CSS(card+" textarea"), kb.End+", edited offline"))
+	p.run(t, typeKeys(card+" textarea", kb.End+", edited offline"))
 
 	port := mustPort(t, base)
 	if err := stop(); err != nil {
@@ -112,7 +112,7 @@ func TestBoardPageKeepsWorkWhileItsNodeIsDown(t *testing.T) {
 	// The node comes back: the kept text is added with one Enter.
 	startServer(t, boardEnv(db, port))
 	p.waitLive(t)
-	p.run(t, chromedp.SendKeys(chromedp.CSS(`#card-text`), kb.Enter))
+	p.run(t, typeKeys(`#card-text`, kb.Enter))
 	p.waitColumns(t, [][]string{{"Existing card"}, {"Typed while offline"}, {}})
 	if msg := p.errorText(t); msg != "" {
 		t.Fatalf("error still shown after success: %q", msg)
@@ -173,9 +173,9 @@ func TestBoardPageEditing(t *testing.T) {
 
 		p.click(t, "line one\nline two", "Edit card")
 		p.run(t,
-			chromedp.SendKeys(chromedp.CSS(card+" textarea"), kb.End),
-			chromedp.KeyEvent(kb.Enter, chromedp.KeyModifiers(chromedp.ModifierShift)), // a new line
-			chromedp.KeyEvent("line three"+kb.Enter))                                   // save
+			typeKeys(card+" textarea", kb.End),
+			pressKeys(kb.Enter, chromedp.KeyModifiers(chromedp.ModifierShift)), // a new line
+			pressKeys("line three"+kb.Enter))                                   // save
 		p.waitColumns(t, [][]string{{"line one\nline two\nline three"}, {}, {}})
 		if got := cardText(cardID); got != "line one\nline two\nline three" {
 			t.Fatalf("an edit stored %q", got)
@@ -191,7 +191,7 @@ func TestBoardPageEditing(t *testing.T) {
 		p.add(t, "Moved by keyboard", "todo")
 		p.waitColumns(t, [][]string{{"Moved by keyboard"}, {}, {}})
 		card := p.cardSelector(t, "Moved by keyboard")
-		p.run(t, chromedp.Focus(chromedp.CSS(card+` button[aria-label="Move to doing"]`)), chromedp.KeyEvent(kb.Enter))
+		p.run(t, chromedp.Focus(chromedp.CSS(card+` button[aria-label="Move to doing"]`)), pressKeys(kb.Enter))
 		p.waitColumns(t, [][]string{{}, {"Moved by keyboard"}, {}})
 		focused := func() string {
 			return eval[string](t, p, `(e => e.closest("li.card") ? e.closest("li.card").dataset.text + " / " + (e.getAttribute("aria-label") || e.tagName) : e.tagName)(document.activeElement)`)
@@ -199,7 +199,7 @@ func TestBoardPageEditing(t *testing.T) {
 		if got := focused(); got != "Moved by keyboard / Move to done" {
 			t.Fatalf("after a keyboard move the focus is on %q, want the card's Move to done", got)
 		}
-		p.run(t, chromedp.KeyEvent(kb.Enter))
+		p.run(t, pressKeys(kb.Enter))
 		p.waitColumns(t, [][]string{{}, {}, {"Moved by keyboard"}})
 		if got := focused(); !strings.HasPrefix(got, "Moved by keyboard / ") {
 			t.Fatalf("after the second move the focus is on %q, want the card", got)
@@ -213,7 +213,7 @@ func TestBoardPageEditing(t *testing.T) {
 		id := createBoard(t, base, "Long")
 		p := openPage(t, b, "long text page", fmt.Sprintf("%s/boards/%d", base, id))
 		long := strings.Repeat("é", 495) + "0123456789" // 505 characters
-		p.run(t, chromedp.SendKeys(chromedp.CSS(`#card-text`), long))
+		p.run(t, typeKeys(`#card-text`, long))
 		if got := eval[string](t, p, `document.getElementById("card-text").value`); got != long {
 			t.Fatalf("the field holds %d characters of the %d typed", len([]rune(got)), len([]rune(long)))
 		}
@@ -224,12 +224,12 @@ func TestBoardPageEditing(t *testing.T) {
 		if !eval[bool](t, p, `document.querySelector('#new-card button[type="submit"]').disabled`) {
 			t.Fatal("Add is enabled for a text over the limit")
 		}
-		p.run(t, chromedp.SendKeys(chromedp.CSS(`#card-text`), kb.Enter))
-		p.run(t, chromedp.SendKeys(chromedp.CSS(`#card-text`), strings.Repeat(kb.Backspace, 5)))
+		p.run(t, typeKeys(`#card-text`, kb.Enter))
+		p.run(t, typeKeys(`#card-text`, strings.Repeat(kb.Backspace, 5)))
 		if eval[bool](t, p, `document.querySelector('#new-card button[type="submit"]').disabled`) {
 			t.Fatal("Add is still disabled for a text at the limit")
 		}
-		p.run(t, chromedp.SendKeys(chromedp.CSS(`#card-text`), kb.Enter))
+		p.run(t, typeKeys(`#card-text`, kb.Enter))
 		fits := strings.Repeat("é", 495) + "01234"
 		p.waitColumns(t, [][]string{{fits}, {}, {}})
 		var n int
@@ -243,7 +243,7 @@ func TestBoardPageEditing(t *testing.T) {
 		// The editor says so too.
 		card := p.cardSelector(t, fits)
 		p.click(t, fits, "Edit card")
-		p.run(t, chromedp.SendKeys(chromedp.CSS(card+" textarea"), kb.End+"567"))
+		p.run(t, typeKeys(card+" textarea", kb.End+"567"))
 		if !eval[bool](t, p, `document.querySelector('`+card+` button[aria-label="Save card"]').disabled`) {
 			t.Fatal("Save is enabled for a text over the limit")
 		}

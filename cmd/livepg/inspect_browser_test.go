@@ -83,7 +83,7 @@ func TestInspectorPageShowsBothNodesAStreamAndATail(t *testing.T) {
 	waitJS(t, p, row(idB)+`.querySelector('li[data-selector="inspect-demo/1"]') !== null`)
 
 	// A tail of inspect-demo/*; an event published through node A shows.
-	p.run(t, chromedp.SendKeys(chromedp.CSS("#tail-topic"), "inspect-demo/*"), chromedp.Click(chromedp.CSS("#tail-start")))
+	p.run(t, typeKeys("#tail-topic", "inspect-demo/*"), chromedp.Click(chromedp.CSS("#tail-start")))
 	waitJS(t, p, `document.getElementById("tail-status").textContent === "live"`)
 	publishN(t, nodeA, "inspect-demo/2", 41, 41)
 	waitJS(t, p, `[...document.querySelectorAll("#tail tbody tr")].some((tr) => tr.cells[2].textContent === "inspect-demo/2" && tr.cells[3].textContent === '{"n":41}')`)
