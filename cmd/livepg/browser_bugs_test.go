@@ -11,6 +11,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/livepg/livepg/store/storetest"
 )
@@ -179,6 +180,65 @@ func TestBoardPageEditing(t *testing.T) {
 		p.waitColumns(t, [][]string{{"line one\nline two\nline three"}, {}, {}})
 		if got := cardText(cardID); got != "line one\nline two\nline three" {
 			t.Fatalf("an edit stored %q", got)
+		}
+		p.noScriptErrors(t)
+	})
+
+	// An editor opened on a card follows the card's changes while its text
+	// is the one it opened with (so Edit pressed just after a save, before
+	// the stream brought the save back, does not edit the old text), and
+	// keeps what the user typed once they type.
+	t.Run("editor follows the card until typed in", func(t *testing.T) {
+		id := createBoard(t, base, "Follow")
+		if _, err := conn.Exec(ctx, `INSERT INTO livepg_demo.cards (board_id, col, text) VALUES ($1, 'todo', 'first')`, id); err != nil {
+			t.Fatal(err)
+		}
+		p := openPage(t, b, "follow page", fmt.Sprintf("%s/boards/%d", base, id))
+		p.waitColumns(t, [][]string{{"first"}, {}, {}})
+		card := p.cardSelector(t, "first")
+		cardID := p.cardID(t, "first")
+		field := func() string {
+			return eval[string](t, p, `(f => f ? f.value : "(no editor)")(document.querySelector(`+"`"+card+` textarea`+"`"+`))`)
+		}
+		waitField := func(want string) {
+			t.Helper()
+			deadline := time.Now().Add(30 * time.Second)
+			for field() != want {
+				if time.Now().After(deadline) {
+					t.Fatalf("the editor holds %q, want %q", field(), want)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+
+		p.click(t, "first", "Edit card")
+		waitField("first")
+		if _, err := conn.Exec(ctx, `UPDATE livepg_demo.cards SET text = 'second' WHERE id = $1`, cardID); err != nil {
+			t.Fatal(err)
+		}
+		waitField("second")
+
+		p.run(t, typeKeys(card+" textarea", kb.End+" typed"))
+		waitField("second typed")
+		// The change, then a card of its own in the same transaction: once
+		// the page shows that card, it has applied the change before it.
+		if err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `UPDATE livepg_demo.cards SET text = 'third' WHERE id = $1`, cardID); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, `INSERT INTO livepg_demo.cards (board_id, col, text) VALUES ($1, 'done', 'marker')`, id)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		p.waitColumns(t, [][]string{{}, {}, {"marker"}}) // the edited card shows its editor, no text
+		if got := field(); got != "second typed" {
+			t.Fatalf("after a change arrived the editor holds %q, want the typed %q", got, "second typed")
+		}
+		p.run(t, pressKeys(kb.Enter))
+		p.waitColumns(t, [][]string{{"second typed"}, {}, {"marker"}})
+		if got := cardText(cardID); got != "second typed" {
+			t.Fatalf("the save stored %q", got)
 		}
 		p.noScriptErrors(t)
 	})

@@ -86,7 +86,8 @@ function fillCard(li, card) {
   const move = (to) => changeCard("move the card", card.id, { col: to });
   if (col > 0) actions.append(button("←", "Move to " + COLUMNS[col - 1], () => move(COLUMNS[col - 1])));
   if (col < COLUMNS.length - 1) actions.append(button("→", "Move to " + COLUMNS[col + 1], () => move(COLUMNS[col + 1])));
-  actions.append(button("Edit", "Edit card", () => startEdit(li, card)));
+  // The card as the page knows it when Edit is pressed, not when drawn.
+  actions.append(button("Edit", "Edit card", () => startEdit(li, cards.get(card.id) || card)));
   actions.append(button("Delete", "Delete card", () => api("delete the card", "DELETE", "/cards/" + card.id)));
   li.replaceChildren(text, actions);
 }
@@ -94,7 +95,11 @@ function fillCard(li, card) {
 let editCount = 0;
 
 // startEdit edits a card's text in a textarea, which keeps line breaks:
-// Enter saves, Shift+Enter starts a new line, Escape cancels.
+// Enter saves, Shift+Enter starts a new line, Escape cancels. A change to
+// the card that arrives while it is edited (its own last save, which the
+// stream brings after the save answered, or someone else's) replaces the
+// text while it is still the text the editor opened with; once typed in,
+// the typed text stays.
 function startEdit(li, card) {
   li.dataset.editing = "1";
   const field = document.createElement("textarea");
@@ -107,8 +112,18 @@ function startEdit(li, card) {
   field.setAttribute("aria-describedby", counter.id);
   // done ends editing, shows the card as it now is and gives the focus back
   // to its Edit button.
+  li.updateEdit = (next) => {
+    if (next.text === card.text) return;
+    if (sameText(field.value, card.text)) {
+      field.value = next.text;
+      field.setSelectionRange(field.value.length, field.value.length);
+      field.dispatchEvent(new Event("input"));
+    }
+    card = next;
+  };
   const done = () => {
     delete li.dataset.editing;
+    delete li.updateEdit;
     fillCard(li, cards.get(card.id) || card);
     li.querySelector('button[aria-label="Edit card"]')?.focus();
   };
@@ -181,7 +196,8 @@ function render() {
         li.tabIndex = -1;
         elements.set(card.id, li);
       }
-      if (!li.dataset.editing && (li.dataset.text !== card.text || li.dataset.col !== card.col)) fillCard(li, card);
+      if (li.dataset.editing) li.updateEdit?.(card);
+      else if (li.dataset.text !== card.text || li.dataset.col !== card.col) fillCard(li, card);
       if (ul.children[i] !== li) ul.insertBefore(li, ul.children[i] || null);
     });
   }
