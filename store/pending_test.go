@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 
@@ -105,5 +106,81 @@ func TestNumberingMovesPendingEventsIntoTheLogOnce(t *testing.T) {
 	}
 	if !slices.Equal(gotIDs, wantIDs) {
 		t.Errorf("the log holds ids %v in seq order, want %v (commit order, each once)", gotIDs, wantIDs)
+	}
+}
+
+// TestNumberingFloorRisesButNeverPassesAWaitingEvent: the numbering reads
+// livepg.pending from a floor up (migration 00015). Steps that move every
+// committed event they see raise the floor past the transactions that
+// have finished, so that the rows they left behind are not read again;
+// a transaction still open holds the floor at or below its own xid
+// however many steps pass, so its event, committed last, is numbered.
+func TestNumberingFloorRisesButNeverPassesAWaitingEvent(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	// The floor is the commit_timestamp mode's, whatever LIVEPG_TEST_BUS says.
+	s, err := store.Open(ctx, storetest.NewDatabaseBus(t, store.BusCommitTimestamp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	floor := func() uint64 {
+		t.Helper()
+		var f uint64
+		if err := s.Pool.QueryRow(ctx, `SELECT pending_floor::text::bigint FROM livepg.bus`).Scan(&f); err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	publish := func(topic string) {
+		t.Helper()
+		if _, err := s.Pool.Exec(ctx, `SELECT livepg.publish($1, '{}')`, topic); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	publish("t/before")
+	numberAll(t, s)
+	start := floor()
+
+	long, err := s.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer long.Rollback(ctx)
+	var longXid uint64
+	if err := long.QueryRow(ctx, `SELECT livepg.publish('t/long', '{}'), pg_current_xact_id()::text::bigint`).Scan(nil, &longXid); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		publish(fmt.Sprintf("t/%d", i))
+		numberAll(t, s)
+	}
+	if f := floor(); f <= start || f > longXid {
+		t.Fatalf("floor %d after five steps with a transaction open at xid %d (it was %d): want above %d, at most %d", f, longXid, start, start, longXid)
+	}
+	if err := long.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	publish("t/after")
+	numberAll(t, s)
+	if f := floor(); f <= longXid {
+		t.Errorf("floor %d after the open transaction (xid %d) committed and was numbered: want above it", f, longXid)
+	}
+	events, err := s.ReadAfter(ctx, 0, 100, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var topics []string
+	for _, e := range events {
+		topics = append(topics, e.Topic)
+	}
+	want := []string{"t/before", "t/0", "t/1", "t/2", "t/3", "t/4", "t/long", "t/after"}
+	if !slices.Equal(topics, want) {
+		t.Fatalf("the log holds %v, want %v", topics, want)
+	}
+	var pending int
+	if err := s.Pool.QueryRow(ctx, `SELECT count(*) FROM livepg.pending`).Scan(&pending); err != nil || pending != 0 {
+		t.Fatalf("%d events still pending (%v)", pending, err)
 	}
 }

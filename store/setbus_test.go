@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"maps"
 	"testing"
 	"time"
 
@@ -19,7 +20,11 @@ func TestSwitchingTheBusWaitsForANumberingStep(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	db := storetest.NewDatabaseOn(t, storetest.NewLogicalCluster(t).URL())
+	// The default mode whatever LIVEPG_TEST_BUS says: its numbering steps
+	// run on the nodes.
+	settings := maps.Clone(storetest.LogicalSettings)
+	settings["track_commit_timestamp"] = "on"
+	db := storetest.NewDatabaseOn(t, storetest.NewClusterWith(t, settings).URL())
 	s, err := store.Open(ctx, db)
 	if err != nil {
 		t.Fatal(err)
