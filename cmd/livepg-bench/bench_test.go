@@ -80,13 +80,21 @@ func TestLoadThroughTheCeilingsFeed(t *testing.T) {
 	t.Parallel()
 	for _, hijack := range []bool{false, true} {
 		ctx, cancel := context.WithCancel(context.Background())
-		feed := freeLoopbackAddr(t)
-		addr := freeLoopbackAddr(t)
+		// Listeners made here, on ports of their own: a port picked and
+		// let go first could be taken by a parallel test meanwhile.
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		fln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr, feed := ln.Addr().String(), fln.Addr().String()
 		done := make(chan error, 1)
 		go func() {
-			done <- serveCeiling(ctx, ceilingConfig{Addr: addr, Feed: feed, Buffer: 256, Heartbeat: time.Second, Lifetime: time.Minute, Hijack: hijack}, io.Discard)
+			done <- serveCeilingOn(ctx, ceilingConfig{Addr: addr, Feed: feed, Buffer: 256, Heartbeat: time.Second, Lifetime: time.Minute, Hijack: hijack}, ln, fln, io.Discard)
 		}()
-		waitForListener(t, feed)
 		// A bad line first, on a connection of its own: the ceiling drops it.
 		if c, err := net.Dial("tcp", feed); err == nil {
 			fmt.Fprintf(c, "no-type-or-data\nf/0 bench {\"b\":\"%s\"}\n", appendStamp(nil, 0, time.Now()))
@@ -120,32 +128,6 @@ func TestFeedLines(t *testing.T) {
 		if _, got := parseFeedLine([]byte(line)); got != ok {
 			t.Errorf("parseFeedLine(%q) ok = %v, want %v", line, got, ok)
 		}
-	}
-}
-
-func freeLoopbackAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-func waitForListener(t *testing.T, addr string) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nothing listens on %s: %v", addr, err)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 

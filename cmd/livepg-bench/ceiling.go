@@ -259,20 +259,29 @@ func (h *ceilingHub) servePublish(w http.ResponseWriter, r *http.Request) {
 // serveCeiling runs the ceiling server until ctx ends or its lifetime is
 // over.
 func serveCeiling(ctx context.Context, cfg ceilingConfig, out io.Writer) error {
-	ctx, cancel := context.WithTimeout(ctx, cfg.Lifetime)
-	defer cancel()
-	hub := newCeiling(cfg)
-	mux := hub.routes()
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("ceiling: %w", err)
 	}
+	var fln net.Listener
 	if cfg.Feed != "" {
-		fln, err := net.Listen("tcp", cfg.Feed)
+		fln, err = net.Listen("tcp", cfg.Feed)
 		if err != nil {
 			ln.Close()
 			return fmt.Errorf("ceiling feed: %w", err)
 		}
+	}
+	return serveCeilingOn(ctx, cfg, ln, fln, out)
+}
+
+// serveCeilingOn is serveCeiling on listeners of the caller's (fln: the
+// feed's, or nil), which it closes.
+func serveCeilingOn(ctx context.Context, cfg ceilingConfig, ln, fln net.Listener, out io.Writer) error {
+	ctx, cancel := context.WithTimeout(ctx, cfg.Lifetime)
+	defer cancel()
+	hub := newCeiling(cfg)
+	mux := hub.routes()
+	if fln != nil {
 		var feeds sync.WaitGroup
 		defer func() { cancel(); feeds.Wait() }() // the feed ends with ctx, whatever ends this
 		feeds.Add(1)
