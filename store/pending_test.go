@@ -118,8 +118,10 @@ func TestNumberingMovesPendingEventsIntoTheLogOnce(t *testing.T) {
 func TestNumberingFloorRisesButNeverPassesAWaitingEvent(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	// The floor is the commit_timestamp mode's, whatever LIVEPG_TEST_BUS says.
-	s, err := store.Open(ctx, storetest.NewDatabaseBus(t, store.BusCommitTimestamp))
+	// The floor is the commit_timestamp mode's, whatever LIVEPG_TEST_BUS
+	// says; and a cluster of its own: xids are the cluster's, and another
+	// test's transaction open meanwhile would hold the floor down too.
+	s, err := store.Open(ctx, storetest.NewDatabaseOn(t, storetest.NewClusterWith(t, map[string]string{"track_commit_timestamp": "on"}).URL()))
 	if err != nil {
 		t.Fatal(err)
 	}
