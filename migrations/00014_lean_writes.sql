@@ -52,6 +52,17 @@ $$;
 -- +goose StatementEnd
 REVOKE EXECUTE ON FUNCTION livepg.check_presence_writer() FROM PUBLIC;
 
+-- The log's own guard (commit_lock writes) asks the same question.
+-- +goose StatementBegin
+CREATE OR REPLACE FUNCTION livepg.presence_guard() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM livepg.check_presence_writer();
+    RETURN NEW;
+END
+$$;
+-- +goose StatementEnd
+
 -- +goose StatementBegin
 CREATE OR REPLACE FUNCTION livepg.publish(topic text, data jsonb, type text DEFAULT 'message')
 RETURNS bigint
@@ -120,6 +131,7 @@ DECLARE
     first bigint;
     bad record;
     limit_bytes integer;
+    sizes integer[];
 BEGIN
     IF coalesce(cardinality(types), 0) <> n OR coalesce(cardinality(data), 0) <> n THEN
         RAISE EXCEPTION 'livepg.publish_many: topics, types and data must have the same length'
@@ -136,9 +148,12 @@ BEGIN
         -- Every element checked before anything is written: the first bad
         -- one, by position, is named.
         SELECT l.max_event_size INTO limit_bytes FROM livepg.limits l;
+        -- Each event's data as JSON text once: its size, checked here and
+        -- stored below.
+        SELECT array_agg(octet_length(coalesce(u.data, 'null'::jsonb)::text) ORDER BY u.i) INTO sizes
+          FROM unnest(data) WITH ORDINALITY AS u(data, i);
         SELECT x.i, x.topic, x.type, x.size INTO bad
-          FROM (SELECT u.i, u.topic, u.type, octet_length(coalesce(u.data, 'null'::jsonb)::text) AS size
-                  FROM unnest(topics, types, data) WITH ORDINALITY AS u(topic, type, data, i)) x
+          FROM unnest(topics, types, sizes) WITH ORDINALITY AS x(topic, type, size, i)
          WHERE x.topic IS NULL OR x.type IS NULL
             OR length(x.topic) > 256 OR x.topic !~ '^[A-Za-z0-9_.:@=+%-]+(/[A-Za-z0-9_.:@=+%-]+)*$'
             OR x.type !~ '^[A-Za-z0-9_.:-]{1,64}$'
@@ -169,8 +184,8 @@ BEGIN
         END IF;
         RETURN QUERY
         INSERT INTO livepg.pending AS e (topic, type, data, size)
-        SELECT x.topic, x.type, coalesce(x.data, 'null'::jsonb), octet_length(coalesce(x.data, 'null'::jsonb)::text)
-          FROM unnest(topics, types, data) WITH ORDINALITY AS x(topic, type, data, i)
+        SELECT x.topic, x.type, coalesce(x.data, 'null'::jsonb), x.size
+          FROM unnest(topics, types, data, sizes) WITH ORDINALITY AS x(topic, type, data, size, i)
          ORDER BY x.i
         RETURNING e.id, NULL::bigint;
         RETURN;
@@ -345,6 +360,23 @@ END
 $$;
 -- +goose StatementEnd
 
+-- +goose StatementBegin
+CREATE OR REPLACE FUNCTION livepg.presence_guard() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    owner oid;
+BEGIN
+    SELECT c.relowner INTO owner FROM pg_catalog.pg_class c WHERE c.oid = 'livepg.events'::pg_catalog.regclass;
+    IF pg_catalog.pg_has_role(session_user, 'livepg_node', 'MEMBER')
+       OR pg_catalog.pg_has_role(session_user, owner, 'MEMBER') THEN
+        RETURN NEW;
+    END IF;
+    RAISE EXCEPTION 'livepg: events of type ''presence'' are written by livepg nodes only (role livepg_node)'
+        USING ERRCODE = '42501',
+              HINT = 'Pages join a topic''s presence through a node: GET /v1/events?topic=...&presence=...';
+END
+$$;
+-- +goose StatementEnd
 DROP FUNCTION livepg.check_presence_writer();
 CREATE TRIGGER pending_measure BEFORE INSERT ON livepg.pending
     FOR EACH ROW EXECUTE FUNCTION livepg.measure();

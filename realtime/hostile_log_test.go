@@ -19,7 +19,6 @@ import (
 
 	"github.com/livepg/livepg/realtime"
 	"github.com/livepg/livepg/realtime/ssetest"
-	"github.com/livepg/livepg/store"
 	"github.com/livepg/livepg/store/storetest"
 )
 
@@ -59,20 +58,7 @@ func TestEventsTheLogCannotDeliverDoNotStopDelivery(t *testing.T) {
 		}
 	}
 	// As the log was before migration 00007: events went unmeasured.
-	// It is written where livepg.publish would write it: the log itself
-	// (its size check off) in commit_lock mode, else livepg.pending (which
-	// only livepg's functions write: it has no size check of its own).
-	mode, err := n.Store.BusMode(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if mode == store.BusCommitLock {
-		exec(`ALTER TABLE livepg.events DISABLE TRIGGER events_measure`)
-		exec(`INSERT INTO livepg.events (topic, type, data) VALUES ('x/bomb', 'bomb', $1::jsonb)`, hugeNumbers(8300)) // 1.09 GB printed
-		exec(`ALTER TABLE livepg.events ENABLE TRIGGER events_measure`)
-	} else {
-		exec(`INSERT INTO livepg.pending (topic, type, data) VALUES ('x/bomb', 'bomb', $1::jsonb)`, hugeNumbers(8300))
-	}
+	storetest.WriteUnmeasured(t, n.Store, `SELECT 'x/bomb', 'bomb', $1::jsonb`, hugeNumbers(8300)) // 1.09 GB printed
 	// x/big is measured under the limit, which is lowered before it
 	// commits: over it once readers see it.
 	exec(`SELECT livepg.publish('x/big', to_jsonb(repeat('b', 2000)), 'big'); UPDATE livepg.limits SET max_event_size = 1000`)

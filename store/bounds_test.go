@@ -98,7 +98,7 @@ func TestReadsSkipRowsTheDatabaseCannotPrint(t *testing.T) {
 		t.Fatal(err)
 	}
 	// As the log was before 00007: an event nobody measured.
-	writeUnmeasured(t, s, `SELECT 'a/2', 'bomb', $1::jsonb`, hugeNumbers(8300))
+	storetest.WriteUnmeasured(t, s, `SELECT 'a/2', 'bomb', $1::jsonb`, hugeNumbers(8300))
 	if _, err := s.Publish(ctx, "a/3", "message", []byte(`3`)); err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +161,7 @@ func TestReadsOfUnmeasuredRowsSayWhenTheyAreCut(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s := storetest.NewStore(t)
-	writeUnmeasured(t, s, `SELECT 'old/1', 'message', jsonb_build_object('a', i) FROM generate_series(1, 10) i`)
+	storetest.WriteUnmeasured(t, s, `SELECT 'old/1', 'message', jsonb_build_object('a', i) FROM generate_series(1, 10) i`)
 	var stored, text int64
 	numberAll(t, s)
 	if err := s.Pool.QueryRow(ctx, `SELECT pg_column_size(data), octet_length(data::text) FROM livepg.events LIMIT 1`).Scan(&stored, &text); err != nil {
@@ -234,36 +234,5 @@ func TestCatchUpOfEmptySelectorsCostsIndexProbes(t *testing.T) {
 		if events[i].Seq != events[i-1].Seq+1 {
 			t.Fatalf("event %d has seq %d after %d", i, events[i].Seq, events[i-1].Seq)
 		}
-	}
-}
-
-// writeUnmeasured writes the events that query selects (topic, type, data)
-// as the log held them before 00007 measured events: size NULL, however
-// large. It writes where livepg.publish would in the server's bus mode
-// (the log itself with its size check off in commit_lock mode, else
-// livepg.pending, which only livepg's functions write and which has no
-// check of its own).
-func writeUnmeasured(t *testing.T, s *store.Store, query string, args ...any) {
-	t.Helper()
-	ctx := context.Background()
-	mode, err := s.BusMode(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if mode == store.BusCommitLock {
-		// Three transactions: the log's deferred numbering trigger must
-		// have run before its size check comes back.
-		for _, sql := range []string{`ALTER TABLE livepg.events DISABLE TRIGGER events_measure`,
-			`INSERT INTO livepg.events (topic, type, data) ` + query,
-			`ALTER TABLE livepg.events ENABLE TRIGGER events_measure`} {
-			if _, err = s.Pool.Exec(ctx, sql, args[:min(len(args), strings.Count(sql, "$"))]...); err != nil {
-				break
-			}
-		}
-	} else {
-		_, err = s.Pool.Exec(ctx, `INSERT INTO livepg.pending (topic, type, data) `+query, args...)
-	}
-	if err != nil {
-		t.Fatal(err)
 	}
 }

@@ -32,9 +32,8 @@ func (s *Store) BusMode(ctx context.Context) (string, error) {
 // numbered numbered events (writers are committing), before it reads
 // again. Every numbering transaction slows the writers' commits while it
 // runs (it writes their rows into the log, and flushes), whatever it
-// numbers: a reader
-// that numbers on every wake-up as fast as it can cost 16 writers a quarter
-// of their throughput, and steps of about ten events 1 ms apart still more
+// numbers: a reader that numbers on every wake-up as fast as it can cost
+// 16 writers a quarter of their throughput, and steps of about ten events 1 ms apart still more
 // than half (BenchmarkBus, sync on: publish 0.40x INSERT + NOTIFY without a
 // pause, 0.46x at 1 ms, 0.53x at 5 ms, 0.65x at 20 ms). So the pause is
 // 1 ms while steps stay small, and grows by numberingPausePerEvent for

@@ -425,3 +425,33 @@ func NumberPending(t testing.TB, db Execer) {
 		t.Fatalf("number pending events: %v", err)
 	}
 }
+
+// WriteUnmeasured writes the events that query selects (topic, type, data)
+// as the log held them before 00007 measured events: size NULL, however
+// large. It writes where livepg.publish would in the server's bus mode
+// (the log itself with its size check off in commit_lock mode, else
+// livepg.pending, which only livepg's functions write and which has no
+// check of its own).
+func WriteUnmeasured(t testing.TB, s *store.Store, query string, args ...any) {
+	t.Helper()
+	ctx := context.Background()
+	mode, err := s.BusMode(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mode == store.BusCommitLock {
+		// Three transactions: the log's deferred numbering trigger must
+		// have run before its size check comes back.
+		if _, err = s.Pool.Exec(ctx, `ALTER TABLE livepg.events DISABLE TRIGGER events_measure`); err == nil {
+			_, err = s.Pool.Exec(ctx, `INSERT INTO livepg.events (topic, type, data) `+query, args...)
+		}
+		if _, enableErr := s.Pool.Exec(ctx, `ALTER TABLE livepg.events ENABLE TRIGGER events_measure`); err == nil {
+			err = enableErr
+		}
+	} else {
+		_, err = s.Pool.Exec(ctx, `INSERT INTO livepg.pending (topic, type, data) `+query, args...)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
