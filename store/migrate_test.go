@@ -66,7 +66,7 @@ func versionIDs(rows []versionRow) []int64 {
 
 // coreVersions are the versions of migrations/ (00002, the demo's tables, left
 // the core chain).
-var coreVersions = []int64{0, 1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}
+var coreVersions = []int64{0, 1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}
 
 type logRow struct {
 	Seq   int64

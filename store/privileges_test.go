@@ -37,12 +37,6 @@ var tampering = []string{
 	`DELETE FROM livepg.pending`,
 	`UPDATE livepg.pending SET data = '{"rewritten": true}'`,
 	`SELECT livepg.move_pending(ARRAY[1::bigint], NULL)`,
-	// Tracked tables write through livepg.captured (migration 00016): insert
-	// only, and the ids it draws cannot be set back.
-	`SELECT * FROM livepg.captured`,
-	`UPDATE livepg.captured SET data = '{"rewritten": true}'`,
-	`DELETE FROM livepg.captured`,
-	`SELECT setval('livepg.events_id_seq', 1)`,
 	`ALTER TABLE livepg.pending DISABLE TRIGGER pending_notify`,
 	`SELECT livepg.prune('0')`,
 	`ALTER TABLE livepg.events DISABLE TRIGGER events_sequence`,
@@ -236,69 +230,6 @@ func TestLeastPrivilegeRoles(t *testing.T) {
 	secondApp := connect(t, storetest.As(t, second, storetest.AppRole))
 	mustExec(t, secondApp, `SELECT livepg.publish('elsewhere', '{}')`)
 	refused(t, secondApp, `SELECT * FROM livepg.events`)
-}
-
-// TestCapturedViewTakesOnlyWhatPublishWould: the view that tracked tables
-// write through (migration 00016) takes from the application only a row
-// change's event that livepg.publish would have written, and only in a
-// mode that numbers livepg.pending; anything else is refused and writes
-// nothing.
-func TestCapturedViewTakesOnlyWhatPublishWould(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	r := storetest.NewRecipe(t)
-	app := connect(t, r.App)
-	admin := connect(t, r.Admin)
-	mustExec(t, admin, `UPDATE livepg.limits SET max_event_size = 100`)
-	var trackCommits string
-	if err := app.QueryRow(ctx, `SHOW track_commit_timestamp`).Scan(&trackCommits); err != nil {
-		t.Fatal(err)
-	}
-	checkOption := func(sql, want string) {
-		t.Helper()
-		_, err := app.Exec(ctx, sql)
-		var pgErr *pgconn.PgError
-		if !errors.As(err, &pgErr) || pgErr.Code != want {
-			t.Errorf("%s: %v, want SQLSTATE %s", sql, err, want)
-		}
-	}
-	insert := `INSERT INTO livepg.captured (topic, type, data, size) VALUES `
-	fine := insert + `('notes/1', 'insert', '{"id": 1}', 9)`
-	if trackCommits == "on" {
-		mustExec(t, app, fine)
-	} else {
-		// commit_lock writes the log itself: nothing may wait in pending.
-		checkOption(fine, "44000")
-	}
-	for _, bad := range []string{
-		`('notes/1', 'presence', '{}', 2)`,                          // only nodes write presence
-		`('notes/1', 'message', '{}', 2)`,                           // publish is the way for others
-		`('notes//1', 'insert', '{}', 2)`,                           // not a topic
-		`('` + strings.Repeat("t/", 129) + `t', 'insert', '{}', 2)`, // 259 bytes
-		`('notes/1', 'insert', '{"id": 1}', 2)`,                     // size not the data's
-		`('notes/1', 'insert', '{"id": 1}', NULL)`,
-	} {
-		checkOption(insert+bad, "44000")
-	}
-	checkOption(insert+`(NULL, 'insert', '{}', 2)`, "23502") // pending's NOT NULL
-	// Over the limit: publish's own error, saying why.
-	big := `"` + strings.Repeat("x", 100) + `"`
-	_, err := app.Exec(ctx, insert+`('notes/1', 'insert', $1::jsonb, 102)`, big)
-	var pgErr *pgconn.PgError
-	if trackCommits == "on" && (!errors.As(err, &pgErr) || pgErr.Code != "54000" || !strings.Contains(pgErr.Message, "102 bytes as JSON text, more than the limit of 100 bytes")) {
-		t.Errorf("an event over the limit: %v, want SQLSTATE 54000 naming its size and the limit", err)
-	}
-	var pending int
-	if err := admin.QueryRow(ctx, `SELECT count(*) FROM livepg.pending`).Scan(&pending); err != nil {
-		t.Fatal(err)
-	}
-	want := 0
-	if trackCommits == "on" {
-		want = 1
-	}
-	if pending != want {
-		t.Errorf("livepg.pending holds %d rows, want %d (only the fine one)", pending, want)
-	}
 }
 
 // A migrating role that may not create roles says which role is missing.
